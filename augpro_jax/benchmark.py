@@ -1,0 +1,321 @@
+"""Throughput benchmark: the full distillation step per augmentation, its parts, and peers.
+
+`python main.py --mode=benchmark` times, in one process and on the same synthetic batches:
+- the pmapped KD step for each `--benchmark_augs` value, after compilation and warm-up, as a
+  median over `--benchmark_steps` steps, and its ratio to `--aug=none`;
+- the parts: teacher forward, the augmentation alone (projection), and the student
+  forward+backward+update;
+- compile time, XLA's memory analysis, peak device memory (where reported), host RSS, parameter
+  counts, analytic FLOPs per step and MFU (when the device's peak FLOP/s is known);
+- peers (`augpro_jax.peers`): the same KD step on Hugging Face's Flax and PyTorch BERT.
+Writes `--benchmark_out` (JSON) and a markdown table beside it, and prints the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import resource
+import statistics
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from augpro_jax import augment
+from augpro_jax import flops as flops_lib
+from augpro_jax import input_pipeline as pipeline
+from augpro_jax import model as model_lib
+from augpro_jax import train_step as step_lib
+from augpro_jax.config import Config
+from augpro_jax.errors import UserError
+
+NUM_LABELS = 2
+
+
+def synthetic_batches(count: int, global_batch: int, seq_len: int, devices: int,
+                      seed: int = 0) -> list[dict[str, np.ndarray]]:
+  """Random token ids with [CLS] .. [SEP] and a random padded tail per row, sharded per device."""
+  rng = np.random.default_rng(seed)
+  batches = []
+  for _ in range(count):
+    lengths = rng.integers(seq_len // 2, seq_len + 1, size=global_batch)
+    ids = rng.integers(1000, 29000, size=(global_batch, seq_len)).astype(np.int32)
+    mask = (np.arange(seq_len)[None, :] < lengths[:, None]).astype(np.int32)
+    ids[:, 0] = 101
+    ids[np.arange(global_batch), lengths - 1] = 102
+    ids = ids * mask
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids),
+             "label": rng.integers(0, NUM_LABELS, size=global_batch).astype(np.int32),
+             "example_id": np.arange(global_batch, dtype=np.int32)}
+    batches.append({k: v.reshape(devices, -1, *v.shape[1:]) for k, v in batch.items()})
+  return batches
+
+
+def time_calls(call: Callable[[int], Any], steps: int, warmup: int) -> dict[str, float]:
+  """Median/p10/p90 wall time (ms) of `call(i)`, each call synchronised; warm-up excluded."""
+  for i in range(warmup):
+    jax.block_until_ready(call(i))
+  times = []
+  for i in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(call(warmup + i))
+    times.append((time.perf_counter() - start) * 1e3)
+  times.sort()
+  return {"step_ms_median": statistics.median(times), "step_ms_p10": times[len(times) // 10],
+          "step_ms_p90": times[min(len(times) - 1, (9 * len(times)) // 10)]}
+
+
+def _memory(compiled) -> dict[str, float]:
+  try:
+    analysis = compiled.memory_analysis()
+    return {"xla_temp_mb": analysis.temp_size_in_bytes / 2**20,
+            "xla_argument_mb": analysis.argument_size_in_bytes / 2**20}
+  except Exception:  # pylint: disable=broad-except  # not every backend reports it
+    return {}
+
+
+def _peak_device_mb() -> Optional[float]:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2**20
+
+
+def _host_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclasses.dataclass
+class Models:
+  teacher: model_lib.BertClassifier
+  teacher_params: Any
+  student: model_lib.BertClassifier
+  student_params: Any
+
+
+def build_models(cfg: Config) -> tuple[Models, Any]:
+  """The teacher (pretrained MiniLM, or a random one of the requested shape) and its student."""
+  teacher_dir = model_lib.resolve_pretrained_dir(cfg.teacher)
+  tokenizer = pipeline.load_tokenizer(teacher_dir)
+  t_config, t_params = model_lib.load_pretrained(str(teacher_dir), num_labels=NUM_LABELS,
+                                                 dropout_rate=0.0, dtype=cfg.dtype)
+  if cfg.teacher_layers_override or cfg.teacher_hidden_override:
+    hidden = cfg.teacher_hidden_override or t_config.hidden_size
+    t_config = dataclasses.replace(
+        t_config, num_layers=cfg.teacher_layers_override or t_config.num_layers,
+        hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
+    t_params = model_lib.init_params(t_config, jax.random.PRNGKey(1))
+  s_config = dataclasses.replace(
+      t_config, num_layers=cfg.student_layers, hidden_size=cfg.student_hidden,
+      num_heads=cfg.student_heads, intermediate_size=cfg.student_intermediate_size,
+      dropout_rate=cfg.dropout)
+  s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(2),
+                                            init=cfg.student_init)
+  models = Models(model_lib.BertClassifier(t_config), t_params, model_lib.BertClassifier(s_config),
+                  s_params)
+  return models, tokenizer
+
+
+def bench_step(cfg: Config, models: Models, aug: str, objective: str, batches, masks,
+               optimizer) -> dict[str, Any]:
+  """Compile and time the full pmapped step for one augmentation."""
+  spec = step_lib.StepSpec.from_config(cfg, objective=objective, num_labels=NUM_LABELS,
+                                       is_regression=False, aug=aug)
+  step_fn = step_lib.make_train_step(spec, models.student, models.teacher if objective == "kd"
+                                     else None, optimizer, *masks)
+  p_step = step_lib.pmap_train_step(step_fn)
+  state = step_lib.replicate(step_lib.init_state(models.student_params, optimizer, cfg.seed))
+  teacher = step_lib.replicate(models.teacher_params if objective == "kd" else {})
+  device_batches = [step_lib.shard(b) for b in batches]
+  start = time.perf_counter()
+  compiled = p_step.lower(state, teacher, device_batches[0]).compile()
+  compile_seconds = time.perf_counter() - start
+  holder = {"state": state}
+
+  def call(i):
+    holder["state"], metrics = compiled(holder["state"], teacher, device_batches[i % len(device_batches)])
+    return metrics
+
+  timing = time_calls(call, cfg.benchmark_steps, cfg.benchmark_warmup)
+  metrics = jax.device_get(call(0))
+  return {"compile_seconds": compile_seconds, **timing, **_memory(compiled),
+          "measured_shift": float(np.asarray(metrics["measured_shift"])[0])
+                            if "measured_shift" in metrics else None}
+
+
+def bench_parts(cfg: Config, models: Models, batches, masks) -> dict[str, Any]:
+  """Teacher forward alone, and each projection-based augmentation alone, on device 0."""
+  batch = {k: jnp.asarray(v.reshape(-1, *v.shape[2:])) for k, v in batches[0].items()}
+  batch = {k: v[: v.shape[0] // jax.local_device_count()] for k, v in batch.items()}  # per device
+  is_special, is_candidate = (jnp.asarray(m) for m in masks)
+  table = model_lib.word_embedding_table(models.student_params)
+  ids, mask = batch["input_ids"], batch["attention_mask"]
+  eligible = augment.eligible_positions(ids, mask, is_special)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["example_id"])
+  common = dict(shift_degree=cfg.shift_degree, metric=cfg.projection_metric,
+                candidate_mask=is_candidate, chunk_size=cfg.projection_chunk)
+  n = ids.shape[0]
+  lam = augment.mix_coefficients(keys, cfg.mix_alpha, keep_major=True)
+  delta = 0.01 * jnp.ones(ids.shape + (table.shape[1],))
+  fns = {
+      "teacher_forward": lambda: models.teacher.apply(
+          {"params": models.teacher_params}, ids, mask, batch["token_type_ids"]),
+      "projection_augpro_mix": lambda: augment.augpro_mix(
+          keys, ids, eligible, jnp.roll(jnp.arange(n), 1), lam, table,
+          exclude_original=cfg.exclude_original, **common),
+      "projection_augpro_fgsm": lambda: augment.augpro_perturb(
+          keys, ids, eligible, delta, table, exclude_original=cfg.exclude_original, **common),
+      "projection_knn": lambda: augment.knn_replace(keys, ids, eligible, table, k=cfg.knn_k, **common),
+  }
+  parts = {}
+  for name, fn in fns.items():
+    jitted = jax.jit(fn)
+    compiled = jitted.lower().compile()
+    parts[name + "_ms"] = time_calls(lambda i, c=compiled: c(), cfg.benchmark_steps,
+                                     cfg.benchmark_warmup)["step_ms_median"]
+    if name == "projection_augpro_mix":
+      positions = n * augment.position_budget(cfg.shift_degree, ids.shape[1])
+      naive = positions * table.shape[0] * 4
+      temp = _memory(compiled).get("xla_temp_mb")
+      parts["projection_temp_mb"] = temp
+      parts["projection_naive_scores_mb"] = naive / 2**20
+      parts["projection_memory_ratio"] = None if temp is None else temp * 2**20 / naive
+  return parts
+
+
+def run(cfg: Config) -> dict[str, Any]:
+  devices = jax.local_device_count()
+  if cfg.batch_size % devices:
+    raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
+  for aug in cfg.benchmark_augs:
+    if aug == "synonym":
+      raise UserError("--benchmark_augs: synonym runs on the host in the input pipeline; it is not "
+                      "a device step to benchmark")
+  models, tokenizer = build_models(cfg)
+  masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
+  batches = synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, devices, cfg.seed)
+  optimizer, _ = step_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
+  peak = flops_lib.device_peak_flops()
+  device_kind = jax.local_devices()[0].device_kind
+  print(f"benchmark on {devices} x {device_kind}: teacher {models.teacher.config.num_layers}x"
+        f"{models.teacher.config.hidden_size}, student {models.student.config.num_layers}x"
+        f"{models.student.config.hidden_size}, batch {cfg.batch_size}, seq {cfg.max_seq_len}, "
+        f"{cfg.dtype}", flush=True)
+
+  methods = []
+  for aug in dict.fromkeys(("none",) + tuple(a if a != "augpro" else "augpro_mix"
+                                             for a in cfg.benchmark_augs)):
+    result = bench_step(cfg, models, aug, "kd", batches, masks, optimizer)
+    step_flops = flops_lib.step_flops(
+        aug=aug, objective="kd", teacher=models.teacher.config, student=models.student.config,
+        batch=cfg.batch_size, seq_len=cfg.max_seq_len, shift_degree=cfg.shift_degree,
+        aug_copies=cfg.aug_copies)
+    seconds = result["step_ms_median"] / 1e3
+    result.update(aug=aug, examples_per_sec=cfg.batch_size / seconds,
+                  tokens_per_sec=cfg.batch_size * cfg.max_seq_len / seconds,
+                  flops_per_step=step_flops["total"],
+                  tflops_per_sec=step_flops["total"] / seconds / 1e12,
+                  mfu=step_flops["total"] / seconds / (peak * devices) if peak else None)
+    methods.append(result)
+    print(f"  {aug:12s} {result['step_ms_median']:8.1f} ms/step  "
+          f"{result['examples_per_sec']:8.1f} ex/s", flush=True)
+  none_ms = methods[0]["step_ms_median"]
+  parts = bench_parts(cfg, models, batches, masks)
+  student_only = bench_step(cfg, models, "none", "labels", batches, masks, optimizer)
+  parts["student_forward_backward_update_ms"] = student_only["step_ms_median"]
+  for result in methods:
+    result["ratio_to_none"] = result["step_ms_median"] / none_ms
+    projection = parts.get(f"projection_{result['aug']}_ms")
+    # Both are per-device times: the projection runs on each device's slice of the batch.
+    result["projection_fraction"] = (projection / result["step_ms_median"]
+                                     if projection is not None else None)
+
+  peers = []
+  if cfg.benchmark_peers:
+    from augpro_jax import peers as peers_lib  # pylint: disable=g-import-not-at-top
+    t, s = models.teacher.config, models.student.config
+    shapes = peers_lib.PeerShapes(
+        batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=NUM_LABELS,
+        vocab_size=t.vocab_size, teacher_layers=t.num_layers, teacher_hidden=t.hidden_size,
+        teacher_heads=t.num_heads, teacher_intermediate=t.intermediate_size,
+        student_layers=s.num_layers, student_hidden=s.hidden_size, student_heads=s.num_heads,
+        student_intermediate=s.intermediate_size, dtype=cfg.dtype)
+    for name in cfg.benchmark_peers:
+      if name not in peers_lib.PEERS:
+        raise UserError(f"unknown peer {name!r}; choose from {', '.join(peers_lib.PEERS)}")
+      try:
+        peer = peers_lib.PEERS[name](shapes, steps=cfg.benchmark_steps, warmup=cfg.benchmark_warmup,
+                                     seed=cfg.seed)
+        peer["ratio_ours_to_peer"] = methods[0]["examples_per_sec"] / peer["examples_per_sec"]
+      except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
+        peer = {"name": name, "examples_per_sec": None, "ratio_ours_to_peer": None,
+                "error": str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}
+      peers.append(peer)
+      print(f"  peer {name:8s} {peer.get('examples_per_sec') or float('nan'):8.1f} ex/s", flush=True)
+
+  report = {
+      "machine": {"device_kind": device_kind, "devices": devices, "backend": jax.default_backend(),
+                  "peak_flops_per_device": peak, "jax": jax.__version__},
+      "shapes": {"batch": cfg.batch_size, "seq_len": cfg.max_seq_len, "dtype": cfg.dtype,
+                 "shift_degree": cfg.shift_degree, "projection_chunk": cfg.projection_chunk,
+                 "teacher": dataclasses.asdict(models.teacher.config),
+                 "student": dataclasses.asdict(models.student.config)},
+      "params": {"teacher": model_lib.count_params(models.teacher_params),
+                 "student": model_lib.count_params(models.student_params)},
+      "methods": methods,
+      "parts": parts,
+      "peers": peers,
+      "peak_device_memory_mb": _peak_device_mb(),
+      "host_rss_mb": _host_rss_mb(),
+  }
+  table = markdown_table(report)
+  print(table, flush=True)
+  if cfg.benchmark_out:
+    out = pathlib.Path(cfg.benchmark_out)
+    try:
+      out.parent.mkdir(parents=True, exist_ok=True)
+      out.write_text(json.dumps(report, indent=2, default=float))
+      out.with_suffix(".md").write_text(table + "\n")
+    except OSError as exc:
+      raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+  return report
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+  m = report["machine"]
+  s = report["shapes"]
+  lines = [
+      f"Machine: {m['devices']} x {m['device_kind']} ({m['backend']}), jax {m['jax']}; "
+      f"teacher {s['teacher']['num_layers']}x{s['teacher']['hidden_size']}, student "
+      f"{s['student']['num_layers']}x{s['student']['hidden_size']}, batch {s['batch']}, seq "
+      f"{s['seq_len']}, {s['dtype']}, shift {s['shift_degree']}",
+      "",
+      "| method | step ms (median) | examples/s | tokens/s | x none | projection share | MFU | compile s |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for r in report["methods"]:
+    share = "-" if r["projection_fraction"] is None else f"{100 * r['projection_fraction']:.1f}%"
+    mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+    lines.append(f"| {r['aug']} | {r['step_ms_median']:.1f} | {r['examples_per_sec']:.1f} | "
+                 f"{r['tokens_per_sec']:.0f} | {r['ratio_to_none']:.2f} | {share} | {mfu} | "
+                 f"{r['compile_seconds']:.1f} |")
+  for p in report["peers"]:
+    if p.get("examples_per_sec"):
+      lines.append(f"| peer: {p['name']} | {p['step_ms_median']:.1f} | {p['examples_per_sec']:.1f} | "
+                   f"- | ours/peer = {p['ratio_ours_to_peer']:.2f} | - | - | "
+                   f"{p.get('compile_seconds', 0):.1f} |")
+    else:
+      lines.append(f"| peer: {p['name']} | unavailable: {p.get('error')} | | | | | | |")
+  parts = report["parts"]
+  lines += ["", "| part (per device) | ms |", "|---|---:|"]
+  for key, value in parts.items():
+    if key.endswith("_ms"):
+      lines.append(f"| {key[:-3]} | {value:.2f} |")
+  if parts.get("projection_memory_ratio") is not None:
+    lines.append(f"\nProjection temporaries: {parts['projection_temp_mb']:.2f} MB vs "
+                 f"{parts['projection_naive_scores_mb']:.2f} MB for the naive [positions, vocab] "
+                 f"score matrix (ratio {parts['projection_memory_ratio']:.3f}).")
+  return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Analytic FLOP counts for one train step, and peak FLOP/s per device kind (for MFU)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+
+from augpro_jax import augment
+from augpro_jax.model import BertConfig, forward_flops
+
+# Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). float32 runs report MFU
+# against the same bf16 peak, as MaxText does, so numbers are comparable across dtypes.
+PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,  # SXM
+    "NVIDIA H200": 989e12,
+}
+
+
+def device_peak_flops(device: Optional[jax.Device] = None) -> Optional[float]:
+  """Peak FLOP/s of `device` (default: the first local one), or None when unknown (e.g. CPU)."""
+  kind = (device or jax.local_devices()[0]).device_kind
+  for name, peak in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+    if kind.startswith(name) or name in kind:
+      return peak
+  return None
+
+
+def projection_flops(positions: int, vocab: int, width: int) -> float:
+  """Scoring `positions` vectors against the whole table: one [P, d] x [d, V] matmul."""
+  return 2.0 * positions * vocab * width
+
+
+def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], student: BertConfig,
+               batch: int, seq_len: int, shift_degree: float, aug_copies: int = 1) -> dict[str, float]:
+  """FLOPs of one global train step, by part. Backward counts as 2x forward."""
+  copies = aug_copies if aug != "none" else 0
+  examples = batch * (1 + copies)
+  parts = {
+      "teacher_forward": forward_flops(teacher, examples, seq_len)
+                         if objective == "kd" and teacher is not None else 0.0,
+      "student_forward_backward": 3.0 * forward_flops(student, examples, seq_len),
+      "projection": 0.0,
+  }
+  if aug in ("fgsm", "augpro_fgsm"):
+    # The input-gradient comes out of the original batch's backward pass: no extra model FLOPs.
+    pass
+  if aug in ("augpro_mix", "augpro_fgsm", "knn"):
+    positions = batch * copies * augment.position_budget(shift_degree, seq_len)
+    parts["projection"] = projection_flops(positions, student.vocab_size, student.hidden_size)
+  parts["total"] = sum(parts.values())
+  return parts

@@ -1,0 +1,323 @@
+"""Peers for the throughput benchmark: our KD step re-written on Hugging Face BERT models.
+
+Both peers run the step that `augpro_jax.benchmark` times for `--aug=none`, at the same shapes:
+- teacher forward in eval mode, no gradient -> logits [B, C];
+- student forward (dropout on) and backward of T^2 * KL(softmax(t / T) || softmax(s / T)),
+  averaged over the batch (T = 1; the CE term has weight 0 in KD, so it is not computed);
+- clip by global norm 1.0, then AdamW (constant lr, weight decay 0.01 on every parameter, as
+  `optax.adamw` and `torch.optim.AdamW` both do by default).
+
+`hf_flax_kd` is how HF's Flax examples train on one device: `jax.jit` of a train step over
+`FlaxBertForSequenceClassification.__call__`. `hf_torch_kd` is plain eager PyTorch on
+`BertForSequenceClassification` (no `torch.compile`: eager is what people run).
+
+Timing is honest: inputs are made once and rotated, warm-up steps are excluded, every timed step
+is synchronised before the clock stops, and the median over `steps` steps is reported. Models
+are built from configs with random weights; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import statistics
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+# Batches prepared once and rotated, so that no step sees the very same buffers as the previous.
+_NUM_BATCHES = 3
+_TEMPERATURE = 1.0
+_CLIP_NORM = 1.0
+_WEIGHT_DECAY = 0.01
+_DROPOUT = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerShapes:
+  """Model and batch shapes of the step; `batch` is global (the peers use one device)."""
+
+  batch: int
+  seq_len: int
+  num_labels: int = 2
+  vocab_size: int = 30522
+  teacher_layers: int = 6
+  teacher_hidden: int = 384
+  teacher_heads: int = 12
+  teacher_intermediate: int = 1536
+  student_layers: int = 2
+  student_hidden: int = 384
+  student_heads: int = 12
+  student_intermediate: int = 1536
+  dtype: str = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
+
+  def __post_init__(self):
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+    if self.batch < 1 or self.seq_len < 2:
+      raise ValueError(f"need batch >= 1 and seq_len >= 2, got {self.batch} and {self.seq_len}")
+
+
+def _bert_config(shapes: PeerShapes, *, teacher: bool):
+  """A `transformers.BertConfig` for the teacher or the student; dropout as in our models."""
+  from transformers import BertConfig  # pylint: disable=g-import-not-at-top
+
+  prefix = "teacher" if teacher else "student"
+  return BertConfig(
+      vocab_size=shapes.vocab_size,
+      hidden_size=getattr(shapes, f"{prefix}_hidden"),
+      num_hidden_layers=getattr(shapes, f"{prefix}_layers"),
+      num_attention_heads=getattr(shapes, f"{prefix}_heads"),
+      intermediate_size=getattr(shapes, f"{prefix}_intermediate"),
+      # The teacher runs deterministically anyway; the student trains with dropout 0.1.
+      hidden_dropout_prob=_DROPOUT,
+      attention_probs_dropout_prob=_DROPOUT,
+      max_position_embeddings=max(512, shapes.seq_len),
+      num_labels=shapes.num_labels,
+  )
+
+
+def make_batches(shapes: PeerShapes, seed: int,
+                 num: int = _NUM_BATCHES) -> list[dict[str, np.ndarray]]:
+  """`num` host batches of int32 input_ids / attention_mask / token_type_ids, each [B, S].
+
+  Ids are uniform in [1000, 29000) (clipped to the vocabulary), each row keeps a random-length
+  prefix (at least half the sequence) and the tail is padding (id 0, mask 0).
+  """
+  rng = np.random.RandomState(seed)
+  high = min(29000, shapes.vocab_size)
+  low = min(1000, high // 2)
+  batches = []
+  for _ in range(num):
+    ids = rng.randint(low, high, size=(shapes.batch, shapes.seq_len)).astype(np.int32)
+    lengths = rng.randint(shapes.seq_len // 2, shapes.seq_len + 1, size=(shapes.batch, 1))
+    mask = (np.arange(shapes.seq_len)[None, :] < lengths).astype(np.int32)
+    batches.append({"input_ids": ids * mask, "attention_mask": mask,
+                    "token_type_ids": np.zeros_like(ids)})
+  return batches
+
+
+def _summary(name: str, shapes: PeerShapes, times_ms: list[float], *, compile_seconds: float,
+             steps: int, device: str, note: str, losses: list[float],
+             param_delta: float) -> dict[str, Any]:
+  """The result dict; percentiles picked the same way as `benchmark.time_calls`."""
+  times = sorted(times_ms)
+  median = statistics.median(times)
+  return {
+      "name": name,
+      "examples_per_sec": shapes.batch / (median / 1e3),
+      "step_ms_median": median,
+      "step_ms_p10": times[len(times) // 10],
+      "step_ms_p90": times[min(len(times) - 1, (9 * len(times)) // 10)],
+      "compile_seconds": compile_seconds,
+      "steps": steps,
+      "device": device,
+      "note": note,
+      # Training evidence: loss before the first update, loss at the last timed step, and how
+      # far the student moved (global L2 norm of the parameter change).
+      "first_loss": losses[0],
+      "last_loss": losses[-1],
+      "student_param_delta": param_delta,
+  }
+
+
+def _unavailable(what: str, exc: BaseException) -> RuntimeError:
+  """A one-line RuntimeError: the benchmark reports the peer as unavailable with its first line."""
+  detail = str(exc).splitlines()[0] if str(exc) else ""
+  return RuntimeError(f"{what}: {type(exc).__name__}: {detail}")
+
+
+def _check_counts(steps: int, warmup: int) -> None:
+  if steps < 1 or warmup < 0:
+    raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+
+
+def _timed_loop(step: Callable[[int], None], steps: int, warmup: int) -> tuple[float, list[float]]:
+  """Runs max(warmup, 1) untimed steps then `steps` timed ones; `step(i)` must synchronise.
+
+  Returns (seconds of the very first step, timed step ms). The first step is always untimed,
+  even with warmup=0, because it includes compilation (Flax) or lazy allocation (torch).
+  """
+  start = time.perf_counter()
+  step(0)
+  first_seconds = time.perf_counter() - start
+  for i in range(1, warmup):
+    step(i)
+  offset = max(warmup, 1)
+  times = []
+  for i in range(steps):
+    start = time.perf_counter()
+    step(offset + i)
+    times.append((time.perf_counter() - start) * 1e3)
+  return first_seconds, times
+
+
+def hf_flax_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
+               learning_rate: float = 5e-5, fixed_batch: bool = False) -> dict[str, Any]:
+  """The KD step on `FlaxBertForSequenceClassification`, `jax.jit` on one device.
+
+  `learning_rate` and `fixed_batch` (always the first batch) exist for the tests' does-it-train
+  check; the benchmark leaves them alone. Raises RuntimeError if HF's Flax BERT cannot be used.
+  """
+  _check_counts(steps, warmup)
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    import optax  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    flax_bert = transformers.FlaxBertForSequenceClassification  # lazy: fails here if it cannot load
+  except Exception as exc:  # pylint: disable=broad-except  # any import failure: peer unavailable
+    raise _unavailable("transformers Flax BERT unavailable", exc) from exc
+
+  dtype = jnp.bfloat16 if shapes.dtype == "bfloat16" else jnp.float32
+  try:
+    teacher = flax_bert(
+        _bert_config(shapes, teacher=True), seed=seed, dtype=dtype, _do_init=True)
+    student = flax_bert(
+        _bert_config(shapes, teacher=False), seed=seed + 1, dtype=dtype, _do_init=True)
+  except Exception as exc:  # pylint: disable=broad-except
+    raise _unavailable("transformers Flax BERT failed to build", exc) from exc
+
+  device = jax.devices()[0]
+  teacher_params = jax.device_put(teacher.params, device)
+  # A private copy: the step donates it, which would otherwise invalidate `student.params`.
+  student_params = jax.device_put(jax.tree.map(np.array, student.params), device)
+  initial = jax.tree.map(np.array, student.params)  # host copy, for the parameter-change check
+  tx = optax.chain(optax.clip_by_global_norm(_CLIP_NORM),
+                   optax.adamw(learning_rate, weight_decay=_WEIGHT_DECAY))
+  # Commit everything to the device: an uncommitted input (optax's step count, the rng) would make
+  # the second call see new shardings and compile the step a second time, inside the timing.
+  opt_state = jax.device_put(tx.init(student_params), device)
+  batches = [jax.device_put({k: jnp.asarray(v) for k, v in b.items()}, device)
+             for b in make_batches(shapes, seed)]
+
+  def train_step(params, state, t_params, batch, dropout_rng):
+    """One KD update; returns (params, opt_state, loss, next dropout rng)."""
+    dropout_rng, next_rng = jax.random.split(dropout_rng)
+    teacher_logits = teacher(**batch, params=t_params, train=False).logits
+    teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+
+    def loss_fn(p):
+      logits = student(**batch, params=p, dropout_rng=dropout_rng, train=True).logits
+      t_log_probs = jax.nn.log_softmax(teacher_logits / _TEMPERATURE, axis=-1)
+      s_log_probs = jax.nn.log_softmax(logits.astype(jnp.float32) / _TEMPERATURE, axis=-1)
+      kl = jnp.sum(jnp.exp(t_log_probs) * (t_log_probs - s_log_probs), axis=-1)
+      return _TEMPERATURE ** 2 * jnp.mean(kl)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss, next_rng
+
+  # Donate the student parameters and optimizer state: updated in place, as HF's examples allow.
+  step_fn = jax.jit(train_step, donate_argnums=(0, 1))
+  rng = jax.device_put(jax.random.PRNGKey(seed), device)
+  carry = {"params": student_params, "opt": opt_state, "rng": rng}
+  losses = []
+
+  def step(i: int) -> None:
+    batch = batches[0 if fixed_batch else i % len(batches)]
+    params, state, loss, next_rng = step_fn(carry["params"], carry["opt"], teacher_params, batch,
+                                            carry["rng"])
+    jax.block_until_ready((params, loss))
+    carry.update(params=params, opt=state, rng=next_rng)
+    losses.append(loss)
+
+  try:
+    compile_seconds, times = _timed_loop(step, steps, warmup)
+  except Exception as exc:  # pylint: disable=broad-except
+    raise _unavailable("transformers Flax BERT step failed", exc) from exc
+
+  delta = math.sqrt(sum(
+      float(np.sum(np.square(np.asarray(a, np.float64) - b)))
+      for a, b in zip(jax.tree.leaves(carry["params"]), jax.tree.leaves(initial))))
+  note = (f"transformers FlaxBertForSequenceClassification, jax.jit on 1 device "
+          f"(of {jax.device_count()}), compute dtype {shapes.dtype}, params float32")
+  return _summary("hf_flax", shapes, times, compile_seconds=compile_seconds, steps=steps,
+                  device=f"{device.platform}:{device.device_kind}", note=note,
+                  losses=[float(x) for x in losses], param_delta=delta)
+
+
+def hf_torch_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
+                device: Optional[str] = None, learning_rate: float = 5e-5,
+                fixed_batch: bool = False) -> dict[str, Any]:
+  """The KD step on PyTorch `BertForSequenceClassification`, eager, on `device`.
+
+  `device` defaults to cuda when available, else cpu. bfloat16 uses torch.autocast on cuda only;
+  elsewhere the step runs in float32 and the note says so.
+  """
+  _check_counts(steps, warmup)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+    from transformers import BertForSequenceClassification  # pylint: disable=g-import-not-at-top
+  except Exception as exc:  # pylint: disable=broad-except
+    raise _unavailable("transformers PyTorch BERT unavailable", exc) from exc
+
+  device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+  dev = torch.device(device)
+  on_cuda = dev.type == "cuda"
+  autocast = shapes.dtype == "bfloat16" and on_cuda
+  notes = ["transformers BertForSequenceClassification, eager (no torch.compile)"]
+  if shapes.dtype == "bfloat16" and not on_cuda:
+    notes.append("bfloat16 requested but autocast is used on cuda only: ran float32")
+  elif autocast:
+    notes.append("torch.autocast bfloat16, params float32")
+
+  previous_threads = torch.get_num_threads()
+  if not on_cuda:
+    # Use every core, as our JAX step does on CPU; restored afterwards for the rest of the process.
+    torch.set_num_threads(os.cpu_count() or 1)
+    notes.append(f"{torch.get_num_threads()} threads")
+  try:
+    torch.manual_seed(seed)
+    teacher = BertForSequenceClassification(_bert_config(shapes, teacher=True)).to(dev).eval()
+    student = BertForSequenceClassification(_bert_config(shapes, teacher=False)).to(dev).train()
+    attention = student.config._attn_implementation  # pylint: disable=protected-access
+    notes.append(f"attention {attention}")
+    for p in teacher.parameters():
+      p.requires_grad_(False)
+    initial = [p.detach().clone() for p in student.parameters()]
+    optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate,
+                                  weight_decay=_WEIGHT_DECAY)
+    batches = [{k: torch.from_numpy(v).long().to(dev) for k, v in b.items()}
+               for b in make_batches(shapes, seed)]
+    losses = []
+
+    def step(i: int) -> None:
+      batch = batches[0 if fixed_batch else i % len(batches)]
+      with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+          teacher_logits = teacher(**batch).logits.float()
+        logits = student(**batch).logits.float()
+        t_log_probs = F.log_softmax(teacher_logits / _TEMPERATURE, dim=-1)
+        s_log_probs = F.log_softmax(logits / _TEMPERATURE, dim=-1)
+        # "batchmean": sum over classes, mean over the batch, i.e. the true per-example KL mean.
+        loss = _TEMPERATURE ** 2 * F.kl_div(s_log_probs, t_log_probs, reduction="batchmean",
+                                            log_target=True)
+      optimizer.zero_grad(set_to_none=True)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(student.parameters(), _CLIP_NORM)
+      optimizer.step()
+      if on_cuda:
+        torch.cuda.synchronize(dev)
+      losses.append(loss.detach())  # read after the loop: .item() here would add a host sync
+
+    first_seconds, times = _timed_loop(step, steps, warmup)
+    with torch.no_grad():
+      delta = math.sqrt(sum(float(torch.sum((p.detach().double() - q.double()) ** 2))
+                            for p, q in zip(student.parameters(), initial)))
+  finally:
+    torch.set_num_threads(previous_threads)
+
+  if on_cuda:
+    name = torch.cuda.get_device_name(dev)
+  else:
+    name = "cpu"
+  return _summary("hf_torch", shapes, times, compile_seconds=first_seconds, steps=steps,
+                  device=f"{dev.type}:{name}", note="; ".join(notes),
+                  losses=[float(x) for x in losses], param_delta=delta)
+
+
+PEERS: dict[str, Callable[..., dict[str, Any]]] = {"hf_flax": hf_flax_kd, "hf_torch": hf_torch_kd}

@@ -1,0 +1,163 @@
+"""Shared machinery for experiment grids: list runs, run the missing ones, collect a CSV.
+
+Every run is one `python main.py ...` command with its own workdir under `--root`; a run whose
+`summary.json` exists is finished and skipped, so a grid can be stopped and resumed at any time
+and split into parts with `--only=REGEX` (matched against run names). Teachers are fine-tuned
+once per task (and seed 0) and shared by every student run through `--teacher_ckpt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Iterable, Optional
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str  # unique, path-safe: also the workdir's name
+  flags: tuple[tuple[str, Any], ...]  # main.py flags (without --workdir)
+  columns: tuple[tuple[str, Any], ...]  # what identifies the run in the CSV
+  needs: Optional[str] = None  # name of a run that must finish first (the teacher)
+
+  def command(self, root: pathlib.Path, python: str = sys.executable) -> list[str]:
+    args = [python, str(REPO / "main.py"), f"--workdir={root / self.name}", "--progress=false"]
+    return args + [f"--{k}={v}" for k, v in self.flags]
+
+
+def teacher_run(task: str, common: dict[str, Any], teacher_epochs: float) -> Run:
+  flags = {**common, "task": task, "mode": "train_teacher", "teacher_num_epochs": teacher_epochs,
+           "seed": 0}
+  return Run(f"teacher-{task}", tuple(flags.items()), (("task", task), ("mode", "teacher")))
+
+
+def student_run(name: str, teacher: Optional[Run], root: pathlib.Path, flags: dict[str, Any],
+                columns: dict[str, Any]) -> Run:
+  if teacher is not None and flags.get("mode", "distill") == "distill":
+    flags = {**flags, "teacher_ckpt": root / teacher.name / "final"}
+  return Run(name, tuple(flags.items()), tuple(columns.items()),
+             needs=teacher.name if teacher is not None and flags.get("mode") == "distill" else None)
+
+
+def parser(description: str, default_root: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=description)
+  p.add_argument("--root", default=str(REPO / "runs" / default_root),
+                 help="Workdirs go here (teachers are shared by every experiment under one root).")
+  p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR", str(REPO.parent / "shared" / "data" / "glue")))
+  p.add_argument("--csv", default=None, help="Results CSV (default experiments/results/<name>.csv).")
+  p.add_argument("--only", default=None, help="Run only runs whose name matches this regex.")
+  p.add_argument("--dry_run", action="store_true", help="List the runs and exit.")
+  p.add_argument("--tiny", action="store_true", help="A 2-run grid with a few steps (tests).")
+  p.add_argument("--seeds", type=int, default=3)
+  return p
+
+
+def execute(runs: list[Run], root: pathlib.Path, *, only: Optional[str], dry_run: bool,
+            glue_dir: str) -> list[Run]:
+  """Run what is missing, teachers first. Returns the selected runs."""
+  root.mkdir(parents=True, exist_ok=True)
+  selected = [r for r in runs if only is None or re.search(only, r.name)]
+  by_name = {r.name: r for r in runs}
+  # A selected student needs its teacher even when --only did not name it.
+  needed = {r.needs for r in selected if r.needs}
+  selected = [by_name[n] for n in sorted(needed) if by_name[n] not in selected] + selected
+  for i, run in enumerate(selected):
+    done = (root / run.name / "summary.json").exists()
+    command = run.command(root) + [f"--glue_dir={glue_dir}"]
+    if dry_run:
+      print(f"[{'done' if done else 'todo'}] {shlex.join(command)}")
+      continue
+    if done:
+      continue
+    print(f"[{i + 1}/{len(selected)}] {run.name}", flush=True)
+    start = time.time()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    seconds = time.time() - start
+    if result.returncode != 0:
+      print(f"  FAILED ({result.returncode}) after {seconds:.0f}s: "
+            f"{(result.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
+      continue
+    (root / run.name / "wallclock_seconds").write_text(f"{seconds:.1f}\n")
+    if run.needs is not None or not run.name.startswith("teacher-"):
+      # Students are summarised by summary.json + metrics.jsonl; their weights (~60 MB each with
+      # optimizer state) would fill the disk over a few hundred runs.
+      for sub in ("checkpoints", "final"):
+        shutil.rmtree(root / run.name / sub, ignore_errors=True)
+    print(f"  done in {seconds:.0f}s", flush=True)
+  return selected
+
+
+def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> list[dict[str, Any]]:
+  """One CSV row per finished run: its columns, dev metrics, measured shift, speed, wall clock."""
+  rows = []
+  for run in runs:
+    path = root / run.name / "summary.json"
+    if not path.exists():
+      continue
+    summary = json.loads(path.read_text())
+    wall = root / run.name / "wallclock_seconds"
+    row = {"run": run.name, **dict(run.columns)}
+    row.update({f"dev_{k.replace('/', '_')}": v for k, v in summary.get("dev", {}).items()})
+    row.update({f"teacher_{k.replace('/', '_')}": v
+                for k, v in (summary.get("teacher_dev") or {}).items()})
+    row.update(measured_shift=summary.get("measured_shift"), steps=summary.get("steps"),
+               train_examples=summary.get("train_examples"),
+               examples_per_sec=summary.get("examples_per_sec"),
+               wallclock_seconds=float(wall.read_text()) if wall.exists() else None)
+    rows.append(row)
+  csv_path.parent.mkdir(parents=True, exist_ok=True)
+  keys = list(dict.fromkeys(k for row in rows for k in row))
+  with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+  print(f"{len(rows)} finished runs -> {csv_path}")
+  return rows
+
+
+# CPU-sized settings shared by every experiment (README "Experiments" says why they differ from
+# the papers'): MiniLM teacher (6x384), a 2x384 student initialised from it, 64 tokens.
+COMMON = {"max_seq_len": 64, "batch_size": 32, "eval_batch_size": 128, "student_layers": 2,
+          "learning_rate": 1e-4, "teacher_learning_rate": 5e-5, "log_every": 50,
+          "checkpoint_every": 0, "keep_checkpoints": 1}
+TINY = {"max_seq_len": 16, "batch_size": 8, "eval_batch_size": 64, "student_layers": 1,
+        "train_size": 32, "eval_size": 64, "num_train_steps": 2, "teacher_num_epochs": 0.25,
+        "log_every": 1, "checkpoint_every": 0, "keep_checkpoints": 1}
+TEACHER_DATA = {"sst2": 8000, "cola": 8000}  # train_size of the teacher where the set is large
+
+
+def teachers(tasks: Iterable[str], tiny: bool) -> dict[str, Run]:
+  out = {}
+  for task in tasks:
+    if tiny:
+      out[task] = teacher_run(task, dict(TINY), 0.25)
+    else:
+      flags = dict(COMMON)
+      if task in TEACHER_DATA:
+        flags["train_size"] = TEACHER_DATA[task]
+      out[task] = teacher_run(task, flags, 2.0)
+  return out
+
+
+def main(description: str, make_runs, csv_name: str) -> int:
+  """The shared command line of every experiment script."""
+  args = parser(description, "experiments").parse_args()
+  root = pathlib.Path(args.root)
+  all_runs = make_runs(args.seeds, args.tiny, root)
+  selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run, glue_dir=args.glue_dir)
+  if not args.dry_run:
+    collect(all_runs, root, pathlib.Path(args.csv or RESULTS / f"{csv_name}.csv"))
+  return 0 if selected else 1

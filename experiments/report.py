@@ -1,0 +1,162 @@
+"""Turn the experiment CSVs into markdown tables (mean ± std over seeds) and PNG plots.
+
+Command (seconds): .venv/bin/python experiments/report.py
+Reads experiments/results/{augpro_comparison,shift_degree,aug_copies}.csv (whichever exist) and
+writes experiments/results/report.md and *.png beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import pathlib
+import statistics
+from collections import defaultdict
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+MAIN_METRIC = {"sst2": "dev_accuracy", "rte": "dev_accuracy", "mrpc": "dev_f1", "cola": "dev_mcc",
+               "stsb": "dev_pearson", "qnli": "dev_accuracy", "qqp": "dev_accuracy",
+               "mnli": "dev_accuracy"}
+
+
+def read(path: pathlib.Path) -> list[dict[str, str]]:
+  if not path.exists():
+    return []
+  with open(path, encoding="utf-8") as f:
+    return list(csv.DictReader(f))
+
+
+def num(value) -> float:
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return math.nan
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+  values = [v for v in values if not math.isnan(v)]
+  if not values:
+    return math.nan, math.nan, 0
+  return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def fmt(values: list[float], scale: float = 100.0) -> str:
+  mean, std, n = mean_std(values)
+  if n == 0:
+    return "-"
+  return f"{scale * mean:.1f} ± {scale * std:.1f}" + ("" if n >= 3 else f" (n={n})")
+
+
+def comparison_table(rows) -> list[str]:
+  tasks = [t for t in MAIN_METRIC if any(r["task"] == t for r in rows)]
+  augs = list(dict.fromkeys(r["aug"] for r in rows))
+  lines = ["### AugPro comparison (KD, shift 0.3; dev metric x100, mean ± std over seeds)", "",
+           "| method | " + " | ".join(f"{t} ({MAIN_METRIC[t][4:]})" for t in tasks)
+           + " | avg | wall s/run |", "|---" * (len(tasks) + 3) + "|"]
+  teacher_cells = []
+  for t in tasks:
+    vals = [num(r.get("teacher_" + MAIN_METRIC[t][4:])) for r in rows if r["task"] == t]
+    teacher_cells.append(fmt(vals[:1]) if vals else "-")
+  lines.append("| teacher (reference) | " + " | ".join(teacher_cells) + " | | |")
+  for aug in augs:
+    cells, means = [], []
+    for t in tasks:
+      vals = [num(r.get(MAIN_METRIC[t])) for r in rows if r["task"] == t and r["aug"] == aug]
+      cells.append(fmt(vals))
+      means.append(mean_std(vals)[0])
+    wall = mean_std([num(r["wallclock_seconds"]) for r in rows if r["aug"] == aug])[0]
+    avg = statistics.mean(means) if means and not any(math.isnan(m) for m in means) else math.nan
+    lines.append(f"| {aug} | " + " | ".join(cells) + f" | {100 * avg:.1f} | {wall:.0f} |")
+  return lines
+
+
+def shift_tables_and_plot(rows, out_png: pathlib.Path) -> list[str]:
+  sizes = sorted({int(r["train_size"]) for r in rows})
+  degrees = sorted({num(r["shift_degree"]) for r in rows})
+  series = defaultdict(list)  # (size, method, mode, degree) -> accuracies
+  for r in rows:
+    series[(int(r["train_size"]), r["aug"], r["mode"], num(r["shift_degree"]))].append(
+        num(r["dev_accuracy"]))
+  lines = ["### Shift degree (SST-2 dev accuracy x100, mean ± std over seeds)", ""]
+  best_lines = ["", "| train size | mode | best degree (mean over methods) |", "|---|---|---:|"]
+  for size in sizes:
+    lines += [f"**{size} training examples**", "",
+              "| method | mode | " + " | ".join(f"p={d}" for d in degrees) + " |",
+              "|---|---|" + "---:|" * len(degrees)]
+    for method in sorted({k[1] for k in series if k[0] == size}):
+      for mode in ("finetune", "distill"):
+        cells = [fmt(series.get((size, method, mode, d), [])) for d in degrees]
+        lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for mode in ("finetune", "distill"):
+      per_degree = {d: mean_std([v for k, vs in series.items() if k[0] == size and k[2] == mode
+                                 and k[3] == d for v in vs])[0] for d in degrees}
+      per_degree = {d: v for d, v in per_degree.items() if not math.isnan(v)}
+      if per_degree:
+        best = max(per_degree, key=per_degree.get)
+        best_lines.append(f"| {size} | {mode} | {best} ({100 * per_degree[best]:.1f}) |")
+  _plot_shift(series, sizes, degrees, out_png)
+  return lines + best_lines + ["", f"![shift degree]({out_png.name})"]
+
+
+def _plot_shift(series, sizes, degrees, out_png):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False, sharey=True)
+  for ax, size in zip(axes[0], sizes):
+    for method in sorted({k[1] for k in series if k[0] == size}):
+      for mode, style in (("finetune", "--"), ("distill", "-")):
+        xs, ys, es = [], [], []
+        for d in degrees:
+          mean, std, n = mean_std(series.get((size, method, mode, d), []))
+          if n:
+            xs.append(d), ys.append(100 * mean), es.append(100 * std)
+        if xs:
+          ax.errorbar(xs, ys, yerr=es, linestyle=style, marker="o", capsize=3,
+                      label=f"{method} ({mode})")
+    ax.set_title(f"SST-2, {size} training examples")
+    ax.set_xlabel("shift degree")
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel("dev accuracy (%)")
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+
+
+def copies_table(rows) -> list[str]:
+  copies = sorted({int(r["aug_copies"]) for r in rows})
+  lines = ["### Augmented copies per example (augpro_mix, shift 0.3; SST-2 dev accuracy x100)", "",
+           "| copies | finetune | distill |", "|---:|---:|---:|"]
+  for c in copies:
+    cells = [fmt([num(r["dev_accuracy"]) for r in rows if int(r["aug_copies"]) == c and
+                  r["mode"] == mode]) for mode in ("finetune", "distill")]
+    lines.append(f"| {c} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__)
+  p.add_argument("--results", default=str(RESULTS))
+  args = p.parse_args()
+  results = pathlib.Path(args.results)
+  sections = []
+  comparison = read(results / "augpro_comparison.csv")
+  if comparison:
+    sections.append(comparison_table(comparison))
+  shift = read(results / "shift_degree.csv")
+  if shift:
+    sections.append(shift_tables_and_plot(shift, results / "shift_degree.png"))
+  copies = read(results / "aug_copies.csv")
+  if copies:
+    sections.append(copies_table(copies))
+  text = "\n\n".join("\n".join(s) for s in sections) or "No results yet."
+  (results / "report.md").parent.mkdir(parents=True, exist_ok=True)
+  (results / "report.md").write_text(text + "\n")
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

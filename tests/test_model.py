@@ -1,0 +1,415 @@
+"""The Flax BERT against Hugging Face's torch BERT; loading and its errors; students; FLOPs."""
+
+import dataclasses
+import functools
+import json
+import pathlib
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from augpro_jax import model as model_lib
+from augpro_jax.errors import UserError
+from augpro_jax.model import BertClassifier, BertConfig
+
+SENTENCES = [
+    "Hello world!",
+    "The quick brown fox jumps over the lazy dog, again and again.",
+    "a",
+    "JAX and Flax make a small BERT encoder, and this sentence is the longest one of all four.",
+]
+
+
+def tiny(layers=2, hidden=32, heads=4, labels=2, vocab=100, dtype="float32", dropout=0.0):
+  return BertConfig(vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                    intermediate_size=2 * hidden, max_position_embeddings=16, num_labels=labels,
+                    dropout_rate=dropout, dtype=dtype)
+
+
+def tiny_batch(config, batch=3, seq=10, seed=0):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(1, config.vocab_size, size=(batch, seq)).astype(np.int32)
+  lengths = np.linspace(3, seq, batch).astype(int)
+  mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int32)
+  types = ((np.arange(seq)[None] >= lengths[:, None] // 2) * mask).astype(np.int32)
+  return jnp.asarray(ids * mask), jnp.asarray(mask), jnp.asarray(types)
+
+
+def assert_one_line(exc_info, *needles):
+  message = str(exc_info.value)
+  assert "\n" not in message and message
+  for needle in needles:
+    assert needle in message, message
+
+
+@pytest.fixture(scope="module")
+def minilm_dir():
+  return model_lib.resolve_pretrained_dir("minilm")
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+  return model_lib.load_pretrained(str(minilm_dir), num_labels=2, dropout_rate=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Against Hugging Face.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_minilm_matches_hf_torch(minilm_dir, minilm):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  tokenizers = pytest.importorskip("tokenizers")
+  tokenizer = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+  tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+  encodings = tokenizer.encode_batch(SENTENCES[:3] + [(SENTENCES[3], SENTENCES[0])])
+  ids = np.asarray([e.ids for e in encodings], np.int64)  # [4, seq]
+  mask = np.asarray([e.attention_mask for e in encodings], np.int64)
+  types = np.asarray([e.type_ids for e in encodings], np.int64)
+  assert len(set(mask.sum(1))) == 4 and types.max() == 1  # different lengths, a sentence pair
+
+  reference = transformers.BertModel.from_pretrained(str(minilm_dir), torch_dtype=torch.float32)
+  reference.eval()
+  with torch.no_grad():
+    out = reference(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                    token_type_ids=torch.from_numpy(types))
+  want_hidden = out.last_hidden_state.numpy()
+  want_pooled = out.pooler_output.numpy()
+
+  config, params = minilm
+  model = BertClassifier(config)
+
+  @jax.jit
+  def forward(variables, ids, mask, types):
+    embeds = model.apply(variables, ids, method=BertClassifier.embed)
+    hidden = model.apply(variables, embeds, mask, types, method=BertClassifier.encode)
+    return hidden, model.apply(variables, hidden, method=BertClassifier.pool)
+
+  hidden, pooled = forward({"params": params}, jnp.asarray(ids, jnp.int32), jnp.asarray(mask),
+                           jnp.asarray(types, jnp.int32))
+  assert hidden.dtype == jnp.float32 and hidden.shape == want_hidden.shape
+  keep = mask.astype(bool)
+  assert np.abs(np.asarray(hidden)[keep] - want_hidden[keep]).max() < 1e-4
+  assert np.abs(np.asarray(pooled) - want_pooled).max() < 1e-4
+
+
+def _save_hf(tmp_path, config, *, classifier, safetensors=True):
+  """A random tiny HF BERT (BertModel or BertForSequenceClassification) saved to tmp_path."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  torch.manual_seed(0)
+  hf_config = transformers.BertConfig(
+      vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+      num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+      intermediate_size=config.intermediate_size,
+      max_position_embeddings=config.max_position_embeddings, num_labels=config.num_labels)
+  cls = transformers.BertForSequenceClassification if classifier else transformers.BertModel
+  hf_model = cls(hf_config).eval()
+  hf_model.save_pretrained(str(tmp_path), safe_serialization=safetensors)
+  return hf_model
+
+
+@pytest.mark.parametrize("safetensors", [True, False], ids=["safetensors", "pytorch_bin"])
+def test_sequence_classifier_checkpoint_gives_hf_logits(tmp_path, safetensors):
+  # BertForSequenceClassification: "bert." prefix, and a classifier of the right shape is taken.
+  torch = pytest.importorskip("torch")
+  config = tiny(labels=3)
+  hf_model = _save_hf(tmp_path, config, classifier=True, safetensors=safetensors)
+  assert (tmp_path / ("model.safetensors" if safetensors else "pytorch_model.bin")).exists()
+  loaded_config, params = model_lib.load_pretrained(str(tmp_path), num_labels=3, dropout_rate=0.0)
+  assert dataclasses.replace(loaded_config, layer_norm_eps=config.layer_norm_eps) == config
+  ids, mask, types = tiny_batch(config)
+  logits = jax.jit(BertClassifier(loaded_config).apply)({"params": params}, ids, mask, types)
+  with torch.no_grad():
+    want = hf_model(input_ids=torch.from_numpy(np.asarray(ids, np.int64)),
+                    attention_mask=torch.from_numpy(np.asarray(mask, np.int64)),
+                    token_type_ids=torch.from_numpy(np.asarray(types, np.int64))).logits.numpy()
+  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5)
+
+
+def test_legacy_layer_norm_names_and_fresh_classifier(tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  config = tiny()
+  _save_hf(tmp_path, config, classifier=False)
+  weights = load_file(str(tmp_path / "model.safetensors"))
+  legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
+                                                                      "LayerNorm.beta"): v
+            for k, v in weights.items()}
+  assert any(k.endswith("gamma") for k in legacy)
+  save_file(legacy, str(tmp_path / "model.safetensors"))
+  _, params = model_lib.load_pretrained(str(tmp_path), num_labels=1)
+  np.testing.assert_array_equal(params["encoder"]["layer_1"]["output_layer_norm"]["scale"],
+                                weights["encoder.layer.1.output.LayerNorm.weight"])
+  np.testing.assert_array_equal(params["encoder"]["layer_0"]["attention"]["query"]["kernel"],
+                                weights["encoder.layer.0.attention.self.query.weight"].T)
+  assert params["classifier"]["kernel"].shape == (config.hidden_size, 1)
+  # Fresh head: deterministic, small, zero bias.
+  _, again = model_lib.load_pretrained(str(tmp_path), num_labels=1)
+  np.testing.assert_array_equal(params["classifier"]["kernel"], again["classifier"]["kernel"])
+  assert not np.any(params["classifier"]["bias"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The module.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_call_is_embed_then_apply_embeddings_and_differentiable():
+  config = tiny(dropout=0.1)
+  model = BertClassifier(config)
+  params = model_lib.init_params(config, jax.random.PRNGKey(0))
+  ids, mask, types = tiny_batch(config)
+
+  @jax.jit  # one compile for everything: op-by-op Flax on CPU is slow
+  def run(variables):
+    logits = model.apply(variables, ids, mask, types)
+    embeds = model.apply(variables, ids, method=BertClassifier.embed)
+    apply_embeddings = lambda e: model.apply(variables, e, mask, types,
+                                             method=BertClassifier.apply_embeddings)
+    grad = jax.grad(lambda e: apply_embeddings(e)[:, 0].sum())(embeds)
+    # An RBG key: threefry dropout masks cost seconds of XLA compile on CPU.
+    noisy = model.apply(variables, ids, mask, types, deterministic=False,
+                        rngs={"dropout": jax.random.key(1, impl="rbg")})
+    return logits, embeds, apply_embeddings(embeds), grad, noisy
+
+  logits, embeds, via_embeds, grad, noisy = run({"params": params})
+  assert embeds.shape == (*ids.shape, config.hidden_size) and embeds.dtype == jnp.float32
+  np.testing.assert_array_equal(embeds, model_lib.word_embedding_table(params)[ids])
+  assert logits.shape == (3, 2) and logits.dtype == jnp.float32
+  np.testing.assert_allclose(logits, via_embeds, rtol=1e-6, atol=1e-6)
+
+  assert grad.shape == embeds.shape
+  assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+  # Padding positions are masked out of attention, and [CLS] pooling never reads them.
+  assert np.abs(np.asarray(grad)[~np.asarray(mask, bool)]).max() == 0
+
+  # Dropout needs (and uses) the 'dropout' rng only when not deterministic.
+  assert not np.allclose(noisy, logits)
+  with pytest.raises(flax.errors.InvalidRngError):
+    jax.eval_shape(functools.partial(model.apply, deterministic=False), {"params": params}, ids,
+                   mask, types)
+
+
+def test_parameter_tree_and_init():
+  config = tiny(layers=3, labels=5)
+  params = model_lib.init_params(config, jax.random.PRNGKey(0))
+  assert set(params) == {"embeddings", "encoder", "pooler", "classifier"}
+  assert set(params["encoder"]) == {"layer_0", "layer_1", "layer_2"}
+  assert model_lib.word_embedding_table(params).shape == (config.vocab_size, config.hidden_size)
+  assert params["classifier"]["kernel"].shape == (config.hidden_size, 5)
+  # Same tree and shapes as Flax's own init through __call__.
+  flax_init = jax.eval_shape(BertClassifier(config).init, jax.random.PRNGKey(0),
+                             *tiny_batch(config))["params"]
+  same = jax.tree_util.tree_map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype,
+                                params, dict(flax_init))
+  assert all(jax.tree_util.tree_leaves(same))
+  layer = params["encoder"]["layer_1"]
+  assert abs(float(np.std(model_lib.word_embedding_table(params))) - 0.02) < 0.002
+  assert not np.any(layer["intermediate"]["bias"])
+  assert np.all(layer["output_layer_norm"]["scale"] == 1)
+  kernel = lambda p: p["encoder"]["layer_1"]["output"]["kernel"]
+  again = model_lib.init_params(config, jax.random.PRNGKey(0))
+  other = model_lib.init_params(config, jax.random.PRNGKey(1))
+  np.testing.assert_array_equal(kernel(params), kernel(again))
+  assert not np.array_equal(kernel(params), kernel(other))
+  expected = (config.vocab_size + 16 + 2 + 2) * 32 + 3 * (4 * (32 * 32 + 32) + 2 * 32 * 64 + 64 + 32
+                                                          + 4 * 32) + 32 * 32 + 32 + 32 * 5 + 5
+  assert model_lib.count_params(params) == expected
+
+
+def test_bfloat16_close_to_float32_and_params_stay_float32():
+  config = tiny(hidden=64)
+  bf16_config = dataclasses.replace(config, dtype="bfloat16")
+  params = model_lib.init_params(bf16_config, jax.random.PRNGKey(0))
+  assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {jnp.dtype(jnp.float32)}
+  # A larger classifier init so the logits are not all ~0.
+  params["classifier"]["kernel"] = params["classifier"]["kernel"] * 50
+  ids, mask, types = tiny_batch(config)
+  f32 = jax.jit(BertClassifier(config).apply)({"params": params}, ids, mask, types)
+  bf16_model = BertClassifier(bf16_config)
+  bf16 = jax.jit(bf16_model.apply)({"params": params}, ids, mask, types)
+  assert bf16.dtype == jnp.float32
+  assert not np.array_equal(bf16, f32)  # it really computed in bf16
+  np.testing.assert_allclose(bf16, f32, atol=0.05 * float(np.abs(f32).max()) + 1e-3)
+  jaxpr = str(jax.make_jaxpr(lambda p: bf16_model.apply({"params": p}, ids, mask, types))(params))
+  assert "bf16" in jaxpr
+  embeds = jax.eval_shape(functools.partial(bf16_model.apply, method=BertClassifier.embed),
+                          {"params": params}, ids)
+  hidden = jax.eval_shape(functools.partial(bf16_model.apply, method=BertClassifier.encode),
+                          {"params": params}, embeds, mask, types)
+  assert embeds.dtype == jnp.float32 and hidden.dtype == jnp.float32
+
+
+def test_sequence_longer_than_positions_is_a_user_error():
+  config = tiny()
+  ids = jnp.ones((1, config.max_position_embeddings + 1), jnp.int32)
+  with pytest.raises(UserError) as info:
+    jax.eval_shape(BertClassifier(config).init, jax.random.PRNGKey(0), ids, ids,
+                   jnp.zeros_like(ids))
+  assert_one_line(info, "max_position_embeddings")
+
+
+# ----------------------------------------------------------------------------------------------
+# Students.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_select_layers():
+  assert model_lib.select_layers(6, 2) == [2, 5]
+  assert model_lib.select_layers(6, 3) == [1, 3, 5]
+  assert model_lib.select_layers(6, 6) == [0, 1, 2, 3, 4, 5]
+  assert model_lib.select_layers(6, 1) == [5]
+  assert model_lib.select_layers(12, 4) == [2, 5, 8, 11]
+  with pytest.raises(ValueError):
+    model_lib.select_layers(2, 3)
+
+
+def test_student_copies_selected_teacher_layers():
+  t_config = tiny(layers=6)
+  s_config = dataclasses.replace(t_config, num_layers=2, num_labels=3)
+  t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
+  for init in ("auto", "teacher"):
+    s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
+                                              init=init)
+    for student_layer, teacher_layer in ((0, 2), (1, 5)):
+      jax.tree_util.tree_map(np.testing.assert_array_equal,
+                             s_params["encoder"][f"layer_{student_layer}"],
+                             t_params["encoder"][f"layer_{teacher_layer}"])
+    assert set(s_params["encoder"]) == {"layer_0", "layer_1"}
+    jax.tree_util.tree_map(np.testing.assert_array_equal, s_params["embeddings"],
+                           t_params["embeddings"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, s_params["pooler"], t_params["pooler"])
+    assert s_params["classifier"]["kernel"].shape == (32, 3)
+    # Copies, not aliases: donating the student must not free the teacher.
+    assert (model_lib.word_embedding_table(s_params).unsafe_buffer_pointer()
+            != model_lib.word_embedding_table(t_params).unsafe_buffer_pointer())
+  logits = jax.eval_shape(BertClassifier(s_config).apply, {"params": s_params},
+                          *tiny_batch(s_config))
+  assert logits.shape == (3, 3)  # the student's tree fits its model
+
+  random = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
+                                          init="random")
+  assert not np.array_equal(random["encoder"]["layer_0"]["output"]["kernel"],
+                            t_params["encoder"]["layer_2"]["output"]["kernel"])
+
+
+def test_student_with_other_widths_is_random_and_vocab_must_match():
+  t_config = tiny(layers=4)
+  t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
+  narrow = dataclasses.replace(t_config, num_layers=2, hidden_size=16, intermediate_size=32,
+                               num_heads=2)
+  s_params = model_lib.student_from_teacher(narrow, t_config, t_params, jax.random.PRNGKey(1))
+  assert model_lib.word_embedding_table(s_params).shape == (t_config.vocab_size, 16)
+  assert s_params["encoder"]["layer_0"]["intermediate"]["kernel"].shape == (16, 32)
+  with pytest.raises(UserError) as info:
+    model_lib.student_from_teacher(narrow, t_config, t_params, jax.random.PRNGKey(1),
+                                   init="teacher")
+  assert_one_line(info, "hidden_size")
+  with pytest.raises(UserError) as info:
+    model_lib.student_from_teacher(dataclasses.replace(narrow, vocab_size=99), t_config, t_params,
+                                   jax.random.PRNGKey(1))
+  assert_one_line(info, "teacher and student vocabularies differ")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading errors.
+# ----------------------------------------------------------------------------------------------
+
+
+def _copy_config(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+  target.mkdir()
+  (target / "config.json").write_bytes((source / "config.json").read_bytes())
+  return target
+
+
+def test_missing_dir_is_a_user_error(tmp_path):
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(tmp_path / "nope"), num_labels=2)
+  assert_one_line(info, "nope", "minilm")
+  with pytest.raises(UserError) as info:  # HF_HUB_OFFLINE=1 (conftest): a hub name fails fast
+    model_lib.resolve_pretrained_dir("no-such-org/no-such-bert")
+  assert_one_line(info, "no-such-org/no-such-bert", "offline")
+
+
+def test_corrupt_safetensors_is_a_user_error(tmp_path, minilm_dir):
+  teacher = _copy_config(minilm_dir, tmp_path / "teacher")
+  (teacher / "model.safetensors").write_bytes(b"\x00garbage" * 100)
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, str(teacher / "model.safetensors"))
+
+
+def test_missing_weights_or_config_is_a_user_error(tmp_path, minilm_dir):
+  teacher = _copy_config(minilm_dir, tmp_path / "teacher")
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, "no model.safetensors", str(teacher))
+  (teacher / "config.json").unlink()
+  (teacher / "model.safetensors").write_bytes((minilm_dir / "model.safetensors").read_bytes())
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, "config.json")
+  (teacher / "config.json").write_text("{not json")
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, "config.json")
+
+
+def test_non_bert_or_mismatched_config_is_a_user_error(tmp_path, minilm_dir):
+  teacher = tmp_path / "teacher"
+  teacher.mkdir()
+  (teacher / "model.safetensors").write_bytes((minilm_dir / "model.safetensors").read_bytes())
+  raw = json.loads((minilm_dir / "config.json").read_text())
+  distilbert = {"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12,
+                "vocab_size": 30522}
+  (teacher / "config.json").write_text(json.dumps(distilbert))
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, "config.json", "not a BERT config")
+  # Config and weights disagree on a width: wrong shape, naming the file.
+  (teacher / "config.json").write_text(json.dumps({**raw, "intermediate_size": 1024}))
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, "model.safetensors", "shape")
+  # More layers than the checkpoint has.
+  (teacher / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 7}))
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, "model.safetensors", "encoder.layer.6")
+  (teacher / "config.json").write_text(json.dumps({**raw, "hidden_act": "relu"}))
+  with pytest.raises(UserError) as info:
+    model_lib.load_pretrained(str(teacher), num_labels=2)
+  assert_one_line(info, "hidden_act")
+
+
+def test_resolve_pretrained_dir(minilm_dir, tmp_path):
+  assert (minilm_dir / "config.json").is_file() and (minilm_dir / "tokenizer.json").is_file()
+  assert model_lib.resolve_pretrained_dir(str(tmp_path)) == tmp_path
+
+
+# ----------------------------------------------------------------------------------------------
+# FLOPs.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_forward_flops_hand_count():
+  config = BertConfig(vocab_size=50, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16,
+                      num_labels=3)
+  batch, seq = 2, 4
+  qkvo = 4 * (2 * batch * seq * 8 * 8)  # 4 projections, [8, 8] each, over B*S rows
+  attention = 2 * (2 * batch * 2 * seq * seq * 4)  # scores and weighted sum, 2 heads of width 4
+  ffn = 2 * batch * seq * 8 * 16 + 2 * batch * seq * 16 * 8
+  pooler, classifier = 2 * batch * 8 * 8, 2 * batch * 8 * 3
+  assert model_lib.forward_flops(config, batch, seq) == qkvo + attention + ffn + pooler + classifier
+  two = dataclasses.replace(config, num_layers=2)
+  assert (model_lib.forward_flops(two, batch, seq)
+          == 2 * (qkvo + attention + ffn) + pooler + classifier)
+  # MiniLM at 128 tokens: about 2 * params * tokens for the encoder, plus attention.
+  minilm = BertConfig()
+  per_token = model_lib.forward_flops(minilm, 1, 128) / 128
+  dense = 2 * 6 * (4 * 384**2 + 2 * 384 * 1536)
+  assert dense < per_token < 1.2 * dense
