@@ -283,6 +283,9 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   compile_start = time.perf_counter()
   first = step_lib.shard(make_batch(min(start_step, num_steps - 1)))
   compiled = p_step.lower(r_state, r_teacher, first).compile()
+  # Multi-process pmap turns each process's local arrays into global ones around every call; an
+  # AOT executable skips that, so there we call the pmapped function (its compile is cached).
+  run_step = compiled if ctx.layout.process_count == 1 else p_step
   compile_seconds = time.perf_counter() - compile_start
   memory = _memory_summary(compiled)
   logging.info("compiled train step in %.1fs; memory: %s", compile_seconds, memory)
@@ -341,7 +344,7 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
       for step in range(start_step, num_steps):
         batch = next(device_batches)
         t0 = time.perf_counter()
-        r_state, metrics = compiled(r_state, r_teacher, batch)
+        r_state, metrics = run_step(r_state, r_teacher, batch)
         pending.append((step, metrics))
         done = step + 1
         if done % cfg.log_every == 0 or done == num_steps:

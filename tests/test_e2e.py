@@ -1,0 +1,86 @@
+"""Short real runs through the library entry point: every --aug distils and writes summary.json;
+fine-tuning with augmentation; a custom TSV; eval mode. Tiny settings, real MiniLM, real SST-2."""
+
+import json
+import pathlib
+
+import pytest
+
+from augpro_jax import config as config_lib
+from augpro_jax import train
+
+TINY = dict(max_seq_len=16, batch_size=8, eval_batch_size=16, student_layers=1, num_train_steps=2,
+            train_size=48, eval_size=24, log_every=1, checkpoint_every=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def teacher(glue, tmp_path_factory) -> pathlib.Path:
+  workdir = tmp_path_factory.mktemp("teacher")
+  cfg = config_lib.Config(task="sst2", mode="train_teacher", glue_dir=str(glue), workdir=str(workdir),
+                          teacher_num_epochs=1.0, **TINY)
+  summary = train.run(cfg)
+  assert (workdir / "final" / "model.json").exists()
+  assert summary["mode"] == "train_teacher"
+  return workdir / "final"
+
+
+def _wordnet_or_skip():
+  from augpro_jax import errors, synonyms  # pylint: disable=import-outside-toplevel
+  try:
+    synonyms.load_wordnet(None)
+  except errors.UserError as exc:
+    pytest.skip(f"WordNet missing ({exc}); run scripts/install_wordnet.sh")
+
+
+@pytest.mark.parametrize("aug", ["none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "augpro",
+                                 "knn", "synonym"])
+def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
+  if aug == "synonym":
+    _wordnet_or_skip()
+  cfg = config_lib.Config(task="sst2", mode="distill", aug=aug, shift_degree=0.3,
+                          glue_dir=str(glue), workdir=str(tmp_path), teacher_ckpt=str(teacher), **TINY)
+  train.run(cfg)
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["aug"] == aug and summary["steps"] == 2
+  assert 0.0 <= summary["dev"]["accuracy"] <= 1.0
+  assert summary["teacher_ckpt"] == str(teacher)
+  assert len(summary["student_params_sha256"]) == 64
+  if aug in ("mixup", "fgsm", "none"):
+    assert summary["measured_shift"] is None
+  else:
+    assert 0.1 < summary["measured_shift"] < 0.5, summary["measured_shift"]
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines if l["kind"] == "train"] == [1, 2]
+  assert any(l["kind"] == "eval" for l in lines)
+  assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_finetune_with_augmentation_keeps_labels(glue, tmp_path):
+  cfg = config_lib.Config(task="sst2", mode="finetune", aug="augpro_mix", glue_dir=str(glue),
+                          workdir=str(tmp_path), **TINY)
+  summary = train.run(cfg)
+  assert summary["mode"] == "finetune" and summary["teacher_ckpt"] is None
+  assert summary["measured_shift"] is not None
+
+
+def test_custom_tsv_distillation_and_eval(tmp_path, teacher):
+  rows = ["text\tscore"] + [f"{'great fun' if i % 2 else 'boring and bad'} film {i}\t"
+                            f"{'pos' if i % 2 else 'neg'}" for i in range(40)]
+  (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+  (tmp_path / "dev.tsv").write_text("\n".join(rows[:17]) + "\n")
+  settings = {**TINY, "train_size": None, "eval_size": None}
+  cfg = config_lib.Config(task="custom", mode="distill", aug="knn", train_file=str(tmp_path / "train.tsv"),
+                          eval_file=str(tmp_path / "dev.tsv"), text_fields=("text",),
+                          label_field="score", workdir=str(tmp_path / "run"),
+                          teacher_ckpt=str(teacher), **settings)
+  summary = train.run(cfg)
+  assert summary["task"] == "custom" and set(summary["dev"]) >= {"accuracy"}
+  evaluated = train.run(cfg.replace(mode="eval"))
+  assert evaluated["dev"] == summary["dev"]
+
+
+def test_regression_task_distils(glue, tmp_path):
+  cfg = config_lib.Config(task="stsb", mode="finetune", aug="augpro_fgsm", glue_dir=str(glue),
+                          workdir=str(tmp_path), **TINY)
+  summary = train.run(cfg)
+  assert set(summary["dev"]) == {"pearson", "spearmanr"}
