@@ -25,10 +25,10 @@ setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
 	@bash scripts/install_wordnet.sh
 
-# Fine-tune the MiniLM teacher on 4k SST-2 examples, then distil a 2-layer student with AugPro.
+# Fine-tune the MiniLM teacher on 2k SST-2 examples, then distil a 2-layer student with AugPro.
 demo: setup
 	$(PY) main.py --task=sst2 --mode=distill --aug=augpro_mix --shift_degree=0.3 \
-	  --workdir=runs/demo --train_size=4000 --max_seq_len=64 --batch_size=32 \
+	  --workdir=runs/demo --train_size=2000 --max_seq_len=64 --batch_size=32 \
 	  --teacher_num_epochs=1 --num_epochs=2 --learning_rate=1e-4 --log_every=25 \
 	  --checkpoint_every=100 --student_layers=2
 

@@ -6,7 +6,6 @@ Bad input ends with one line on stderr and exit status 2; a preempted run with e
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -156,8 +155,28 @@ def main(argv: list[str]) -> int:
     print("interrupted before the first checkpointable step; nothing was saved", file=sys.stderr)
     return 130
   if summary is not None and distributed.is_main_process():
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    print(result_line(cfg, summary), flush=True)
   return 0
+
+
+def result_line(cfg: config_lib.Config, summary: dict) -> str:
+  """One line a person reads at the end of a run; the details are in summary.json / the JSON."""
+  if cfg.mode == "benchmark":
+    return f"benchmark written to {cfg.benchmark_out}" if cfg.benchmark_out else "benchmark done"
+
+  def metrics(values):
+    return ", ".join(f"{k}={v:.4f}" for k, v in sorted((values or {}).items())) or "n/a"
+
+  parts = []
+  if summary.get("teacher_dev"):
+    parts.append(f"teacher dev: {metrics(summary['teacher_dev'])}")
+  who = {"train_teacher": "teacher", "eval": "model"}.get(cfg.mode, "student")
+  parts.append(f"{who} dev: {metrics(summary.get('dev'))}")
+  if summary.get("measured_shift") is not None:
+    parts.append(f"measured shift: {summary['measured_shift']:.3f}")
+  if cfg.mode != "eval":
+    parts.append(f"summary: {os.path.join(cfg.workdir, 'summary.json')}")
+  return " | ".join(parts)
 
 
 if __name__ == "__main__":

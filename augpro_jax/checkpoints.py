@@ -2,8 +2,10 @@
 
 Training state (step, params, optimizer, rng) goes to `<workdir>/checkpoints/<step>` through orbax,
 which writes into a temporary directory and renames it when complete, so a killed save never
-becomes the latest step. If the latest step cannot be read (corrupt or partial), we warn and fall
-back to the previous one.
+becomes the latest step (leftover `<step>.orbax-checkpoint-tmp` directories are ignored, and removed
+when the manager opens). If the latest step cannot be read (corrupt or partial), we warn and fall
+back to the previous one; if no step can be read, that is a one-line error. A save that fails for
+lack of space (or any storage error) is a one-line error too, and leaves the previous step latest.
 
 A finished model is exported to `<workdir>/final/` (`model.json` + `params.msgpack`), written to a
 temporary directory and renamed into place; `--teacher_ckpt` points at such a directory.
@@ -11,12 +13,16 @@ temporary directory and renamed into place; `--teacher_ckpt` points at such a di
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging as pylogging
 import os
 import pathlib
+import re
 import shutil
+import sys
 import tempfile
 from typing import Any, Optional
 
@@ -49,28 +55,115 @@ def make_manager(directory: str | pathlib.Path, *, keep: int, best_metric: Optio
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
          metrics: Optional[dict[str, float]] = None) -> None:
-  """Save a host (numpy) copy of `state` at `step`."""
+  """Save a host (numpy) copy of `state` at `step`.
+
+  A full disk (or any other storage failure) is a `UserError`: the partial temporary directory is
+  removed, so the previous step stays the latest.
+  """
   try:
-    manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
-    manager.wait_until_finished()
-  except OSError as exc:
-    raise UserError(f"cannot write checkpoint {step} in {manager.directory}: "
-                    f"{exc.strerror or exc}") from None
+    with _quiet_orbax_errors():
+      manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+      manager.wait_until_finished()
+  except Exception as exc:  # pylint: disable=broad-except  # only storage failures are re-raised
+    reason = storage_error(exc)
+    if reason is None:
+      raise
+    _remove_partial_step(manager.directory, step)
+    raise UserError(f"cannot write checkpoint {step} in {manager.directory}: {reason}; the "
+                    f"previous checkpoint is kept") from None
+
+
+def storage_error(exc: BaseException) -> Optional[str]:
+  """A one-line reason if `exc` is a storage failure (full disk, permissions...), else None.
+
+  Python file I/O raises OSError; orbax writes arrays through tensorstore, whose errors arrive as
+  ValueError("RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']").
+  """
+  if isinstance(exc, OSError):
+    return exc.strerror or str(exc).splitlines()[0][:200]
+  text = str(exc)
+  code = re.search(r"os_error_code='?(\d+)", text)
+  if code:
+    return os.strerror(int(code.group(1))).lower()
+  if "RESOURCE_EXHAUSTED" in text or "No space left" in text:
+    return "no space left on device"
+  return None
+
+
+def _remove_partial_step(directory: Any, step: int) -> None:
+  """Delete what a failed save left (`<step>.orbax-checkpoint-tmp*`), to give the space back."""
+  for path in pathlib.Path(directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_orbax_errors():
+  """Drop orbax's ERROR log records (with tracebacks) while saving: `save` reports the failure
+  as one line instead, and the project promises no traceback for bad input or a full disk."""
+
+  def keep(record: pylogging.LogRecord) -> bool:
+    return not (record.levelno >= pylogging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+  logger = logging.get_absl_logger()
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Optional[int], Any]:
-  """Restore the newest readable step into the structure of `target`; (None, target) if none."""
-  for step in sorted(manager.all_steps(), reverse=True):
+  """Restore the newest readable step into the structure of `target`; (None, target) if none.
+
+  An unreadable step (corrupt, partial, or from another model) is skipped with a warning that
+  names the step it falls back to, and moved to `<directory>-unreadable/` so that the resumed run
+  can write that step again. Steps that exist but are all unreadable are a `UserError`: starting
+  over would silently throw the run away and then collide with the old step numbers.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
     try:
       restored = manager.restore(step, args=ocp.args.StandardRestore(target))
       _check_finite_structure(restored, target)
+      if i:
+        _set_aside(manager, steps[:i])
       return step, restored
     except Exception as exc:  # pylint: disable=broad-except  # any unreadable step: try an older one
-      logging.warning("checkpoint %d in %s is unreadable (%s); falling back to an older one",
-                      step, manager.directory, str(exc).splitlines()[0][:200])
-      print(f"warning: checkpoint step {step} is corrupt or partial; trying the previous one",
-            flush=True)
+      reason = " ".join(str(exc).split()) or type(exc).__name__
+      logging.info("checkpoint %d in %s is unreadable: %s", step, manager.directory, reason)
+      fallback = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older step"
+      print(f"warning: checkpoint step {step} in {manager.directory} is corrupt or partial "
+            f"({reason[:120]}); {fallback}", file=sys.stderr, flush=True)
+  if steps:
+    raise UserError(f"no readable checkpoint in {manager.directory} (steps "
+                    f"{', '.join(map(str, sorted(steps)))} are corrupt or from another model); "
+                    f"move it away to start over")
   return None, target
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Move unreadable `steps` out of the manager's directory (kept, not deleted: a step may only
+  be unreadable for now, e.g. on a flaky mount) and make the manager forget them."""
+  root = pathlib.Path(manager.directory)
+  if jax.process_index() == 0:
+    aside = root.parent / f"{root.name}-unreadable"
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      source = root / str(step)  # orbax's step directory name (make_manager sets no prefix)
+      if not source.is_dir():
+        continue
+      dest = aside / str(step)
+      for n in range(1, 1000):  # the same step may go bad twice
+        if not dest.exists():
+          break
+        dest = aside / f"{step}.{n}"
+      os.replace(source, dest)
+      print(f"warning: moved unreadable checkpoint step {step} to {dest}", file=sys.stderr,
+            flush=True)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("augpro_jax: unreadable checkpoints set aside")
+  manager.reload()
 
 
 def _check_finite_structure(restored: Any, target: Any) -> None:
@@ -81,6 +174,9 @@ def _check_finite_structure(restored: Any, target: Any) -> None:
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
     if np.shape(a) != np.shape(b):
       raise ValueError(f"checkpoint array shape {np.shape(a)} != {np.shape(b)}")
+    # A different dtype would compile a different step program: resume would not be exact.
+    if np.asarray(a).dtype != np.asarray(b).dtype:
+      raise ValueError(f"checkpoint dtype {np.asarray(a).dtype} != {np.asarray(b).dtype}")
 
 
 def params_sha256(params: Any) -> str:
@@ -101,21 +197,32 @@ def params_sha256(params: Any) -> str:
 
 def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
                  info: dict[str, Any]) -> pathlib.Path:
-  """Write `model.json` + `params.msgpack` atomically (temp dir + rename)."""
+  """Write `model.json` + `params.msgpack` atomically (temp dir + rename).
+
+  An existing export is moved aside, not deleted, until the new one is in place: a failure (full
+  disk) leaves the old one where it was. Storage failures are a one-line `UserError`.
+  """
   directory = pathlib.Path(directory)
-  directory.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+  tmp = old = None
   try:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     (tmp / "params.msgpack").write_bytes(serialization.msgpack_serialize(
         jax.tree.map(np.asarray, params)))
     (tmp / "model.json").write_text(json.dumps(
         {"config": dataclasses.asdict(config), **info}, indent=2, sort_keys=True))
     if directory.exists():
-      shutil.rmtree(directory)
+      old = tmp.with_name(tmp.name.replace(".tmp-", ".old-"))
+      os.replace(directory, old)
     os.replace(tmp, directory)
   except OSError as exc:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None and old.exists() and not directory.exists():
+      os.replace(old, directory)
     raise UserError(f"cannot write {directory}: {exc.strerror or exc}") from None
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
   return directory
 
 

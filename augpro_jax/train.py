@@ -69,7 +69,8 @@ def ensure_workdir(path: str | pathlib.Path) -> pathlib.Path:
   path = pathlib.Path(path)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / f".write-probe-{os.getpid()}"
+    # Hosts of a pod share the workdir and, in containers, often the pid: name the process too.
+    probe = path / f".write-probe-{jax.process_index()}-{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as exc:
@@ -151,9 +152,18 @@ def main_metric_key(ctx: Context) -> str:
 
 
 @contextlib.contextmanager
-def preemption_guard():
-  """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints, and raises Preempted."""
+def preemption_guard(process_count: int = 1):
+  """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints, and raises Preempted.
+
+  Multi-process runs install no handler: `jax.distributed.initialize` started JAX's preemption
+  service, whose own (C++) SIGTERM handler tells every host, and `reached_preemption_sync_point`
+  then names one step at which all of them stop. A Python handler would replace JAX's, and a host
+  stopping on its own would leave the others waiting in a collective forever.
+  """
   flag = {"set": False}
+  if process_count > 1:
+    yield flag
+    return
 
   def handler(signum, frame):  # pylint: disable=unused-argument
     flag["set"] = True
@@ -172,29 +182,41 @@ def preemption_guard():
 
 
 def _preemption_requested(flag, step: int, process_count: int) -> bool:
+  """Whether to checkpoint and stop after `step`; called after every step, on every host."""
   if process_count > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    # Every host must agree on the step at which to stop, or their checkpoints would differ.
-    return bool(multihost_utils.reached_preemption_sync_point(step)) or flag["set"]
+    # Every host must agree on the step at which to stop, or they would deadlock and their
+    # checkpoints would differ. The sync manager exists once jax.distributed.initialize ran with
+    # jax_enable_preemption_service (the default); without it there is no coordinated stop.
+    try:
+      return bool(multihost_utils.reached_preemption_sync_point(step))
+    except RuntimeError as exc:
+      logging.log_first_n(logging.WARNING, "no coordinated preemption: %s", 1, exc)
+      return False
   return flag["set"]
 
 
 class _Writers:
   """metrics.jsonl + TensorBoard, written by process 0 only."""
 
-  def __init__(self, workdir: pathlib.Path, enabled: bool):
+  def __init__(self, workdir: pathlib.Path, enabled: bool, start_step: int = 0):
     self.enabled = enabled
     self.jsonl = None
     self.tb = None
+    self.history: list[dict[str, Any]] = []  # the kept lines of an earlier (resumed) run
     if enabled:
+      self.history = _rewind_metrics(workdir / "metrics.jsonl", start_step)
       self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
-  def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
+  def write(self, step: int, kind: str, values: dict[str, Any],
+            jsonl_only: Optional[dict[str, Any]] = None) -> None:
+    """`jsonl_only`: bookkeeping for resume, kept out of TensorBoard."""
     if not self.enabled:
       return
-    self.jsonl.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+    record = {"step": step, "kind": kind, **values, **(jsonl_only or {})}
+    self.jsonl.write(json.dumps(record) + "\n")
     self.jsonl.flush()
     for key, value in values.items():
       if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
@@ -204,6 +226,38 @@ class _Writers:
     if self.enabled:
       self.jsonl.close()
       self.tb.close()
+
+
+def _rewind_metrics(path: pathlib.Path, step: int) -> list[dict[str, Any]]:
+  """Keep the lines of `path` (metrics.jsonl) up to `step`, the step being resumed; return them.
+
+  Later lines come from a run killed before its next checkpoint: the resumed run writes those
+  steps again, and a kill in the middle of a write leaves a partial last line.
+  """
+  if not path.exists():
+    return []
+  kept_lines, kept = [], []
+  for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+      kept_lines.append(line + "\n")
+      kept.append(record)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(kept_lines), encoding="utf-8")
+  os.replace(tmp, path)
+  return kept
+
+
+def _shift_totals(history: list[dict[str, Any]], step: int) -> tuple[float, int]:
+  """(sum, count) of the per-step measured shift up to `step`, from the train line of `step`."""
+  for record in reversed(history):
+    if record.get("kind") == "train" and record["step"] == step and \
+       "measured_shift_count" in record:
+      return float(record["measured_shift_sum"]), int(record["measured_shift_count"])
+  return 0.0, 0
 
 
 def _host_synonym_augment(cfg: Config, layout: pipeline.Layout):
@@ -296,19 +350,29 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   peak = flops_lib.device_peak_flops()
   total_devices = jax.device_count()
 
-  writers = _Writers(workdir, main)
+  writers = _Writers(workdir, main, start_step)
   writers.write(start_step, "compile", {"seconds": compile_seconds, **memory,
                                         "flops_per_step": step_flops["total"]})
   pending: list[tuple[int, Any]] = []
-  shifts: list[float] = []
+  # Running totals of the measured shift over every step since step 0: they are written on each
+  # train line, so a resumed run continues them and the summary's mean covers the whole run.
+  shift_sum, shift_count = _shift_totals(writers.history, start_step) if start_step else (0.0, 0)
   nonfinite_seen = 0
   best = {}
   last_eval: dict[str, float] = {}
+  # Throughput = steps / wall time between host syncs; eval and checkpoint pauses are excluded.
   train_seconds, steps_timed = 0.0, 0
+  clock = {"start": time.perf_counter()}
+
+  def tick():
+    nonlocal train_seconds
+    now = time.perf_counter()
+    train_seconds += now - clock["start"]
+    clock["start"] = now
   progress = _progress(cfg, start_step, num_steps, main)
 
   def flush_metrics(now_step):
-    nonlocal nonfinite_seen
+    nonlocal nonfinite_seen, shift_sum, shift_count
     for s, m in jax.device_get(pending):
       values = {k: float(np.asarray(v)[0]) for k, v in m.items()}
       if values.get("nonfinite"):
@@ -319,7 +383,8 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
                           f"--skip_nonfinite_steps)")
         print(f"warning: skipped non-finite step {s + 1}", flush=True)
       if "measured_shift" in values:
-        shifts.append(values["measured_shift"])
+        shift_sum += values["measured_shift"]
+        shift_count += 1
       values["learning_rate"] = float(schedule(s))
       if s + 1 == now_step or (s + 1) % cfg.log_every == 0:
         if steps_timed:
@@ -328,44 +393,55 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
               step_flops["total"] / 1e12
           if peak:
             values["mfu"] = values["tflops_per_sec"] * 1e12 / (peak * total_devices)
-        writers.write(s + 1, "train", values)
+        totals = {"measured_shift_sum": shift_sum, "measured_shift_count": shift_count}
+        writers.write(s + 1, "train", values, jsonl_only=totals if shift_count else None)
     pending.clear()
+
+  saved = {"step": start_step}  # the newest step on disk
 
   def save(step, metrics=None):
     host_state = jax.device_get(step_lib.unreplicate(r_state))
     checkpoints.save(manager, step, host_state, metrics)
+    saved["step"] = step
 
   step = start_step
   try:
-    with preemption_guard() as preempt_flag:
+    with preemption_guard(ctx.layout.process_count) as preempt_flag:
       # Host work and the host->device copy both happen on the prefetch thread.
       device_batches = pipeline.prefetch(lambda i: step_lib.shard(make_batch(i)), start_step,
                                          num_steps)
+      clock["start"] = time.perf_counter()
       for step in range(start_step, num_steps):
         batch = next(device_batches)
-        t0 = time.perf_counter()
         r_state, metrics = run_step(r_state, r_teacher, batch)
         pending.append((step, metrics))
+        steps_timed += 1
         done = step + 1
         if done % cfg.log_every == 0 or done == num_steps:
-          jax.block_until_ready(metrics)
+          jax.block_until_ready(metrics)  # the only host sync on ordinary steps
+          tick()
           flush_metrics(done)
-        train_seconds += time.perf_counter() - t0
-        steps_timed += 1
         progress.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != num_steps:
+          jax.block_until_ready(metrics)
+          tick()
           flush_metrics(done)
           last_eval = evaluate(ctx, model, r_state.params, predict_step)
           writers.write(done, "eval", last_eval)
           _track_best(best, last_eval, main_metric_key(ctx), done)
           if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
             save(done, last_eval)
+          clock["start"] = time.perf_counter()  # the pause is not training time
         elif cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != num_steps:
+          jax.block_until_ready(metrics)
+          tick()
           flush_metrics(done)
           save(done)
+          clock["start"] = time.perf_counter()
         if _preemption_requested(preempt_flag, done, ctx.layout.process_count) and done != num_steps:
           flush_metrics(done)
-          save(done)
+          if saved["step"] != done:  # a signal during a checkpoint step: orbax refuses a 2nd save
+            save(done)
           raise Preempted(f"stopped at step {done} by a signal; checkpoint saved in {workdir}; "
                           "run the same command again to resume")
       flush_metrics(num_steps)
@@ -384,7 +460,8 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
       "aug": cfg.aug,
       "shift_degree": cfg.shift_degree if spec.aug in ("augpro_mix", "augpro_fgsm", "knn",
                                                        "synonym") else None,
-      "measured_shift": float(np.mean(shifts)) if shifts else None,
+      "measured_shift": shift_sum / shift_count if shift_count else None,
+      "measured_shift_steps": shift_count,
       "train_examples": len(ctx.train),
       "truncated_examples": {"train": ctx.train.num_truncated,
                              **{k: v.num_truncated for k, v in ctx.dev.items()}},

@@ -198,6 +198,20 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
       return fn(params, build, delta, targets, t_logits, ce_w, w, key)
 
     shifts = []  # per-example measured shift of each augmented copy, with validity
+    token_kwargs = dict(shift_degree=spec.shift_degree, metric=spec.metric,
+                        candidate_mask=is_candidate, chunk_size=spec.chunk_size,
+                        rounding=spec.rounding)
+
+    def token_copies(make_ids):
+      """`copies` token-level augmentations of the batch, copy-major, as one input builder."""
+      new_ids = []
+      for c in range(copies):
+        new = make_ids(c, copy_keys(c))  # [B, S]
+        shifts.append(augment.measured_shift(ids, new, eligible))
+        new_ids.append(new)
+      new_ids = jax.lax.stop_gradient(jnp.concatenate(new_ids))
+      return _from_ids(new_ids, jnp.tile(mask, (copies, 1)), jnp.tile(types, (copies, 1)))
+
     # ---- Build the augmented batch -------------------------------------------------------------
     fgsm_family = spec.aug in ("fgsm", "augpro_fgsm")
     if fgsm_family:
@@ -213,17 +227,9 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
               for _ in range(copies)])
         else:
           table = projection_table(state.params)
-          aug_ids = []
-          for c in range(copies):
-            new = augment.augpro_perturb(
-                copy_keys(c), ids, eligible, delta, table, shift_degree=spec.shift_degree,
-                metric=spec.metric, candidate_mask=is_candidate,
-                exclude_original=spec.exclude_original, chunk_size=spec.chunk_size,
-                rounding=spec.rounding)
-            shifts.append(augment.measured_shift(ids, new, eligible))
-            aug_ids.append(new)
-          aug_ids = jax.lax.stop_gradient(jnp.concatenate(aug_ids))
-          aug_build = _from_ids(aug_ids, jnp.tile(mask, (copies, 1)), jnp.tile(types, (copies, 1)))
+          aug_build = token_copies(lambda c, keys: augment.augpro_perturb(
+              keys, ids, eligible, delta, table, exclude_original=spec.exclude_original,
+              **token_kwargs))
       aug_targets = jnp.tile(gold, (copies, 1))
       t_aug = teacher_logits(aug_build)
       with jax.named_scope("student_aug"):
@@ -251,26 +257,15 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
           aug_build, aug_targets = _concat(*builds), jnp.concatenate(targets)
         elif spec.aug in ("augpro_mix", "knn"):
           table = projection_table(state.params)
-          aug_ids = []
-          for c in range(copies):
-            keys = copy_keys(c)
-            if spec.aug == "augpro_mix":
-              partner = augment.partner_permutation(jax.random.fold_in(partner_key, c), batch_size)
-              lam = augment.mix_coefficients(keys, spec.mix_alpha, keep_major=True)
-              new = augment.augpro_mix(
-                  keys, ids, eligible, partner, lam, table, shift_degree=spec.shift_degree,
-                  metric=spec.metric, candidate_mask=is_candidate,
-                  exclude_original=spec.exclude_original, chunk_size=spec.chunk_size,
-                rounding=spec.rounding)
-            else:
-              new = augment.knn_replace(
-                  keys, ids, eligible, table, shift_degree=spec.shift_degree, k=spec.knn_k,
-                  metric=spec.metric, candidate_mask=is_candidate, chunk_size=spec.chunk_size,
-                  rounding=spec.rounding)
-            shifts.append(augment.measured_shift(ids, new, eligible))
-            aug_ids.append(new)
-          aug_ids = jax.lax.stop_gradient(jnp.concatenate(aug_ids))
-          aug_build = _from_ids(aug_ids, jnp.tile(mask, (copies, 1)), jnp.tile(types, (copies, 1)))
+
+          def token_aug(c, keys):
+            if spec.aug == "knn":
+              return augment.knn_replace(keys, ids, eligible, table, k=spec.knn_k, **token_kwargs)
+            partner = augment.partner_permutation(jax.random.fold_in(partner_key, c), batch_size)
+            lam = augment.mix_coefficients(keys, spec.mix_alpha, keep_major=True)
+            return augment.augpro_mix(keys, ids, eligible, partner, lam, table,
+                                      exclude_original=spec.exclude_original, **token_kwargs)
+          aug_build = token_copies(token_aug)
           aug_targets = jnp.tile(gold, (copies, 1))
         elif spec.aug == "synonym":
           # Replaced on the host (input pipeline): [B, copies, S] -> copy-major [copies * B, S].
@@ -340,7 +335,11 @@ def _pmap_sharding(devices: tuple[jax.Device, ...]) -> jax.sharding.Sharding:
 
 
 def shard(tree: Any, devices: Optional[list[jax.Device]] = None) -> Any:
-  """Place a pytree of host arrays laid out [devices, ...] one slice per device."""
+  """Place a pytree of host arrays laid out [devices, ...] one slice per device.
+
+  Multi-process runs pass the same host-local arrays: pmap itself rewraps them (without a copy) as
+  the global [all devices, ...] array, and unwraps its outputs back to this process's part.
+  """
   sharding = _pmap_sharding(tuple(devices or jax.local_devices()))
   return jax.device_put(tree, sharding)
 

