@@ -36,7 +36,7 @@ test: setup-dev
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
 bench: setup-dev
-	$(PY) main.py --mode=benchmark --benchmark_out=runs/bench/benchmark.json
+	$(PY) main.py --mode=benchmark --max_seq_len=64 --batch_size=32 --benchmark_out=runs/bench/benchmark.json
 
 clean:
 	rm -rf runs

@@ -9,7 +9,23 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
+
+def _cpu_xla_defaults() -> None:
+  """Turn XLA:CPU's YNNPACK library fusions off unless XLA_FLAGS already chooses.
+
+  Measured on the 2-core dev machine (README, "Benchmarks"): with them on, attention's batched
+  dots are fused with the softmax into library calls that run far below the matmul rate, and the
+  MiniLM forward takes ~1.6x longer. The flag only affects the CPU backend; it must be set before
+  JAX starts its backend.
+  """
+  current = os.environ.get("XLA_FLAGS", "")
+  if "ynn_fusion_type" not in current:
+    os.environ["XLA_FLAGS"] = (current + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+
+
+_cpu_xla_defaults()
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 

@@ -223,11 +223,23 @@ def run(cfg: Config) -> dict[str, Any]:
     print(f"  {aug:12s} {result['step_ms_median']:8.1f} ms/step  "
           f"{result['examples_per_sec']:8.1f} ex/s", flush=True)
   none_ms = methods[0]["step_ms_median"]
+  # An augmented step trains on (1 + copies) x batch examples. The `none` step on that many
+  # original examples separates AugPro's own overhead from the cost of simply seeing more data.
+  equal = None
+  if len(methods) > 1:
+    big = synthetic_batches(3, (1 + cfg.aug_copies) * cfg.batch_size, cfg.max_seq_len, devices,
+                            cfg.seed + 1)
+    equal = bench_step(cfg, models, "none", "kd", big, masks, optimizer)
+    print(f"  {'none x' + str(1 + cfg.aug_copies):12s} {equal['step_ms_median']:8.1f} ms/step  "
+          f"(batch {(1 + cfg.aug_copies) * cfg.batch_size})", flush=True)
   parts = bench_parts(cfg, models, batches, masks)
   student_only = bench_step(cfg, models, "none", "labels", batches, masks, optimizer)
   parts["student_forward_backward_update_ms"] = student_only["step_ms_median"]
   for result in methods:
     result["ratio_to_none"] = result["step_ms_median"] / none_ms
+    result["ratio_to_none_same_examples"] = (
+        result["step_ms_median"] / equal["step_ms_median"]
+        if equal is not None and result["aug"] != "none" else None)
     projection = parts.get(f"projection_{result['aug']}_ms")
     # Both are per-device times: the projection runs on each device's slice of the batch.
     result["projection_fraction"] = (projection / result["step_ms_median"]
@@ -266,6 +278,8 @@ def run(cfg: Config) -> dict[str, Any]:
       "params": {"teacher": model_lib.count_params(models.teacher_params),
                  "student": model_lib.count_params(models.student_params)},
       "methods": methods,
+      "none_same_examples": None if equal is None else {
+          "batch": (1 + cfg.aug_copies) * cfg.batch_size, **equal},
       "parts": parts,
       "peers": peers,
       "peak_device_memory_mb": _peak_device_mb(),
@@ -293,22 +307,25 @@ def markdown_table(report: dict[str, Any]) -> str:
       f"{s['student']['num_layers']}x{s['student']['hidden_size']}, batch {s['batch']}, seq "
       f"{s['seq_len']}, {s['dtype']}, shift {s['shift_degree']}",
       "",
-      "| method | step ms (median) | examples/s | tokens/s | x none | projection share | MFU | compile s |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|",
+      "| method | step ms (median) | examples/s | tokens/s | x none | x none (same examples) "
+      "| projection share | MFU | compile s |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in report["methods"]:
     share = "-" if r["projection_fraction"] is None else f"{100 * r['projection_fraction']:.1f}%"
     mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+    same = "-" if r.get("ratio_to_none_same_examples") is None else \
+        f"{r['ratio_to_none_same_examples']:.2f}"
     lines.append(f"| {r['aug']} | {r['step_ms_median']:.1f} | {r['examples_per_sec']:.1f} | "
-                 f"{r['tokens_per_sec']:.0f} | {r['ratio_to_none']:.2f} | {share} | {mfu} | "
+                 f"{r['tokens_per_sec']:.0f} | {r['ratio_to_none']:.2f} | {same} | {share} | {mfu} | "
                  f"{r['compile_seconds']:.1f} |")
   for p in report["peers"]:
     if p.get("examples_per_sec"):
       lines.append(f"| peer: {p['name']} | {p['step_ms_median']:.1f} | {p['examples_per_sec']:.1f} | "
-                   f"- | ours/peer = {p['ratio_ours_to_peer']:.2f} | - | - | "
+                   f"- | ours/peer = {p['ratio_ours_to_peer']:.2f} | - | - | - | "
                    f"{p.get('compile_seconds', 0):.1f} |")
     else:
-      lines.append(f"| peer: {p['name']} | unavailable: {p.get('error')} | | | | | | |")
+      lines.append(f"| peer: {p['name']} | unavailable: {p.get('error')} | | | | | | | |")
   parts = report["parts"]
   lines += ["", "| part (per device) | ms |", "|---|---:|"]
   for key, value in parts.items():

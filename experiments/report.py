@@ -21,10 +21,11 @@ MAIN_METRIC = {"sst2": "dev_accuracy", "rte": "dev_accuracy", "mrpc": "dev_f1", 
 
 
 def read(path: pathlib.Path) -> list[dict[str, str]]:
+  """The student runs of one CSV (teacher rows are referenced through `teacher_*` columns)."""
   if not path.exists():
     return []
   with open(path, encoding="utf-8") as f:
-    return list(csv.DictReader(f))
+    return [row for row in csv.DictReader(f) if row.get("mode") != "teacher"]
 
 
 def num(value) -> float:

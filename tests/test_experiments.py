@@ -1,0 +1,71 @@
+"""Each experiment script end to end on its --tiny grid (a shared teacher + 2 student runs, 2 steps),
+then the report on the CSVs they wrote. Needs the GLUE data (SST-2)."""
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = ("augpro_comparison", "shift_degree", "aug_copies")
+
+
+def _run(args, cwd=REPO, timeout=900):
+  env = {**os.environ, "XLA_FLAGS": ""}  # one device: the runs are single-process CLIs
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_grids(tmp_path_factory, glue):
+  root = tmp_path_factory.mktemp("experiments")
+  results = root / "results"
+  outputs = {}
+  for name in SCRIPTS:
+    csv_path = results / f"{name}.csv"
+    args = [str(REPO / "experiments" / f"{name}.py"), "--tiny", f"--root={root / 'runs'}",
+            f"--csv={csv_path}", f"--glue_dir={glue}"]
+    dry = _run(args + ["--dry_run"])
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    result = _run(args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    outputs[name] = (dry.stdout, result.stdout, csv_path)
+  return root, results, outputs
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_tiny_grid_writes_one_row_per_run(tiny_grids, glue, name):
+  root, _, outputs = tiny_grids
+  dry, out, csv_path = outputs[name]
+  listed = [line for line in dry.splitlines() if line.startswith("[")]
+  assert len(listed) == 3, dry  # the shared teacher and two student runs
+  assert "FAILED" not in out, out
+  with open(csv_path, encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  students = [r for r in rows if r["mode"] != "teacher"]
+  assert len(students) == 2, rows
+  for row in students:
+    assert 0.0 <= float(row["dev_accuracy"]) <= 1.0
+    assert int(row["steps"]) == 2
+    assert float(row["wallclock_seconds"]) > 0
+    if row["aug"] != "none":
+      assert float(row["measured_shift"]) > 0
+  # Resumable: a second call finds every summary.json and runs nothing.
+  again = _run([str(REPO / "experiments" / f"{name}.py"), "--tiny", f"--root={root / 'runs'}",
+                f"--csv={csv_path}", f"--glue_dir={glue}", "--dry_run"])
+  assert again.returncode == 0
+  assert all(line.startswith("[done]") for line in again.stdout.splitlines()
+             if line.startswith("[")), again.stdout
+
+
+def test_report_writes_tables_and_plot(tiny_grids):
+  _, results, _ = tiny_grids
+  report = _run([str(REPO / "experiments" / "report.py"), f"--results={results}"], timeout=300)
+  assert report.returncode == 0, report.stderr[-2000:]
+  text = (results / "report.md").read_text()
+  for heading in ("augpro_mix", "shift", "copies"):
+    assert heading in text, text
+  assert (results / "shift_degree.png").stat().st_size > 1000
