@@ -216,11 +216,15 @@ class _Writers:
     if not self.enabled:
       return
     record = {"step": step, "kind": kind, **values, **(jsonl_only or {})}
-    self.jsonl.write(json.dumps(record) + "\n")
-    self.jsonl.flush()
-    for key, value in values.items():
-      if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
-        self.tb.add_scalar(f"{kind}/{key}", value, step)
+    try:
+      self.jsonl.write(json.dumps(record) + "\n")
+      self.jsonl.flush()
+      for key, value in values.items():
+        if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
+          self.tb.add_scalar(f"{kind}/{key}", value, step)
+    except OSError as exc:  # a full disk: the checkpoints written so far are intact
+      raise UserError(f"cannot write metrics in {self.jsonl.name}: {exc.strerror or exc}; "
+                      "checkpoints so far are kept, rerun the same command to resume") from None
 
   def close(self) -> None:
     if self.enabled:
@@ -514,8 +518,12 @@ def _write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   if not is_main_process():
     return
   tmp = workdir / "summary.json.tmp"
-  tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-  os.replace(tmp, workdir / "summary.json")
+  try:
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    os.replace(tmp, workdir / "summary.json")
+  except OSError as exc:  # the export and checkpoints are already on disk
+    tmp.unlink(missing_ok=True)
+    raise UserError(f"cannot write {workdir / 'summary.json'}: {exc.strerror or exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------

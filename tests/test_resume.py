@@ -486,3 +486,24 @@ def test_full_disk_during_export_keeps_the_old_export(how, small_disk, tmp_path,
   assert sorted(p.name for p in parent.iterdir()) == ["final"]  # no temporary or moved-aside copy
   _, params, info = checkpoints.load_exported(parent / "final")
   assert info["v"] == 1 and np.array_equal(params["w"], np.ones(4, np.float32))
+
+
+def test_full_disk_writing_summary_or_metrics_is_one_line(tmp_path, monkeypatch):
+  from augpro_jax import train  # pylint: disable=import-outside-toplevel
+  from augpro_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+
+  writers = train._Writers(tmp_path, enabled=True)  # pylint: disable=protected-access
+  writers.write(0, "train", {"loss": 1.0})
+  monkeypatch.setattr(writers.jsonl, "write", _enospc)
+  with pytest.raises(UserError, match="(?i)cannot write metrics.*no space left on device"):
+    writers.write(1, "train", {"loss": 0.5})
+  monkeypatch.undo()
+  writers.close()
+
+  (tmp_path / "summary.json").write_text('{"old": true}')
+  monkeypatch.setattr(pathlib.Path, "write_text", _enospc)
+  with pytest.raises(UserError, match="(?i)summary.json: no space left on device"):
+    train._write_summary(tmp_path, {"new": True})  # pylint: disable=protected-access
+  monkeypatch.undo()
+  assert json.loads((tmp_path / "summary.json").read_text()) == {"old": True}  # not half-written
+  assert not (tmp_path / "summary.json.tmp").exists()
