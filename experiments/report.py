@@ -46,6 +46,8 @@ def fmt(values: list[float], scale: float = 100.0) -> str:
   mean, std, n = mean_std(values)
   if n == 0:
     return "-"
+  if n == 1:  # one seed has no spread to show
+    return f"{scale * mean:.1f} (n=1)"
   return f"{scale * mean:.1f} ± {scale * std:.1f}" + ("" if n >= 3 else f" (n={n})")
 
 
@@ -58,7 +60,7 @@ def comparison_table(rows) -> list[str]:
   teacher_cells = []
   for t in tasks:
     vals = [num(r.get("teacher_" + MAIN_METRIC[t][4:])) for r in rows if r["task"] == t]
-    teacher_cells.append(fmt(vals[:1]) if vals else "-")
+    teacher_cells.append(f"{100 * vals[0]:.1f}" if vals else "-")
   lines.append("| teacher (reference) | " + " | ".join(teacher_cells) + " | | |")
   for aug in augs:
     cells, means = [], []
