@@ -16,7 +16,7 @@ def _cpu_xla_defaults() -> None:
   Measured on the 2-core dev machine (README, "Benchmarks"): with them on, attention's batched
   dots are fused with the softmax into library calls that run far below the matmul rate, and the
   MiniLM forward takes ~1.6x longer. The flag only affects the CPU backend; it must be set before
-  JAX starts its backend.
+  JAX starts its backend. XLA rejects unknown flags: the pinned jaxlib (0.10.2) knows this one.
   """
   current = os.environ.get("XLA_FLAGS", "")
   if "ynn_fusion_type" not in current:
