@@ -294,13 +294,16 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
       grads = jax.lax.pmean(grads, AXIS)
       grad_norm = optax.tree.norm(grads)
       finite = jnp.isfinite(grad_norm) & jnp.isfinite(jax.lax.pmean(loss, AXIS))
-      updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
-      new_params = optax.apply_updates(state.params, updates)
       # A non-finite step leaves parameters and optimizer untouched; the host loop decides whether
-      # to stop (default) or skip it (--skip_nonfinite_steps).
-      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-      new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
-                                opt_state=keep(new_opt_state, state.opt_state))
+      # to stop (default) or skip it (--skip_nonfinite_steps). `cond` rather than a `where` over
+      # every parameter and moment: the skip costs nothing on the (usual) finite path.
+      def apply_update(params, opt_state):
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_opt_state
+      new_params, new_opt_state = jax.lax.cond(
+          finite, apply_update, lambda params, opt_state: (params, opt_state),
+          state.params, state.opt_state)
+      new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt_state)
 
     metrics = {
         "loss": loss,  # weighted sum = the objective on this device's slice
