@@ -111,6 +111,9 @@ flags.DEFINE_bool("progress", _D.progress, "Show a progress bar.")
 # Benchmark.
 flags.DEFINE_integer("benchmark_steps", _D.benchmark_steps, "Timed steps per method.")
 flags.DEFINE_integer("benchmark_warmup", _D.benchmark_warmup, "Untimed steps after compiling.")
+flags.DEFINE_integer("benchmark_rounds", _D.benchmark_rounds,
+                     "Timed steps are interleaved across methods and peers in this many rounds, so "
+                     "load that drifts during the run affects every method alike.")
 flags.DEFINE_list("benchmark_augs", list(_D.benchmark_augs), "Augmentations to benchmark.")
 flags.DEFINE_list("benchmark_peers", list(_D.benchmark_peers), "Peers: hf_flax, hf_torch (empty: none).")
 flags.DEFINE_string("benchmark_out", None, "Benchmark JSON path (a .md table is written beside it).")
@@ -139,6 +142,7 @@ def config_from_flags() -> config_lib.Config:
       "shift_rounding",
       "wordnet_dir", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
       "skip_nonfinite_steps", "progress", "benchmark_steps", "benchmark_warmup", "benchmark_out",
+      "benchmark_rounds",
       "coordinator_address", "num_processes", "process_id")}
   fields["text_fields"] = tuple(f.text_fields)
   fields["benchmark_augs"] = tuple(f.benchmark_augs)

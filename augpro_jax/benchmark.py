@@ -55,18 +55,34 @@ def synthetic_batches(count: int, global_batch: int, seq_len: int, devices: int,
   return batches
 
 
-def time_calls(call: Callable[[int], Any], steps: int, warmup: int) -> dict[str, float]:
-  """Median/p10/p90 wall time (ms) of `call(i)`, each call synchronised; warm-up excluded."""
-  for i in range(warmup):
-    jax.block_until_ready(call(i))
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(call(warmup + i))
-    times.append((time.perf_counter() - start) * 1e3)
-  times.sort()
+def _stats(times: list[float]) -> dict[str, float]:
+  times = sorted(times)
   return {"step_ms_median": statistics.median(times), "step_ms_p10": times[len(times) // 10],
           "step_ms_p90": times[min(len(times) - 1, (9 * len(times)) // 10)]}
+
+
+def time_interleaved(calls: dict[str, Callable[[int], Any]], steps: int, warmup: int,
+                     rounds: int, pause_seconds: float = 0.05) -> dict[str, dict[str, float]]:
+  """Median/p10/p90 wall time (ms) of each `call(i)`, each call synchronised, warm-up excluded.
+
+  Interleaved: `rounds` rounds, each running every call for its share of `steps` timed steps. Load that drifts during the benchmark (a shared
+  machine, thermal limits) then hits every method alike, so the ratios between them stay fair.
+  A short pause between blocks lets the previous framework's spinning worker threads go idle.
+  """
+  for name, call in calls.items():
+    for i in range(warmup):
+      jax.block_until_ready(call(i))
+  rounds = max(1, min(rounds, steps))
+  times = {name: [] for name in calls}
+  for r in range(rounds):
+    block = steps // rounds + (1 if r < steps % rounds else 0)
+    for name, call in calls.items():
+      time.sleep(pause_seconds)
+      for _ in range(block):
+        start = time.perf_counter()
+        jax.block_until_ready(call(warmup + len(times[name])))
+        times[name].append((time.perf_counter() - start) * 1e3)
+  return {name: {**_stats(t), "times_ms": t} for name, t in times.items()}
 
 
 def _memory(compiled) -> dict[str, float]:
@@ -119,9 +135,9 @@ def build_models(cfg: Config) -> tuple[Models, Any]:
   return models, tokenizer
 
 
-def bench_step(cfg: Config, models: Models, aug: str, objective: str, batches, masks,
-               optimizer) -> dict[str, Any]:
-  """Compile and time the full pmapped step for one augmentation."""
+def prepare_step(cfg: Config, models: Models, aug: str, objective: str, batches, masks,
+                 optimizer) -> tuple[Callable[[int], Any], dict[str, Any]]:
+  """Compile the full pmapped step for one augmentation; returns (call(i), compile facts)."""
   spec = step_lib.StepSpec.from_config(cfg, objective=objective, num_labels=NUM_LABELS,
                                        is_regression=False, aug=aug)
   step_fn = step_lib.make_train_step(spec, models.student, models.teacher if objective == "kd"
@@ -136,18 +152,22 @@ def bench_step(cfg: Config, models: Models, aug: str, objective: str, batches, m
   holder = {"state": state}
 
   def call(i):
-    holder["state"], metrics = compiled(holder["state"], teacher, device_batches[i % len(device_batches)])
+    holder["state"], metrics = compiled(holder["state"], teacher,
+                                        device_batches[i % len(device_batches)])
     return metrics
 
-  timing = time_calls(call, cfg.benchmark_steps, cfg.benchmark_warmup)
+  return call, {"compile_seconds": compile_seconds, **_memory(compiled)}
+
+
+def _measured_shift(call: Callable[[int], Any]) -> Optional[float]:
   metrics = jax.device_get(call(0))
-  return {"compile_seconds": compile_seconds, **timing, **_memory(compiled),
-          "measured_shift": float(np.asarray(metrics["measured_shift"])[0])
-                            if "measured_shift" in metrics else None}
+  return float(np.asarray(metrics["measured_shift"])[0]) if "measured_shift" in metrics else None
 
 
-def bench_parts(cfg: Config, models: Models, batches, masks) -> dict[str, Any]:
-  """Teacher forward alone, and each projection-based augmentation alone, on device 0."""
+def prepare_parts(cfg: Config, models: Models, batches, masks
+                  ) -> tuple[dict[str, Callable[[int], Any]], dict[str, Any]]:
+  """Teacher forward alone, and each projection-based augmentation alone, on device 0: compiled
+  calls to time, and the projection's memory facts."""
   batch = {k: jnp.asarray(v.reshape(-1, *v.shape[2:])) for k, v in batches[0].items()}
   batch = {k: v[: v.shape[0] // jax.local_device_count()] for k, v in batch.items()}  # per device
   is_special, is_candidate = (jnp.asarray(m) for m in masks)
@@ -170,20 +190,18 @@ def bench_parts(cfg: Config, models: Models, batches, masks) -> dict[str, Any]:
           keys, ids, eligible, delta, table, exclude_original=cfg.exclude_original, **common),
       "projection_knn": lambda: augment.knn_replace(keys, ids, eligible, table, k=cfg.knn_k, **common),
   }
-  parts = {}
+  calls, facts = {}, {}
   for name, fn in fns.items():
-    jitted = jax.jit(fn)
-    compiled = jitted.lower().compile()
-    parts[name + "_ms"] = time_calls(lambda i, c=compiled: c(), cfg.benchmark_steps,
-                                     cfg.benchmark_warmup)["step_ms_median"]
+    compiled = jax.jit(fn).lower().compile()
+    calls[name] = lambda i, c=compiled: c()
     if name == "projection_augpro_mix":
       positions = n * augment.position_budget(cfg.shift_degree, ids.shape[1])
       naive = positions * table.shape[0] * 4
       temp = _memory(compiled).get("xla_temp_mb")
-      parts["projection_temp_mb"] = temp
-      parts["projection_naive_scores_mb"] = naive / 2**20
-      parts["projection_memory_ratio"] = None if temp is None else temp * 2**20 / naive
-  return parts
+      facts["projection_temp_mb"] = temp
+      facts["projection_naive_scores_mb"] = naive / 2**20
+      facts["projection_memory_ratio"] = None if temp is None else temp * 2**20 / naive
+  return calls, facts
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -205,10 +223,58 @@ def run(cfg: Config) -> dict[str, Any]:
         f"{models.student.config.hidden_size}, batch {cfg.batch_size}, seq {cfg.max_seq_len}, "
         f"{cfg.dtype}", flush=True)
 
+  # Build and compile everything first, then time it all interleaved (`time_interleaved`).
+  augs = list(dict.fromkeys(("none",) + tuple(a if a != "augpro" else "augpro_mix"
+                                              for a in cfg.benchmark_augs)))
+  calls, facts = {}, {}
+  for aug in augs:
+    calls[aug], facts[aug] = prepare_step(cfg, models, aug, "kd", batches, masks, optimizer)
+    print(f"  compiled {aug:12s} in {facts[aug]['compile_seconds']:.1f} s", flush=True)
+  # An augmented step trains on (1 + copies) x batch examples. The `none` step on that many
+  # original examples separates AugPro's own overhead from the cost of simply seeing more data.
+  equal_batch = (1 + cfg.aug_copies) * cfg.batch_size
+  if len(augs) > 1:
+    big = synthetic_batches(3, equal_batch, cfg.max_seq_len, devices, cfg.seed + 1)
+    calls["none_same_examples"], facts["none_same_examples"] = prepare_step(
+        cfg, models, "none", "kd", big, masks, optimizer)
+  part_calls, part_facts = prepare_parts(cfg, models, batches, masks)
+  calls.update(part_calls)
+  calls["student_forward_backward_update"], _ = prepare_step(cfg, models, "none", "labels", batches,
+                                                             masks, optimizer)
+  peer_runs, peers = {}, []
+  if cfg.benchmark_peers:
+    from augpro_jax import peers as peers_lib  # pylint: disable=g-import-not-at-top
+    t, s = models.teacher.config, models.student.config
+    shapes = peers_lib.PeerShapes(
+        batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=NUM_LABELS,
+        vocab_size=t.vocab_size, teacher_layers=t.num_layers, teacher_hidden=t.hidden_size,
+        teacher_heads=t.num_heads, teacher_intermediate=t.intermediate_size,
+        student_layers=s.num_layers, student_hidden=s.hidden_size, student_heads=s.num_heads,
+        student_intermediate=s.intermediate_size, dtype=cfg.dtype)
+    for name in cfg.benchmark_peers:
+      if name not in peers_lib.PREPARE:
+        raise UserError(f"unknown peer {name!r}; choose from {', '.join(peers_lib.PREPARE)}")
+      try:
+        run_ = peers_lib.PREPARE[name](shapes, seed=cfg.seed)
+        start = time.perf_counter()
+        run_.step(0)  # compilation (Flax) or lazy allocation (torch): untimed, reported
+        peer_runs[name] = (run_, time.perf_counter() - start)
+        calls["peer:" + name] = lambda i, r=run_: r.step(i + 1)
+      except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
+        peers.append(_peer_error(name, exc))
+
+  print(f"  timing {len(calls)} calls, {cfg.benchmark_steps} steps each in "
+        f"{cfg.benchmark_rounds} interleaved rounds", flush=True)
+  try:
+    timing = time_interleaved(calls, cfg.benchmark_steps, cfg.benchmark_warmup,
+                              cfg.benchmark_rounds)
+  finally:
+    for run_, _ in peer_runs.values():
+      run_.close()
+
   methods = []
-  for aug in dict.fromkeys(("none",) + tuple(a if a != "augpro" else "augpro_mix"
-                                             for a in cfg.benchmark_augs)):
-    result = bench_step(cfg, models, aug, "kd", batches, masks, optimizer)
+  for aug in augs:
+    result = {**facts[aug], **_public(timing[aug]), "measured_shift": _measured_shift(calls[aug])}
     step_flops = flops_lib.step_flops(
         aug=aug, objective="kd", teacher=models.teacher.config, student=models.student.config,
         batch=cfg.batch_size, seq_len=cfg.max_seq_len, shift_degree=cfg.shift_degree,
@@ -223,18 +289,14 @@ def run(cfg: Config) -> dict[str, Any]:
     print(f"  {aug:12s} {result['step_ms_median']:8.1f} ms/step  "
           f"{result['examples_per_sec']:8.1f} ex/s", flush=True)
   none_ms = methods[0]["step_ms_median"]
-  # An augmented step trains on (1 + copies) x batch examples. The `none` step on that many
-  # original examples separates AugPro's own overhead from the cost of simply seeing more data.
   equal = None
-  if len(methods) > 1:
-    big = synthetic_batches(3, (1 + cfg.aug_copies) * cfg.batch_size, cfg.max_seq_len, devices,
-                            cfg.seed + 1)
-    equal = bench_step(cfg, models, "none", "kd", big, masks, optimizer)
+  if "none_same_examples" in timing:
+    equal = {**facts["none_same_examples"], **_public(timing["none_same_examples"])}
     print(f"  {'none x' + str(1 + cfg.aug_copies):12s} {equal['step_ms_median']:8.1f} ms/step  "
-          f"(batch {(1 + cfg.aug_copies) * cfg.batch_size})", flush=True)
-  parts = bench_parts(cfg, models, batches, masks)
-  student_only = bench_step(cfg, models, "none", "labels", batches, masks, optimizer)
-  parts["student_forward_backward_update_ms"] = student_only["step_ms_median"]
+          f"(batch {equal_batch})", flush=True)
+  parts = {f"{name}_ms": timing[name]["step_ms_median"]
+           for name in (*part_calls, "student_forward_backward_update")}
+  parts.update(part_facts)
   for result in methods:
     result["ratio_to_none"] = result["step_ms_median"] / none_ms
     result["ratio_to_none_same_examples"] = (
@@ -245,28 +307,14 @@ def run(cfg: Config) -> dict[str, Any]:
     result["projection_fraction"] = (projection / result["step_ms_median"]
                                      if projection is not None else None)
 
-  peers = []
-  if cfg.benchmark_peers:
-    from augpro_jax import peers as peers_lib  # pylint: disable=g-import-not-at-top
-    t, s = models.teacher.config, models.student.config
-    shapes = peers_lib.PeerShapes(
-        batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=NUM_LABELS,
-        vocab_size=t.vocab_size, teacher_layers=t.num_layers, teacher_hidden=t.hidden_size,
-        teacher_heads=t.num_heads, teacher_intermediate=t.intermediate_size,
-        student_layers=s.num_layers, student_hidden=s.hidden_size, student_heads=s.num_heads,
-        student_intermediate=s.intermediate_size, dtype=cfg.dtype)
-    for name in cfg.benchmark_peers:
-      if name not in peers_lib.PEERS:
-        raise UserError(f"unknown peer {name!r}; choose from {', '.join(peers_lib.PEERS)}")
-      try:
-        peer = peers_lib.PEERS[name](shapes, steps=cfg.benchmark_steps, warmup=cfg.benchmark_warmup,
-                                     seed=cfg.seed)
-        peer["ratio_ours_to_peer"] = methods[0]["examples_per_sec"] / peer["examples_per_sec"]
-      except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
-        peer = {"name": name, "examples_per_sec": None, "ratio_ours_to_peer": None,
-                "error": str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}
-      peers.append(peer)
-      print(f"  peer {name:8s} {peer.get('examples_per_sec') or float('nan'):8.1f} ex/s", flush=True)
+  for name, (run_, first_seconds) in peer_runs.items():
+    try:
+      peer = run_.summary(first_seconds, timing["peer:" + name]["times_ms"])
+      peer["ratio_ours_to_peer"] = methods[0]["examples_per_sec"] / peer["examples_per_sec"]
+    except Exception as exc:  # pylint: disable=broad-except
+      peer = _peer_error(name, exc)
+    peers.append(peer)
+    print(f"  peer {name:8s} {peer.get('examples_per_sec') or float('nan'):8.1f} ex/s", flush=True)
 
   report = {
       "machine": {"device_kind": device_kind, "devices": devices, "backend": jax.default_backend(),
@@ -278,8 +326,10 @@ def run(cfg: Config) -> dict[str, Any]:
       "params": {"teacher": model_lib.count_params(models.teacher_params),
                  "student": model_lib.count_params(models.student_params)},
       "methods": methods,
-      "none_same_examples": None if equal is None else {
-          "batch": (1 + cfg.aug_copies) * cfg.batch_size, **equal},
+      "none_same_examples": None if equal is None else {"batch": equal_batch, **equal},
+      "timing": {"steps": cfg.benchmark_steps, "warmup": cfg.benchmark_warmup,
+                 "rounds": max(1, min(cfg.benchmark_rounds, cfg.benchmark_steps)),
+                 "interleaved": True},
       "parts": parts,
       "peers": peers,
       "peak_device_memory_mb": _peak_device_mb(),
@@ -296,6 +346,15 @@ def run(cfg: Config) -> dict[str, Any]:
     except OSError as exc:
       raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
   return report
+
+
+def _public(timing: dict[str, Any]) -> dict[str, float]:
+  return {k: v for k, v in timing.items() if k != "times_ms"}
+
+
+def _peer_error(name: str, exc: BaseException) -> dict[str, Any]:
+  return {"name": name, "examples_per_sec": None, "ratio_ours_to_peer": None,
+          "error": str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}
 
 
 def markdown_table(report: dict[str, Any]) -> str:

@@ -98,6 +98,7 @@ class Config:
   # Benchmark.
   benchmark_steps: int = 20
   benchmark_warmup: int = 3
+  benchmark_rounds: int = 5  # timed steps are interleaved across methods in this many rounds
   benchmark_augs: tuple[str, ...] = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")
   benchmark_peers: tuple[str, ...] = ("hf_flax", "hf_torch")
   benchmark_out: Optional[str] = None
@@ -141,7 +142,7 @@ class Config:
       raise UserError(f"--shift_degree must be in (0, 1], got {self.shift_degree}")
     for name in ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
                  "student_heads", "log_every", "knn_k", "projection_chunk", "aug_copies",
-                 "keep_checkpoints", "benchmark_steps"):
+                 "keep_checkpoints", "benchmark_steps", "benchmark_rounds"):
       value = getattr(self, name)
       if value <= 0:
         raise UserError(f"--{name} must be positive, got {value}")

@@ -102,7 +102,7 @@ def make_batches(shapes: PeerShapes, seed: int,
 def _summary(name: str, shapes: PeerShapes, times_ms: list[float], *, compile_seconds: float,
              steps: int, device: str, note: str, losses: list[float],
              param_delta: float) -> dict[str, Any]:
-  """The result dict; percentiles picked the same way as `benchmark.time_calls`."""
+  """The result dict; percentiles picked the same way as `benchmark.time_interleaved`."""
   times = sorted(times_ms)
   median = statistics.median(times)
   return {
@@ -154,14 +154,45 @@ def _timed_loop(step: Callable[[int], None], steps: int, warmup: int) -> tuple[f
   return first_seconds, times
 
 
+@dataclasses.dataclass
+class PeerRun:
+  """A peer's KD step, built and ready to time, so a caller can interleave it with other steps.
+
+  `step(i)` runs one synchronised step on batch i; `summary(first_seconds, times_ms)` returns the
+  result dict; `close()` gives back what the peer changed in the process (torch's thread count).
+  """
+
+  step: Callable[[int], None]
+  summary: Callable[[float, list[float]], dict[str, Any]]
+  close: Callable[[], None] = lambda: None
+
+
+def _run(run: PeerRun, what: str, steps: int, warmup: int) -> dict[str, Any]:
+  try:
+    try:
+      first_seconds, times = _timed_loop(run.step, steps, warmup)
+    except Exception as exc:  # pylint: disable=broad-except
+      raise _unavailable(f"{what} step failed", exc) from exc
+    return run.summary(first_seconds, times)
+  finally:
+    run.close()
+
+
 def hf_flax_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
                learning_rate: float = 5e-5, fixed_batch: bool = False) -> dict[str, Any]:
+  """The KD step on `FlaxBertForSequenceClassification`, timed alone (see `prepare_hf_flax`)."""
+  _check_counts(steps, warmup)
+  return _run(prepare_hf_flax(shapes, seed=seed, learning_rate=learning_rate,
+                              fixed_batch=fixed_batch), "transformers Flax BERT", steps, warmup)
+
+
+def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float = 5e-5,
+                    fixed_batch: bool = False) -> PeerRun:
   """The KD step on `FlaxBertForSequenceClassification`, `jax.jit` on one device.
 
   `learning_rate` and `fixed_batch` (always the first batch) exist for the tests' does-it-train
   check; the benchmark leaves them alone. Raises RuntimeError if HF's Flax BERT cannot be used.
   """
-  _check_counts(steps, warmup)
   try:
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -224,30 +255,35 @@ def hf_flax_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
     carry.update(params=params, opt=state, rng=next_rng)
     losses.append(loss)
 
-  try:
-    compile_seconds, times = _timed_loop(step, steps, warmup)
-  except Exception as exc:  # pylint: disable=broad-except
-    raise _unavailable("transformers Flax BERT step failed", exc) from exc
+  def summary(compile_seconds: float, times: list[float]) -> dict[str, Any]:
+    delta = math.sqrt(sum(
+        float(np.sum(np.square(np.asarray(a, np.float64) - b)))
+        for a, b in zip(jax.tree.leaves(carry["params"]), jax.tree.leaves(initial))))
+    note = (f"transformers FlaxBertForSequenceClassification, jax.jit on 1 device "
+            f"(of {jax.device_count()}), compute dtype {shapes.dtype}, params float32")
+    return _summary("hf_flax", shapes, times, compile_seconds=compile_seconds, steps=len(times),
+                    device=f"{device.platform}:{device.device_kind}", note=note,
+                    losses=[float(x) for x in losses], param_delta=delta)
 
-  delta = math.sqrt(sum(
-      float(np.sum(np.square(np.asarray(a, np.float64) - b)))
-      for a, b in zip(jax.tree.leaves(carry["params"]), jax.tree.leaves(initial))))
-  note = (f"transformers FlaxBertForSequenceClassification, jax.jit on 1 device "
-          f"(of {jax.device_count()}), compute dtype {shapes.dtype}, params float32")
-  return _summary("hf_flax", shapes, times, compile_seconds=compile_seconds, steps=steps,
-                  device=f"{device.platform}:{device.device_kind}", note=note,
-                  losses=[float(x) for x in losses], param_delta=delta)
+  return PeerRun(step, summary)
 
 
 def hf_torch_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
                 device: Optional[str] = None, learning_rate: float = 5e-5,
                 fixed_batch: bool = False) -> dict[str, Any]:
+  """The KD step on PyTorch `BertForSequenceClassification`, timed alone (`prepare_hf_torch`)."""
+  _check_counts(steps, warmup)
+  return _run(prepare_hf_torch(shapes, seed=seed, device=device, learning_rate=learning_rate,
+                               fixed_batch=fixed_batch), "transformers PyTorch BERT", steps, warmup)
+
+
+def prepare_hf_torch(shapes: PeerShapes, *, seed: int = 0, device: Optional[str] = None,
+                     learning_rate: float = 5e-5, fixed_batch: bool = False) -> PeerRun:
   """The KD step on PyTorch `BertForSequenceClassification`, eager, on `device`.
 
   `device` defaults to cuda when available, else cpu. bfloat16 uses torch.autocast on cuda only;
   elsewhere the step runs in float32 and the note says so.
   """
-  _check_counts(steps, warmup)
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
@@ -304,20 +340,20 @@ def hf_torch_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
         torch.cuda.synchronize(dev)
       losses.append(loss.detach())  # read after the loop: .item() here would add a host sync
 
-    first_seconds, times = _timed_loop(step, steps, warmup)
-    with torch.no_grad():
-      delta = math.sqrt(sum(float(torch.sum((p.detach().double() - q.double()) ** 2))
-                            for p, q in zip(student.parameters(), initial)))
-  finally:
+    def summary(first_seconds: float, times: list[float]) -> dict[str, Any]:
+      with torch.no_grad():
+        delta = math.sqrt(sum(float(torch.sum((p.detach().double() - q.double()) ** 2))
+                              for p, q in zip(student.parameters(), initial)))
+      name = torch.cuda.get_device_name(dev) if on_cuda else "cpu"
+      return _summary("hf_torch", shapes, times, compile_seconds=first_seconds, steps=len(times),
+                      device=f"{dev.type}:{name}", note="; ".join(notes),
+                      losses=[float(x) for x in losses], param_delta=delta)
+  except BaseException:
     torch.set_num_threads(previous_threads)
-
-  if on_cuda:
-    name = torch.cuda.get_device_name(dev)
-  else:
-    name = "cpu"
-  return _summary("hf_torch", shapes, times, compile_seconds=first_seconds, steps=steps,
-                  device=f"{dev.type}:{name}", note="; ".join(notes),
-                  losses=[float(x) for x in losses], param_delta=delta)
+    raise
+  return PeerRun(step, summary, close=lambda: torch.set_num_threads(previous_threads))
 
 
 PEERS: dict[str, Callable[..., dict[str, Any]]] = {"hf_flax": hf_flax_kd, "hf_torch": hf_torch_kd}
+# The same peers, built but not run: the benchmark interleaves their steps with ours.
+PREPARE: dict[str, Callable[..., PeerRun]] = {"hf_flax": prepare_hf_flax, "hf_torch": prepare_hf_torch}

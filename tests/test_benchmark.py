@@ -64,3 +64,22 @@ def test_synonym_and_indivisible_batch_are_user_errors():
     benchmark.run(Config(mode="benchmark", benchmark_augs=("synonym",), batch_size=16))
   with pytest.raises(UserError, match="divisible"):
     benchmark.run(Config(mode="benchmark", batch_size=12))
+
+
+def test_time_interleaved_runs_every_call_in_rounds():
+  order = []
+  calls = {name: (lambda i, name=name: order.append((name, i))) for name in ("a", "b")}
+  timing = benchmark.time_interleaved(calls, steps=5, warmup=1, rounds=2, pause_seconds=0.0)
+  # Warm-up of each call first, then rounds of 3 and 2 timed steps, a's block before b's.
+  names = [name for name, _ in order]
+  assert names == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2
+  assert [i for name, i in order if name == "a"] == [0, 1, 2, 3, 4, 5]
+  for name in calls:
+    assert len(timing[name]["times_ms"]) == 5
+    assert timing[name]["step_ms_p10"] <= timing[name]["step_ms_median"] <= timing[name]["step_ms_p90"]
+
+
+def test_report_says_how_it_was_timed(report):
+  _, out = report
+  timing = json.loads(out.read_text())["timing"]
+  assert timing == {"steps": 2, "warmup": 1, "rounds": 2, "interleaved": True}
