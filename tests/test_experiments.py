@@ -69,3 +69,20 @@ def test_report_writes_tables_and_plot(tiny_grids):
   for heading in ("augpro_mix", "shift", "copies"):
     assert heading in text, text
   assert (results / "shift_degree.png").stat().st_size > 1000
+
+
+def test_profile_summary_adds_op_events_by_kind():
+  sys.path.insert(0, str(REPO / "experiments"))
+  import profile_step  # pylint: disable=g-import-not-at-top
+  events = [
+      {"ph": "X", "name": "ThunkExecutor::Execute (wait for completion)", "dur": 2000},
+      {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 900},
+      {"ph": "X", "name": "$api.py:2479 block_until_ready", "dur": 2100},
+      {"ph": "X", "name": "dot.27", "dur": 300}, {"ph": "X", "name": "dot", "dur": 100},
+      {"ph": "X", "name": "broadcast_add_fusion.28", "dur": 500},
+      {"ph": "X", "name": "wrapped_reduce-window.66", "dur": 200},
+      {"ph": "i", "name": "dot.1"},  # an instant event has no duration: ignored
+  ]
+  wall, kinds = profile_step.summarise(events, steps=2)  # durations in us -> ms per step
+  assert wall == 1.0
+  assert kinds == {"dot": 0.2, "broadcast_add_fusion": 0.25, "wrapped_reduce-window": 0.1}
