@@ -74,6 +74,7 @@ FLAG_CASES = [
     (["--dtype=float8"], "dtype"),
     (["--projection_metric=manhattan"], "projection_metric"),
     (["--train_file=x.tsv"], "eval_file"),
+    (["--mode=benchmark", "--benchmark_rounds=0"], "benchmark_rounds"),
 ]
 
 
