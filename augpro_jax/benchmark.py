@@ -65,8 +65,9 @@ def time_interleaved(calls: dict[str, Callable[[int], Any]], steps: int, warmup:
                      rounds: int, pause_seconds: float = 0.05) -> dict[str, dict[str, float]]:
   """Median/p10/p90 wall time (ms) of each `call(i)`, each call synchronised, warm-up excluded.
 
-  Interleaved: `rounds` rounds, each running every call for its share of `steps` timed steps. Load that drifts during the benchmark (a shared
-  machine, thermal limits) then hits every method alike, so the ratios between them stay fair.
+  Interleaved: `rounds` rounds, each running every call for its share of `steps` timed steps.
+  Load that drifts during the benchmark (a shared machine, thermal limits) then hits every method
+  alike, so the ratios between them stay fair.
   A short pause between blocks lets the previous framework's spinning worker threads go idle.
   """
   for name, call in calls.items():
@@ -241,7 +242,7 @@ def run(cfg: Config) -> dict[str, Any]:
   calls.update(part_calls)
   calls["student_forward_backward_update"], _ = prepare_step(cfg, models, "none", "labels", batches,
                                                              masks, optimizer)
-  peer_runs, peers = {}, []
+  peer_runs, peers, peer_errors = {}, [], {}
   if cfg.benchmark_peers:
     from augpro_jax import peers as peers_lib  # pylint: disable=g-import-not-at-top
     t, s = models.teacher.config, models.student.config
@@ -259,7 +260,7 @@ def run(cfg: Config) -> dict[str, Any]:
         start = time.perf_counter()
         run_.step(0)  # compilation (Flax) or lazy allocation (torch): untimed, reported
         peer_runs[name] = (run_, time.perf_counter() - start)
-        calls["peer:" + name] = lambda i, r=run_: r.step(i + 1)
+        calls["peer:" + name] = _guarded(run_.step, peer_errors, name)
       except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
         peers.append(_peer_error(name, exc))
 
@@ -309,6 +310,8 @@ def run(cfg: Config) -> dict[str, Any]:
 
   for name, (run_, first_seconds) in peer_runs.items():
     try:
+      if name in peer_errors:
+        raise peer_errors[name]
       peer = run_.summary(first_seconds, timing["peer:" + name]["times_ms"])
       peer["ratio_ours_to_peer"] = methods[0]["examples_per_sec"] / peer["examples_per_sec"]
     except Exception as exc:  # pylint: disable=broad-except
@@ -346,6 +349,22 @@ def run(cfg: Config) -> dict[str, Any]:
     except OSError as exc:
       raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
   return report
+
+
+def _guarded(step: Callable[[int], None], errors: dict[str, BaseException],
+             name: str) -> Callable[[int], None]:
+  """A peer's step for `time_interleaved`: a failure is kept (the peer is reported unavailable)
+  instead of ending the benchmark, and later calls do nothing."""
+
+  def call(i: int) -> None:
+    if name in errors:
+      return
+    try:
+      step(i + 1)  # step 0 ran before timing (compilation / lazy allocation)
+    except Exception as exc:  # pylint: disable=broad-except
+      errors[name] = exc
+
+  return call
 
 
 def _public(timing: dict[str, Any]) -> dict[str, float]:

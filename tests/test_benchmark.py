@@ -83,3 +83,17 @@ def test_report_says_how_it_was_timed(report):
   _, out = report
   timing = json.loads(out.read_text())["timing"]
   assert timing == {"steps": 2, "warmup": 1, "rounds": 2, "interleaved": True}
+
+
+def test_a_failing_peer_step_is_kept_not_raised():
+  errors = {}
+  calls = []
+
+  def step(i):
+    calls.append(i)
+    raise RuntimeError("peer broke")
+
+  call = benchmark._guarded(step, errors, "hf_torch")  # pylint: disable=protected-access
+  call(0)
+  call(1)
+  assert calls == [1] and str(errors["hf_torch"]) == "peer broke"
