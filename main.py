@@ -86,6 +86,9 @@ flags.DEFINE_float("temperature", _D.temperature, "KD temperature T (loss scaled
 flags.DEFINE_float("alpha_ce", _D.alpha_ce, "Weight of gold-label cross-entropy in KD.")
 flags.DEFINE_float("aug_weight", _D.aug_weight, "Weight of the loss on augmented examples.")
 flags.DEFINE_integer("aug_copies", _D.aug_copies, "Augmented copies per example per step.")
+flags.DEFINE_bool("cache_teacher_logits", _D.cache_teacher_logits, "distill: compute the teacher's "
+                  "logits on the original training examples once, before training; the step then "
+                  "runs the teacher on augmented examples only.")
 # Augmentation knobs.
 flags.DEFINE_float("mix_alpha", _D.mix_alpha, "MixUp lambda ~ Beta(alpha, alpha).")
 flags.DEFINE_float("fgsm_eps", _D.fgsm_eps, "FGSM step size on the input embeddings.")
@@ -137,8 +140,8 @@ def config_from_flags() -> config_lib.Config:
       "num_train_steps", "learning_rate", "warmup_fraction", "weight_decay", "dropout", "seed",
       "teacher", "teacher_ckpt", "teacher_num_epochs", "teacher_learning_rate", "student_layers",
       "student_hidden", "student_heads", "student_intermediate", "student_init", "dtype",
-      "temperature", "alpha_ce", "aug_weight", "aug_copies", "mix_alpha", "fgsm_eps",
-      "projection_metric", "projection_table", "projection_chunk", "exclude_original", "knn_k",
+      "temperature", "alpha_ce", "aug_weight", "aug_copies", "cache_teacher_logits", "mix_alpha",
+      "fgsm_eps", "projection_metric", "projection_table", "projection_chunk", "exclude_original", "knn_k",
       "shift_rounding",
       "wordnet_dir", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
       "skip_nonfinite_steps", "progress", "benchmark_steps", "benchmark_warmup", "benchmark_out",

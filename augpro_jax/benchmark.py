@@ -141,6 +141,9 @@ def prepare_step(cfg: Config, models: Models, aug: str, objective: str, batches,
   """Compile the full pmapped step for one augmentation; returns (call(i), compile facts)."""
   spec = step_lib.StepSpec.from_config(cfg, objective=objective, num_labels=NUM_LABELS,
                                        is_regression=False, aug=aug)
+  # The teacher runs on every example, originals included, as in the peers' steps: what is timed
+  # is the whole KD step, not the cheaper one that training takes with cached teacher logits.
+  spec = dataclasses.replace(spec, cached_teacher_logits=False)
   step_fn = step_lib.make_train_step(spec, models.student, models.teacher if objective == "kd"
                                      else None, optimizer, *masks)
   p_step = step_lib.pmap_train_step(step_fn)

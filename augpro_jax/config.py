@@ -75,6 +75,9 @@ class Config:
   alpha_ce: float = 0.0
   aug_weight: float = 1.0
   aug_copies: int = 1
+  # distill: the teacher labels the original training examples once, before training (eval mode,
+  # as in the step), and the step runs it on augmented examples only.
+  cache_teacher_logits: bool = True
 
   # Augmentation knobs (see README "Augmentations").
   mix_alpha: float = 0.4

@@ -38,12 +38,18 @@ def projection_flops(positions: int, vocab: int, width: int) -> float:
 
 
 def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], student: BertConfig,
-               batch: int, seq_len: int, shift_degree: float, aug_copies: int = 1) -> dict[str, float]:
-  """FLOPs of one global train step, by part. Backward counts as 2x forward."""
+               batch: int, seq_len: int, shift_degree: float, aug_copies: int = 1,
+               cached_teacher_logits: bool = False) -> dict[str, float]:
+  """FLOPs of one global train step, by part. Backward counts as 2x forward.
+
+  cached_teacher_logits: the teacher's logits on the originals come with the batch (computed once
+  before training, not counted here), so it runs on the augmented examples only.
+  """
   copies = aug_copies if aug != "none" else 0
   examples = batch * (1 + copies)
+  teacher_examples = batch * copies if cached_teacher_logits else examples
   parts = {
-      "teacher_forward": forward_flops(teacher, examples, seq_len)
+      "teacher_forward": forward_flops(teacher, teacher_examples, seq_len)
                          if objective == "kd" and teacher is not None else 0.0,
       "student_forward_backward": 3.0 * forward_flops(student, examples, seq_len),
       "projection": 0.0,

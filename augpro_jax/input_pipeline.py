@@ -143,8 +143,10 @@ HostAugment = Callable[[list[tuple[str, ...]], int, np.ndarray], tuple[list[list
 
 def train_batch(data: Tokenized, step: int, global_batch: int, seed: int, layout: Layout,
                 host_augment: Optional[HostAugment] = None, tokenizer=None,
-                max_seq_len: int = 0) -> Batch:
+                max_seq_len: int = 0, per_example: Optional[dict[str, np.ndarray]] = None) -> Batch:
   """This process's part of global batch `step`, shaped [local_devices, per_device, ...].
+
+  per_example: arrays [N, ...] over the whole split (e.g. cached teacher logits), gathered by row.
 
   host_augment(texts, step, example_ids) -> (copies of augmented texts, shift [n, copies]) runs
   on the host (synonym replacement); its texts are tokenized here as `aug_*` arrays [.., copies, S].
@@ -160,6 +162,8 @@ def train_batch(data: Tokenized, step: int, global_batch: int, seed: int, layout
       "label": data.labels[rows],
       "example_id": example_ids,
   }
+  for key, values in (per_example or {}).items():
+    batch[key] = values[rows]
   if host_augment is not None:
     texts = [data.texts[i] for i in rows]
     copies, shift = host_augment(texts, step, example_ids)

@@ -328,14 +328,22 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   p_step = step_lib.pmap_train_step(step_fn)
   predict_step = step_lib.make_predict_step(model)
   host_augment = _host_synonym_augment(cfg, ctx.layout) if spec.aug == "synonym" else None
-
-  def make_batch(step):
-    return pipeline.train_batch(ctx.train, step, cfg.batch_size, cfg.seed, ctx.layout,
-                                host_augment, ctx.tokenizer, cfg.max_seq_len)
-
   r_state = step_lib.replicate(state)
   r_teacher = step_lib.replicate(teacher_params)
   del state
+
+  per_example = {}
+  if spec.cached_teacher_logits:
+    # Eval mode, as inside the step, so the values are the ones the step would compute; recomputed
+    # on resume (deterministic) rather than stored.
+    start = time.perf_counter()
+    per_example["teacher_logits"] = predict(ctx, teacher_model, r_teacher, ctx.train)  # [N, C]
+    print(f"teacher logits on {len(ctx.train)} training examples in "
+          f"{time.perf_counter() - start:.1f}s", flush=True)
+
+  def make_batch(step):
+    return pipeline.train_batch(ctx.train, step, cfg.batch_size, cfg.seed, ctx.layout,
+                                host_augment, ctx.tokenizer, cfg.max_seq_len, per_example)
 
   # Compile once, before the loop, and log what XLA says about memory and cost.
   compile_start = time.perf_counter()
@@ -350,7 +358,8 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   step_flops = flops_lib.step_flops(
       aug=spec.aug, objective=spec.objective, teacher=teacher_model.config if teacher_model else None,
       student=model.config, batch=cfg.batch_size, seq_len=cfg.max_seq_len,
-      shift_degree=spec.shift_degree, aug_copies=spec.aug_copies)
+      shift_degree=spec.shift_degree, aug_copies=spec.aug_copies,
+      cached_teacher_logits=spec.cached_teacher_logits)
   peak = flops_lib.device_peak_flops()
   total_devices = jax.device_count()
 

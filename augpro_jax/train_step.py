@@ -1,6 +1,8 @@
 """The train step: a pure function (state, teacher_params, batch) -> (state, metrics), pmapped.
 
 One step = teacher forward, augmentation, student forward/backward, pmean of gradients, AdamW.
+With `cached_teacher_logits` (distillation's default) the teacher's logits on the original examples
+come with the batch, and the step runs the teacher on augmented examples only.
 It composes `augment`, `losses` and the model; it re-implements none of them.
 
 Two shapes of step, chosen statically by the augmentation:
@@ -62,6 +64,9 @@ class StepSpec:
   exclude_original: bool = True
   knn_k: int = 10
   rounding: str = "stochastic"
+  # kd: batch["teacher_logits"] [B, C] holds the teacher's logits on the original examples
+  # (computed once before training); the step runs the teacher on augmented examples only.
+  cached_teacher_logits: bool = False
 
   @classmethod
   def from_config(cls, cfg: Config, *, objective: str, num_labels: int, is_regression: bool,
@@ -72,7 +77,8 @@ class StepSpec:
                aug_copies=cfg.aug_copies, mix_alpha=cfg.mix_alpha, fgsm_eps=cfg.fgsm_eps,
                metric=cfg.projection_metric, projection_table=cfg.projection_table,
                chunk_size=cfg.projection_chunk, exclude_original=cfg.exclude_original,
-               knn_k=cfg.knn_k, rounding=cfg.shift_rounding)
+               knn_k=cfg.knn_k, rounding=cfg.shift_rounding,
+               cached_teacher_logits=cfg.cache_teacher_logits and objective == "kd")
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_fraction: float,
@@ -183,6 +189,8 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
     def teacher_logits(build):
       if not needs_teacher:
         return None
+      if build is orig and spec.cached_teacher_logits:
+        return batch["teacher_logits"].astype(jnp.float32)  # [B, C]
       with jax.named_scope("teacher_forward"):
         embeds, m, t = build(teacher, teacher_params)
         return jax.lax.stop_gradient(_logits(teacher, teacher_params, embeds, m, t, None))
@@ -284,7 +292,10 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
         targets = jnp.concatenate([gold, aug_targets])
         ce_w = jnp.concatenate([orig_ce, aug_ce])
         w = jnp.concatenate([orig_w, aug_w])
-      t_all = teacher_logits(build)  # one fused teacher call on [original; augmented]
+      if spec.cached_teacher_logits and aug_build is not None:
+        t_all = jnp.concatenate([teacher_logits(orig), teacher_logits(aug_build)])
+      else:
+        t_all = teacher_logits(build)  # one fused teacher call on [original; augmented]
       with jax.named_scope("student_forward_backward"):
         (loss, per_all), grads = grad_of(build, targets, t_all, ce_w, w, dropout_key, state.params)
       per_orig, per_aug = per_all[:batch_size], per_all[batch_size:]

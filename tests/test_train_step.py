@@ -109,6 +109,43 @@ def test_every_augmentation_trains(aug, objective):
     assert "loss_aug" in metrics
 
 
+def with_teacher_logits(batch, scale=1.0):
+  """The batch plus the (tiny) teacher's eval-mode logits on its originals, as train.fit caches."""
+  teacher = model_lib.BertClassifier(tiny(2))
+  t_params = model_lib.init_params(tiny(2), jax.random.PRNGKey(0))  # the teacher of `setup`
+  flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+  logits = teacher.apply({"params": t_params}, flat["input_ids"], flat["attention_mask"],
+                         flat["token_type_ids"], deterministic=True)
+  return {**batch, "teacher_logits": scale * np.asarray(logits).reshape(*batch["label"].shape, -1)}
+
+
+@pytest.mark.parametrize("aug", ["none", "augpro_mix", "augpro_fgsm", "synonym"])
+def test_cached_teacher_logits_give_the_same_step(aug):
+  """Cached logits on the originals (the teacher then runs on augmented examples only) train the
+  same as the teacher running on everything; wrong cached logits do not (the cache is used)."""
+  results = {}
+  for name, cached, scale in (("live", False, 1.0), ("cached", True, 1.0), ("wrong", True, -3.0)):
+    p_step, state, teacher, _ = setup(aug, cached_teacher_logits=cached, shift_degree=0.3)
+    for step in range(2):
+      batch = make_batch(step, 8)
+      if aug == "synonym":  # host-side copies: any token-level change will do here
+        batch.update(aug_input_ids=batch["input_ids"][:, :, None, ::-1].copy(),
+                     aug_attention_mask=batch["attention_mask"][:, :, None, ::-1].copy(),
+                     aug_token_type_ids=batch["token_type_ids"][:, :, None],
+                     aug_shift=np.full(batch["label"].shape + (1,), 0.5, np.float32))
+      if cached:
+        batch = with_teacher_logits(batch, scale)
+      state, metrics = p_step(state, teacher, step_lib.shard(batch))
+    results[name] = (jax.device_get(step_lib.unreplicate(state.params)),
+                     jax.device_get(jax.tree.map(lambda x: x[0], metrics)))
+  (live, live_m), (cached, cached_m), (wrong, _) = results["live"], results["cached"], results["wrong"]
+  np.testing.assert_allclose(cached_m["loss"], live_m["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(live), jax.tree.leaves(cached)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(live),
+                                                         jax.tree.leaves(wrong))) > 1e-4
+
+
 def test_regression_kd_step():
   p_step, state, teacher, _ = setup("augpro_mix", regression=True)
   state, metrics = p_step(state, teacher, step_lib.shard(make_batch(0, 8, regression=True)))
