@@ -38,6 +38,13 @@ class Tokenized:
   def __len__(self) -> int:
     return len(self.labels)
 
+  def take(self, rows: np.ndarray) -> "Tokenized":
+    """The examples at `rows`, in that order."""
+    return dataclasses.replace(
+        self, input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+        token_type_ids=self.token_type_ids[rows], labels=self.labels[rows],
+        texts=[self.texts[i] for i in rows])
+
 
 def load_tokenizer(model_dir: str | pathlib.Path):
   """The teacher's fast Hugging Face tokenizer (`tokenizer.json`), padding/truncation off."""
@@ -113,6 +120,14 @@ def global_batch_indices(step: int, num_examples: int, global_batch: int, seed: 
   epoch, offset = divmod(step, per_epoch)
   order = np.random.default_rng([seed, epoch]).permutation(num_examples)
   return order[offset * global_batch:(offset + 1) * global_batch]
+
+
+def rows_drawn(num_examples: int, global_batch: int, seed: int, start_step: int,
+               stop_step: int) -> np.ndarray:
+  """Sorted indices of the examples that global batches [start_step, stop_step) draw."""
+  drawn = [global_batch_indices(s, num_examples, global_batch, seed)
+           for s in range(start_step, stop_step)]
+  return np.unique(np.concatenate(drawn)) if drawn else np.zeros((0,), np.int64)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -334,11 +334,16 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
 
   per_example = {}
   if spec.cached_teacher_logits:
-    # Eval mode, as inside the step, so the values are the ones the step would compute; recomputed
-    # on resume (deterministic) rather than stored.
+    # Eval mode, as inside the step, so the values are the ones the step would compute. Only the
+    # examples the run draws (half an epoch needs half). A resumed run recomputes the same rows in
+    # the same batches, so its logits, and hence its parameters, are bit for bit the same.
     start = time.perf_counter()
-    per_example["teacher_logits"] = predict(ctx, teacher_model, r_teacher, ctx.train)  # [N, C]
-    print(f"teacher logits on {len(ctx.train)} training examples in "
+    rows = pipeline.rows_drawn(len(ctx.train), cfg.batch_size, cfg.seed, 0, num_steps)
+    cached = np.zeros((len(ctx.train), model.config.num_labels), np.float32)  # [N, C]
+    if len(rows):
+      cached[rows] = predict(ctx, teacher_model, r_teacher, ctx.train.take(rows))
+    per_example["teacher_logits"] = cached
+    print(f"teacher logits on {len(rows)} of {len(ctx.train)} training examples in "
           f"{time.perf_counter() - start:.1f}s", flush=True)
 
   def make_batch(step):

@@ -659,3 +659,15 @@ def test_bad_custom_task_without_files():
   with pytest.raises(UserError) as excinfo:
     data.resolve_task(Config(task="custom"))
   assert_one_line(excinfo, "--train_file")
+
+
+def test_rows_drawn_are_the_examples_the_steps_use():
+  from augpro_jax import input_pipeline as pipeline  # pylint: disable=g-import-not-at-top
+  n, batch, seed = 100, 8, 3  # 12 steps per epoch, 4 examples dropped per epoch
+  half = pipeline.rows_drawn(n, batch, seed, 0, 6)
+  assert len(half) == 48 and np.array_equal(half, np.unique(np.concatenate(
+      [pipeline.global_batch_indices(s, n, batch, seed) for s in range(6)])))
+  resumed = pipeline.rows_drawn(n, batch, seed, 6, 12)
+  assert len(resumed) == 48 and not set(half) & set(resumed)  # one epoch: no repeats
+  assert len(pipeline.rows_drawn(n, batch, seed, 0, 36)) > 96  # other permutations fill the gaps
+  assert len(pipeline.rows_drawn(n, batch, seed, 5, 5)) == 0
