@@ -202,6 +202,15 @@ def result_line(cfg: config_lib.Config, summary: dict) -> str:
   return " | ".join(parts)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a malformed value (`--batch_size=abc`) as our one-line error, exit 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as exc:
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
   logging.set_verbosity(logging.WARNING)
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)

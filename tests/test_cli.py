@@ -75,6 +75,8 @@ FLAG_CASES = [
     (["--projection_metric=manhattan"], "projection_metric"),
     (["--train_file=x.tsv"], "eval_file"),
     (["--mode=benchmark", "--benchmark_rounds=0"], "benchmark_rounds"),
+    (["--batch_size=abc"], "batch_size"),
+    (["--cache_teacher_logits=maybe"], "cache_teacher_logits"),
 ]
 
 
