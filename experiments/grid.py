@@ -101,11 +101,23 @@ def execute(runs: list[Run], root: pathlib.Path, *, only: Optional[str], dry_run
 
 
 def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> list[dict[str, Any]]:
-  """One CSV row per finished run: its columns, dev metrics, measured shift, speed, wall clock."""
+  """One CSV row per finished run: its columns, dev metrics, measured shift, speed, wall clock.
+
+  The CSV is the durable record and workdirs are scratch: a run of the grid whose workdir is
+  absent here (a fresh checkout, another machine) keeps the row the existing CSV has for it.
+  """
+  kept, header = {}, []
+  if csv_path.exists():
+    with open(csv_path, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f)
+      kept = {row["run"]: row for row in reader}
+      header = list(reader.fieldnames or [])
   rows = []
   for run in runs:
     path = root / run.name / "summary.json"
     if not path.exists():
+      if run.name in kept:
+        rows.append({k: v for k, v in kept[run.name].items() if v != ""})
       continue
     summary = json.loads(path.read_text())
     wall = root / run.name / "wallclock_seconds"
@@ -119,7 +131,8 @@ def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> 
                wallclock_seconds=float(wall.read_text()) if wall.exists() else None)
     rows.append(row)
   csv_path.parent.mkdir(parents=True, exist_ok=True)
-  keys = list(dict.fromkeys(k for row in rows for k in row))
+  keys = list(dict.fromkeys([k for k in header if any(k in row for row in rows)]
+                            + [k for row in rows for k in row]))
   with open(csv_path, "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=keys)
     writer.writeheader()
@@ -136,7 +149,7 @@ COMMON = {"max_seq_len": 64, "batch_size": 32, "eval_batch_size": 128, "student_
 TINY = {"max_seq_len": 16, "batch_size": 8, "eval_batch_size": 64, "student_layers": 1,
         "train_size": 32, "eval_size": 64, "num_train_steps": 2, "teacher_num_epochs": 0.25,
         "log_every": 1, "checkpoint_every": 0, "keep_checkpoints": 1}
-TEACHER_DATA = {"sst2": 4000, "cola": 4000}  # large sets: the teacher sees a subset, once
+TEACHER_DATA = {"sst2": 4000, "cola": 4000, "stsb": 4000}  # large sets: the teacher sees a subset, once
 
 
 def teachers(tasks: Iterable[str], tiny: bool) -> dict[str, Run]:

@@ -86,3 +86,25 @@ def test_profile_summary_adds_op_events_by_kind():
   wall, kinds = profile_step.summarise(events, steps=2)  # durations in us -> ms per step
   assert wall == 1.0
   assert kinds == {"dot": 0.2, "broadcast_add_fusion": 0.25, "wrapped_reduce-window": 0.1}
+
+
+def test_collect_keeps_committed_rows_whose_workdirs_are_absent(tmp_path):
+  """The CSV outlives the workdirs: a fresh checkout that runs one more cell of the grid must not
+  drop the rows committed from runs it no longer has, nor keep rows of runs the grid lost."""
+  sys.path.insert(0, str(REPO / "experiments"))
+  import grid  # pylint: disable=g-import-not-at-top
+  runs = [grid.Run(f"r{i}", (), (("seed", i),)) for i in range(3)]
+  csv_path = tmp_path / "results.csv"
+  with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    f.write("run,seed,dev_accuracy\nr0,0,0.5\nr1,1,0.6\ngone,9,0.9\n")
+  root = tmp_path / "runs"
+  (root / "r1").mkdir(parents=True)  # r1 ran again here: its new summary wins
+  (root / "r1" / "summary.json").write_text('{"dev": {"accuracy": 0.7}, "steps": 4}')
+  (root / "r2").mkdir()
+  (root / "r2" / "summary.json").write_text('{"dev": {"accuracy": 0.8}, "steps": 4}')
+  rows = grid.collect(runs, root, csv_path)
+  with open(csv_path, encoding="utf-8") as f:
+    written = {row["run"]: row for row in csv.DictReader(f)}
+  assert [r["run"] for r in rows] == ["r0", "r1", "r2"]
+  assert {k: v["dev_accuracy"] for k, v in written.items()} == {"r0": "0.5", "r1": "0.7", "r2": "0.8"}
+  assert written["r2"]["steps"] == "4" and written["r0"]["steps"] == ""
