@@ -2,8 +2,11 @@
 
 Every run is one `python main.py ...` command with its own workdir under `--root`; a run whose
 `summary.json` exists is finished and skipped, so a grid can be stopped and resumed at any time
-and split into parts with `--only=REGEX` (matched against run names). Teachers are fine-tuned
-once per task (and seed 0) and shared by every student run through `--teacher_ckpt`.
+and split into parts with `--only=REGEX` (matched against run names). A run that already has a
+row in the results CSV is skipped too (`--rerun` runs it again): workdirs are scratch and the
+committed CSV is the record, so a fresh checkout resumes the grid where the CSV left it. Teachers
+are fine-tuned once per task (and seed 0) and shared by every student run through `--teacher_ckpt`;
+a teacher is retrained only when a student that still has to run needs its checkpoint.
 """
 
 from __future__ import annotations
@@ -60,27 +63,45 @@ def parser(description: str, default_root: str) -> argparse.ArgumentParser:
   p.add_argument("--csv", default=None, help="Results CSV (default experiments/results/<name>.csv).")
   p.add_argument("--only", default=None, help="Run only runs whose name matches this regex.")
   p.add_argument("--dry_run", action="store_true", help="List the runs and exit.")
+  p.add_argument("--rerun", action="store_true",
+                 help="Also run selected runs that have a CSV row but no workdir here.")
   p.add_argument("--tiny", action="store_true", help="A 2-run grid with a few steps (tests).")
   p.add_argument("--seeds", type=int, default=3)
   return p
 
 
+def recorded_runs(csv_path: pathlib.Path) -> set[str]:
+  """Names of the runs the results CSV already has a row for."""
+  if not csv_path.exists():
+    return set()
+  with open(csv_path, newline="", encoding="utf-8") as f:
+    return {row["run"] for row in csv.DictReader(f)}
+
+
 def execute(runs: list[Run], root: pathlib.Path, *, only: Optional[str], dry_run: bool,
-            glue_dir: str) -> list[Run]:
-  """Run what is missing, teachers first. Returns the selected runs."""
+            glue_dir: str, recorded: frozenset[str] = frozenset()) -> list[Run]:
+  """Run what is missing, teachers first. Returns the selected runs.
+
+  `recorded`: runs with a row in the results CSV; they are skipped unless a student that still
+  has to run needs them (a teacher's checkpoint is a file, not a row).
+  """
   root.mkdir(parents=True, exist_ok=True)
+  finished = lambda run: (root / run.name / "summary.json").exists()
   selected = [r for r in runs if only is None or re.search(only, r.name)]
   by_name = {r.name: r for r in runs}
-  # A selected student needs its teacher even when --only did not name it.
-  needed = {r.needs for r in selected if r.needs}
+  to_run = [r for r in selected if not finished(r) and r.name not in recorded]
+  # A student that will run needs its teacher's checkpoint even when --only did not name it.
+  needed = {r.needs for r in to_run if r.needs}
   selected = [by_name[n] for n in sorted(needed) if by_name[n] not in selected] + selected
   for i, run in enumerate(selected):
-    done = (root / run.name / "summary.json").exists()
+    done = finished(run)
+    skip = done or (run.name in recorded and run.name not in needed)
     command = run.command(root) + [f"--glue_dir={glue_dir}"]
     if dry_run:
-      print(f"[{'done' if done else 'todo'}] {shlex.join(command)}")
+      state = "done" if done else "recorded" if skip else "todo"
+      print(f"[{state}] {shlex.join(command)}")
       continue
-    if done:
+    if skip:
       continue
     print(f"[{i + 1}/{len(selected)}] {run.name}", flush=True)
     start = time.time()
@@ -174,7 +195,10 @@ def main(description: str, make_runs, csv_name: str) -> int:
   args = parser(description, "experiments").parse_args()
   root = pathlib.Path(args.root)
   all_runs = make_runs(args.seeds, args.tiny, root)
-  selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run, glue_dir=args.glue_dir)
+  csv_path = pathlib.Path(args.csv or RESULTS / f"{csv_name}.csv")
+  recorded = frozenset() if args.rerun else frozenset(recorded_runs(csv_path))
+  selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run, glue_dir=args.glue_dir,
+                     recorded=recorded)
   if not args.dry_run:
-    collect(all_runs, root, pathlib.Path(args.csv or RESULTS / f"{csv_name}.csv"))
+    collect(all_runs, root, csv_path)
   return 0 if selected else 1

@@ -59,6 +59,18 @@ def test_tiny_grid_writes_one_row_per_run(tiny_grids, glue, name):
   assert again.returncode == 0
   assert all(line.startswith("[done]") for line in again.stdout.splitlines()
              if line.startswith("[")), again.stdout
+  # A fresh checkout (no workdirs) skips what the CSV records, unless told to --rerun.
+  student = students[0]["run"]
+  moved = root / f"moved-{name}"
+  (root / "runs" / student).rename(moved)
+  try:
+    base = [str(REPO / "experiments" / f"{name}.py"), "--tiny", f"--root={root / 'runs'}",
+            f"--csv={csv_path}", f"--glue_dir={glue}", "--dry_run", f"--only={student}"]
+    fresh, rerun = _run(base), _run(base + ["--rerun"])
+  finally:
+    moved.rename(root / "runs" / student)
+  assert fresh.stdout.startswith("[recorded]") and fresh.stdout.count("[") == 1, fresh.stdout
+  assert "[todo]" in rerun.stdout and f"/{student} " in rerun.stdout, rerun.stdout
 
 
 def test_report_writes_tables_and_plot(tiny_grids):
@@ -108,3 +120,36 @@ def test_collect_keeps_committed_rows_whose_workdirs_are_absent(tmp_path):
   assert [r["run"] for r in rows] == ["r0", "r1", "r2"]
   assert {k: v["dev_accuracy"] for k, v in written.items()} == {"r0": "0.5", "r1": "0.7", "r2": "0.8"}
   assert written["r2"]["steps"] == "4" and written["r0"]["steps"] == ""
+
+
+def test_runs_recorded_in_the_csv_are_skipped_and_their_teacher_only_retrained_if_needed(
+    tmp_path, capsys):
+  """A fresh checkout resumes the grid from the committed CSV: a run with a row there is not run
+  again (unless --rerun), and a teacher is retrained only for a student that still has to run."""
+  sys.path.insert(0, str(REPO / "experiments"))
+  import grid  # pylint: disable=g-import-not-at-top
+  teacher = grid.Run("teacher-t", (), (("mode", "teacher"),))
+  students = [grid.Run(f"s{i}", (), (("seed", i),), needs=teacher.name) for i in range(2)]
+  runs = [teacher, *students]
+
+  def states(**kwargs):
+    grid.execute(runs, tmp_path, dry_run=True, glue_dir="unused", **kwargs)
+    return {line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]: line.split("]")[0][1:]
+            for line in capsys.readouterr().out.splitlines()}
+
+  everything = frozenset({"teacher-t", "s0", "s1"})
+  assert states(only=None, recorded=everything) == {
+      "teacher-t": "recorded", "s0": "recorded", "s1": "recorded"}
+  assert states(only="s1", recorded=everything) == {"s1": "recorded"}
+  assert states(only="s1", recorded=frozenset({"teacher-t", "s0"})) == {
+      "teacher-t": "todo", "s1": "todo"}
+  assert states(only=None, recorded=frozenset()) == {"teacher-t": "todo", "s0": "todo", "s1": "todo"}
+  (tmp_path / "s1").mkdir()
+  (tmp_path / "s1" / "summary.json").write_text("{}")
+  assert states(only=None, recorded=frozenset({"teacher-t"})) == {
+      "teacher-t": "todo", "s0": "todo", "s1": "done"}
+  # The CSV is what marks a run recorded.
+  csv_path = tmp_path / "results.csv"
+  csv_path.write_text("run,seed\ns0,0\n")
+  assert grid.recorded_runs(csv_path) == {"s0"}
+  assert grid.recorded_runs(tmp_path / "absent.csv") == set()
