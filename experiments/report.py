@@ -108,6 +108,10 @@ def _plot_shift(series, sizes, degrees, out_png):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False, sharey=True)
+  # One colour per method across panels (mode is the line style), and a legend on every panel:
+  # the panels need not hold the same methods.
+  methods = sorted({k[1] for k in series})
+  colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
   for ax, size in zip(axes[0], sizes):
     for method in sorted({k[1] for k in series if k[0] == size}):
       for mode, style in (("finetune", "--"), ("distill", "-")):
@@ -118,12 +122,12 @@ def _plot_shift(series, sizes, degrees, out_png):
             xs.append(d), ys.append(100 * mean), es.append(100 * std)
         if xs:
           ax.errorbar(xs, ys, yerr=es, linestyle=style, marker="o", capsize=3,
-                      label=f"{method} ({mode})")
+                      color=colours[method], label=f"{method} ({mode})")
     ax.set_title(f"SST-2, {size} training examples")
     ax.set_xlabel("shift degree")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
   axes[0][0].set_ylabel("dev accuracy (%)")
-  axes[0][-1].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(out_png, dpi=110)
   plt.close(fig)
