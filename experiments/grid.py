@@ -55,18 +55,55 @@ def student_run(name: str, teacher: Optional[Run], root: pathlib.Path, flags: di
              needs=teacher.name if teacher is not None and flags.get("mode") == "distill" else None)
 
 
+def _regex(text: str) -> str:
+  """Checks --only at parse time, so a bad pattern is a usage error and not a traceback mid-grid."""
+  try:
+    re.compile(text)
+  except re.error as e:
+    raise argparse.ArgumentTypeError(f"not a regular expression ({e}): {text!r}") from None
+  return text
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be a positive integer: {text!r}")
+  return value
+
+
+def results_csv_problem(csv_path: pathlib.Path) -> Optional[str]:
+  """Why `csv_path` cannot be this grid's results CSV, or None. The grid rewrites that file, so
+  anything that is not a results CSV (a directory, another table) is refused before it is touched."""
+  if not csv_path.exists():
+    return None
+  if not csv_path.is_file():
+    return f"--csv={csv_path} exists and is not a file"
+  try:
+    with open(csv_path, newline="", encoding="utf-8") as f:
+      header = next(csv.reader(f), [])
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    return f"--csv={csv_path} cannot be read as a CSV ({e})"
+  if header and "run" not in header:
+    return f"--csv={csv_path} is not a results CSV (no 'run' column); refusing to overwrite it"
+  return None
+
+
 def parser(description: str, default_root: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--root", default=str(REPO / "runs" / default_root),
                  help="Workdirs go here (teachers are shared by every experiment under one root).")
   p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR", str(REPO.parent / "shared" / "data" / "glue")))
   p.add_argument("--csv", default=None, help="Results CSV (default experiments/results/<name>.csv).")
-  p.add_argument("--only", default=None, help="Run only runs whose name matches this regex.")
+  p.add_argument("--only", default=None, type=_regex,
+                 help="Run only runs whose name matches this regex.")
   p.add_argument("--dry_run", action="store_true", help="List the runs and exit.")
   p.add_argument("--rerun", action="store_true",
                  help="Also run selected runs that have a CSV row but no workdir here.")
   p.add_argument("--tiny", action="store_true", help="A 2-run grid with a few steps (tests).")
-  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument("--seeds", type=_positive_int, default=3)
   return p
 
 
@@ -192,10 +229,14 @@ def teachers(tasks: Iterable[str], tiny: bool) -> dict[str, Run]:
 
 def main(description: str, make_runs, csv_name: str) -> int:
   """The shared command line of every experiment script."""
-  args = parser(description, "experiments").parse_args()
+  p = parser(description, "experiments")
+  args = p.parse_args()
   root = pathlib.Path(args.root)
-  all_runs = make_runs(args.seeds, args.tiny, root)
   csv_path = pathlib.Path(args.csv or RESULTS / f"{csv_name}.csv")
+  problem = results_csv_problem(csv_path)
+  if problem:
+    p.error(problem)
+  all_runs = make_runs(args.seeds, args.tiny, root)
   recorded = frozenset() if args.rerun else frozenset(recorded_runs(csv_path))
   selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run, glue_dir=args.glue_dir,
                      recorded=recorded)

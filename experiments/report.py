@@ -100,7 +100,32 @@ def shift_tables_and_plot(rows, out_png: pathlib.Path) -> list[str]:
         best = max(per_degree, key=per_degree.get)
         best_lines.append(f"| {size} | {mode} | {best} ({100 * per_degree[best]:.1f}) |")
   _plot_shift(series, sizes, degrees, out_png)
-  return lines + best_lines + ["", f"![shift degree]({out_png.name})"]
+  return (lines + best_lines + [""] + kd_minus_finetune_table(rows, sizes, degrees)
+          + ["", f"![shift degree]({out_png.name})"])
+
+
+def kd_minus_finetune_table(rows, sizes, degrees) -> list[str]:
+  """KD minus fine-tuning accuracy over runs that share method, size, degree and seed.
+
+  Pairing by seed removes the subset and initialisation noise the two modes share, which the
+  per-mode means above keep; the count says in how many pairs KD came out ahead.
+  """
+  accuracy = {(int(r["train_size"]), r["aug"], num(r["shift_degree"]), r["seed"], r["mode"]):
+              num(r["dev_accuracy"]) for r in rows}
+  lines = ["| train size | " + " | ".join(f"p={d}" for d in degrees) + " |",
+           "|---|" + "---:|" * len(degrees)]
+  for size in sizes:
+    cells = []
+    for d in degrees:
+      gaps = [accuracy[key] - accuracy[key[:4] + ("finetune",)] for key in accuracy
+              if key[0] == size and key[2] == d and key[4] == "distill"
+              and key[:4] + ("finetune",) in accuracy]
+      gaps = [g for g in gaps if not math.isnan(g)]
+      cells.append(f"{100 * statistics.mean(gaps):+.1f} ({sum(g > 0 for g in gaps)}/{len(gaps)} > 0)"
+                   if gaps else "-")
+    lines.append(f"| {size} | " + " | ".join(cells) + " |")
+  return ["KD minus fine-tuning, paired by method and seed (mean x100; pairs where KD is ahead):",
+          ""] + lines
 
 
 def _plot_shift(series, sizes, degrees, out_png):

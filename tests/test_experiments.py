@@ -153,3 +153,33 @@ def test_runs_recorded_in_the_csv_are_skipped_and_their_teacher_only_retrained_i
   csv_path.write_text("run,seed\ns0,0\n")
   assert grid.recorded_runs(csv_path) == {"s0"}
   assert grid.recorded_runs(tmp_path / "absent.csv") == set()
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("augpro_comparison", "--only=("), ("shift_degree", "--seeds=0"), ("aug_copies", "--csv=DIR"),
+    ("shift_degree", "--csv=FOREIGN")])
+def test_bad_arguments_are_a_one_line_usage_error_and_touch_nothing(name, bad, tmp_path):
+  foreign = tmp_path / "foreign.csv"
+  foreign.write_text("a,b\n1,2\n")
+  bad = bad.replace("DIR", str(tmp_path)).replace("FOREIGN", str(foreign))
+  result = _run([str(REPO / "experiments" / f"{name}.py"), "--dry_run",
+                 f"--root={tmp_path / 'runs'}", bad], timeout=120)
+  assert result.returncode == 2, result.stdout + result.stderr
+  assert "Traceback" not in result.stderr, result.stderr
+  assert f"{name}.py: error: " in result.stderr.strip().splitlines()[-1], result.stderr
+  assert foreign.read_text() == "a,b\n1,2\n"
+
+
+def test_kd_minus_finetune_pairs_runs_by_method_degree_and_seed():
+  sys.path.insert(0, str(REPO / "experiments"))
+  import report  # pylint: disable=g-import-not-at-top
+
+  def row(aug, seed, mode, accuracy, degree="0.3"):
+    return {"train_size": "1000", "aug": aug, "shift_degree": degree, "seed": seed, "mode": mode,
+            "dev_accuracy": str(accuracy)}
+  rows = [row("knn", "0", "finetune", 0.70), row("knn", "0", "distill", 0.74),
+          row("knn", "1", "finetune", 0.80), row("knn", "1", "distill", 0.78),
+          row("synonym", "0", "distill", 0.99),  # no fine-tuning partner: left out
+          row("knn", "0", "finetune", 0.5, degree="0.5")]  # no KD partner at p=0.5
+  lines = report.kd_minus_finetune_table(rows, [1000], [0.3, 0.5])
+  assert lines[-1] == "| 1000 | +1.0 (1/2 > 0) | - |", lines
