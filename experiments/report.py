@@ -93,8 +93,10 @@ def shift_tables_and_plot(rows, out_png: pathlib.Path) -> list[str]:
         lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
     lines.append("")
     for mode in ("finetune", "distill"):
-      per_degree = {d: mean_std([v for k, vs in series.items() if k[0] == size and k[2] == mode
-                                 and k[3] == d for v in vs])[0] for d in degrees}
+      # Mean of per-method means: a method run with more seeds does not weigh more.
+      per_degree = {d: mean_std([mean_std(vs)[0] for k, vs in series.items()
+                                 if k[0] == size and k[2] == mode and k[3] == d])[0]
+                    for d in degrees}
       per_degree = {d: v for d, v in per_degree.items() if not math.isnan(v)}
       if per_degree:
         best = max(per_degree, key=per_degree.get)
@@ -121,8 +123,12 @@ def kd_minus_finetune_table(rows, sizes, degrees) -> list[str]:
               if key[0] == size and key[2] == d and key[4] == "distill"
               and key[:4] + ("finetune",) in accuracy]
       gaps = [g for g in gaps if not math.isnan(g)]
-      cells.append(f"{100 * statistics.mean(gaps):+.1f} ({sum(g > 0 for g in gaps)}/{len(gaps)} > 0)"
-                   if gaps else "-")
+      if not gaps:
+        cells.append("-")
+        continue
+      # round(...) + 0.0 turns -0.0 into 0.0: a gap of -0.03 prints as +0.0, not -0.0.
+      mean_gap = round(100 * statistics.mean(gaps), 1) + 0.0
+      cells.append(f"{mean_gap:+.1f} ({sum(g > 0 for g in gaps)}/{len(gaps)} > 0)")
     lines.append(f"| {size} | " + " | ".join(cells) + " |")
   return ["KD minus fine-tuning, paired by method and seed (mean x100; pairs where KD is ahead):",
           ""] + lines

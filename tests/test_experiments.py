@@ -183,3 +183,22 @@ def test_kd_minus_finetune_pairs_runs_by_method_degree_and_seed():
           row("knn", "0", "finetune", 0.5, degree="0.5")]  # no KD partner at p=0.5
   lines = report.kd_minus_finetune_table(rows, [1000], [0.3, 0.5])
   assert lines[-1] == "| 1000 | +1.0 (1/2 > 0) | - |", lines
+
+
+def test_best_degree_averages_methods_not_runs_and_a_tiny_negative_gap_prints_as_zero(tmp_path):
+  """With uneven seeds a pooled mean lets the method with more runs decide the best degree;
+  the table promises a mean over methods."""
+  sys.path.insert(0, str(REPO / "experiments"))
+  import report  # pylint: disable=g-import-not-at-top
+
+  def row(aug, seed, mode, accuracy, degree):
+    return {"train_size": "1000", "aug": aug, "shift_degree": degree, "seed": seed, "mode": mode,
+            "dev_accuracy": str(accuracy)}
+  # Method a (3 seeds) is best at 0.1, method b (1 seed) much better at 0.3. Per-method means:
+  # 0.1 -> 70.0, 0.3 -> 75.0; pooled over runs 0.3 would be 67.5 and lose.
+  rows = [row("a", s, "finetune", acc, d) for s in "012" for d, acc in (("0.1", 0.7), ("0.3", 0.6))]
+  rows += [row("b", "0", "finetune", 0.7, "0.1"), row("b", "0", "finetune", 0.9, "0.3"),
+           row("a", "0", "distill", 0.6997, "0.1")]  # paired gap -0.03 points
+  lines = report.shift_tables_and_plot(rows, tmp_path / "shift.png")
+  assert "| 1000 | finetune | 0.3 (75.0) |" in lines, lines
+  assert "| 1000 | +0.0 (0/1 > 0) | - |" in lines, lines
