@@ -139,7 +139,9 @@ def test_cached_teacher_logits_give_the_same_step(aug):
     results[name] = (jax.device_get(step_lib.unreplicate(state.params)),
                      jax.device_get(jax.tree.map(lambda x: x[0], metrics)))
   (live, live_m), (cached, cached_m), (wrong, _) = results["live"], results["cached"], results["wrong"]
-  np.testing.assert_allclose(cached_m["loss"], live_m["loss"], rtol=1e-5)
+  # The KD loss here is ~1e-4 (teacher and student are alike), so float32 rounding from the two
+  # teacher-forward batch shapes is ~1e-8 absolute, above a pure rtol of 1e-5 on some CPUs.
+  np.testing.assert_allclose(cached_m["loss"], live_m["loss"], rtol=1e-5, atol=1e-7)
   for a, b in zip(jax.tree.leaves(live), jax.tree.leaves(cached)):
     np.testing.assert_allclose(a, b, atol=1e-5)
   assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(live),
