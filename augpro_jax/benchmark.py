@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from augpro_jax import augment
+from augpro_jax import augmentations
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
@@ -119,10 +120,10 @@ def build_models(cfg: Config) -> tuple[Models, Any]:
   tokenizer = pipeline.load_tokenizer(teacher_dir)
   t_config, t_params = model_lib.load_pretrained(str(teacher_dir), num_labels=NUM_LABELS,
                                                  dropout_rate=0.0, dtype=cfg.dtype)
-  if cfg.teacher_layers_override or cfg.teacher_hidden_override:
-    hidden = cfg.teacher_hidden_override or t_config.hidden_size
+  if cfg.teacher_layers or cfg.teacher_hidden:
+    hidden = cfg.teacher_hidden or t_config.hidden_size
     t_config = dataclasses.replace(
-        t_config, num_layers=cfg.teacher_layers_override or t_config.num_layers,
+        t_config, num_layers=cfg.teacher_layers or t_config.num_layers,
         hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
     t_params = model_lib.init_params(t_config, jax.random.PRNGKey(1))
   s_config = dataclasses.replace(
@@ -213,8 +214,8 @@ def run(cfg: Config) -> dict[str, Any]:
   if cfg.batch_size % devices:
     raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
   for aug in cfg.benchmark_augs:
-    if aug == "synonym":
-      raise UserError("--benchmark_augs: synonym runs on the host in the input pipeline; it is not "
+    if augmentations.get(aug).make_host_augment:
+      raise UserError(f"--benchmark_augs: {aug} runs on the host in the input pipeline; it is not "
                       "a device step to benchmark")
   models, tokenizer = build_models(cfg)
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
@@ -228,7 +229,7 @@ def run(cfg: Config) -> dict[str, Any]:
         f"{cfg.dtype}", flush=True)
 
   # Build and compile everything first, then time it all interleaved (`time_interleaved`).
-  augs = list(dict.fromkeys(("none",) + tuple(a if a != "augpro" else "augpro_mix"
+  augs = list(dict.fromkeys(("none",) + tuple(augmentations.resolve(a)
                                               for a in cfg.benchmark_augs)))
   calls, facts = {}, {}
   for aug in augs:

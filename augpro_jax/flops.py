@@ -7,6 +7,7 @@ from typing import Optional
 import jax
 
 from augpro_jax import augment
+from augpro_jax import augmentations
 from augpro_jax.model import BertConfig, forward_flops
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). float32 runs report MFU
@@ -45,7 +46,8 @@ def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], stude
   cached_teacher_logits: the teacher's logits on the originals come with the batch (computed once
   before training, not counted here), so it runs on the augmented examples only.
   """
-  copies = aug_copies if aug != "none" else 0
+  entry = augmentations.get(aug)
+  copies = aug_copies if entry.level != "none" else 0
   examples = batch * (1 + copies)
   teacher_examples = batch * copies if cached_teacher_logits else examples
   parts = {
@@ -54,10 +56,8 @@ def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], stude
       "student_forward_backward": 3.0 * forward_flops(student, examples, seq_len),
       "projection": 0.0,
   }
-  if aug in ("fgsm", "augpro_fgsm"):
-    # The input-gradient comes out of the original batch's backward pass: no extra model FLOPs.
-    pass
-  if aug in ("augpro_mix", "augpro_fgsm", "knn"):
+  # An input gradient (FGSM family) comes out of the original batch's backward: no extra FLOPs.
+  if entry.projects:
     positions = batch * copies * augment.position_budget(shift_degree, seq_len)
     parts["projection"] = projection_flops(positions, student.vocab_size, student.hidden_size)
   parts["total"] = sum(parts.values())

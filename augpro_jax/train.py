@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from augpro_jax import augmentations
 from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
 from augpro_jax import flops as flops_lib
@@ -203,19 +204,16 @@ class _Writers:
     self.enabled = enabled
     self.jsonl = None
     self.tb = None
-    self.history: list[dict[str, Any]] = []  # the kept lines of an earlier (resumed) run
     if enabled:
-      self.history = _rewind_metrics(workdir / "metrics.jsonl", start_step)
+      _rewind_metrics(workdir / "metrics.jsonl", start_step)
       self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
-  def write(self, step: int, kind: str, values: dict[str, Any],
-            jsonl_only: Optional[dict[str, Any]] = None) -> None:
-    """`jsonl_only`: bookkeeping for resume, kept out of TensorBoard."""
+  def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
     if not self.enabled:
       return
-    record = {"step": step, "kind": kind, **values, **(jsonl_only or {})}
+    record = {"step": step, "kind": kind, **values}
     try:
       self.jsonl.write(json.dumps(record) + "\n")
       self.jsonl.flush()
@@ -232,15 +230,15 @@ class _Writers:
       self.tb.close()
 
 
-def _rewind_metrics(path: pathlib.Path, step: int) -> list[dict[str, Any]]:
-  """Keep the lines of `path` (metrics.jsonl) up to `step`, the step being resumed; return them.
+def _rewind_metrics(path: pathlib.Path, step: int) -> None:
+  """Keep the lines of `path` (metrics.jsonl) up to `step`, the step being resumed.
 
   Later lines come from a run killed before its next checkpoint: the resumed run writes those
   steps again, and a kill in the middle of a write leaves a partial last line.
   """
   if not path.exists():
-    return []
-  kept_lines, kept = [], []
+    return
+  kept_lines = []
   for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
     try:
       record = json.loads(line)
@@ -248,42 +246,9 @@ def _rewind_metrics(path: pathlib.Path, step: int) -> list[dict[str, Any]]:
       continue
     if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
       kept_lines.append(line + "\n")
-      kept.append(record)
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text("".join(kept_lines), encoding="utf-8")
   os.replace(tmp, path)
-  return kept
-
-
-def _shift_totals(history: list[dict[str, Any]], step: int) -> tuple[float, int]:
-  """(sum, count) of the per-step measured shift up to `step`, from the train line of `step`."""
-  for record in reversed(history):
-    if record.get("kind") == "train" and record["step"] == step and \
-       "measured_shift_count" in record:
-      return float(record["measured_shift_sum"]), int(record["measured_shift_count"])
-  return 0.0, 0
-
-
-def _host_synonym_augment(cfg: Config, layout: pipeline.Layout):
-  """The synonym baseline runs on the host, inside the prefetching input pipeline."""
-  from augpro_jax import synonyms  # pylint: disable=g-import-not-at-top
-
-  table = synonyms.load_wordnet(cfg.wordnet_dir)
-
-  def host_augment(texts, step, example_ids):
-    copies = [[None] * len(texts) for _ in range(cfg.aug_copies)]
-    shift = np.zeros((len(texts), cfg.aug_copies), np.float32)
-    for i, (text, example_id) in enumerate(zip(texts, example_ids)):
-      for c in range(cfg.aug_copies):
-        # Seeded by (seed, step, example, copy): independent of the process/device layout.
-        rng = np.random.default_rng([cfg.seed, step, int(example_id), c])
-        new, s = synonyms.augment_texts([text], cfg.shift_degree, rng, table,
-                                         rounding=cfg.shift_rounding)
-        copies[c][i] = new[0]
-        shift[i, c] = s[0]
-    return copies, shift
-
-  return host_augment
 
 
 def total_train_steps(cfg: Config, num_examples: int, num_epochs: float) -> int:
@@ -315,19 +280,15 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
     print(f"resuming {workdir} from step {start_step}", flush=True)
 
   teacher_model, teacher_params = teacher if teacher else (None, {})
-  if spec.aug in ("fgsm",) and teacher_model is not None and \
-     teacher_model.config.hidden_size != model.config.hidden_size:
-    raise UserError("--aug=fgsm moves the student's embeddings; the teacher can only take the same "
-                    "step when both have the same width (--student_hidden)")
-  if spec.projection_table == "teacher" and spec.aug == "augpro_fgsm" and teacher_model is not None \
-     and teacher_model.config.hidden_size != model.config.hidden_size:
-    raise UserError("--projection_table=teacher with --aug=augpro_fgsm needs --student_hidden equal "
-                    "to the teacher's width")
+  aug = augmentations.get(spec.aug)
+  if aug.check:
+    aug.check(spec.augment, model.config.hidden_size,
+              teacher_model.config.hidden_size if teacher_model else None)
   step_fn = step_lib.make_train_step(spec, model, teacher_model, optimizer, ctx.is_special,
                                      ctx.is_candidate)
   p_step = step_lib.pmap_train_step(step_fn)
   predict_step = step_lib.make_predict_step(model)
-  host_augment = _host_synonym_augment(cfg, ctx.layout) if spec.aug == "synonym" else None
+  host_augment = aug.make_host_augment(cfg) if aug.make_host_augment else None
   r_state = step_lib.replicate(state)
   r_teacher = step_lib.replicate(teacher_params)
   del state
@@ -363,7 +324,7 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   step_flops = flops_lib.step_flops(
       aug=spec.aug, objective=spec.objective, teacher=teacher_model.config if teacher_model else None,
       student=model.config, batch=cfg.batch_size, seq_len=cfg.max_seq_len,
-      shift_degree=spec.shift_degree, aug_copies=spec.aug_copies,
+      shift_degree=spec.augment.shift_degree, aug_copies=spec.augment.aug_copies,
       cached_teacher_logits=spec.cached_teacher_logits)
   peak = flops_lib.device_peak_flops()
   total_devices = jax.device_count()
@@ -372,10 +333,6 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   writers.write(start_step, "compile", {"seconds": compile_seconds, **memory,
                                         "flops_per_step": step_flops["total"]})
   pending: list[tuple[int, Any]] = []
-  # Running totals of the measured shift over every step since step 0: they are written on each
-  # train line, so a resumed run continues them and the summary's mean covers the whole run.
-  shift_sum, shift_count = _shift_totals(writers.history, start_step) if start_step else (0.0, 0)
-  nonfinite_seen = 0
   best = {}
   last_eval: dict[str, float] = {}
   # Throughput = steps / wall time between host syncs; eval and checkpoint pauses are excluded.
@@ -390,19 +347,14 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   progress = _progress(cfg, start_step, num_steps, main)
 
   def flush_metrics(now_step):
-    nonlocal nonfinite_seen, shift_sum, shift_count
     for s, m in jax.device_get(pending):
       values = {k: float(np.asarray(v)[0]) for k, v in m.items()}
       if values.get("nonfinite"):
-        nonfinite_seen += 1
-        if nonfinite_seen > cfg.skip_nonfinite_steps:
+        if values["nonfinite_steps"] > cfg.skip_nonfinite_steps:
           raise UserError(f"non-finite loss or gradient at step {s + 1}; parameters were not "
                           f"updated and the last good checkpoint is kept (see "
                           f"--skip_nonfinite_steps)")
         print(f"warning: skipped non-finite step {s + 1}", flush=True)
-      if "measured_shift" in values:
-        shift_sum += values["measured_shift"]
-        shift_count += 1
       values["learning_rate"] = float(schedule(s))
       if s + 1 == now_step or (s + 1) % cfg.log_every == 0:
         if steps_timed:
@@ -411,8 +363,7 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
               step_flops["total"] / 1e12
           if peak:
             values["mfu"] = values["tflops_per_sec"] * 1e12 / (peak * total_devices)
-        totals = {"measured_shift_sum": shift_sum, "measured_shift_count": shift_count}
-        writers.write(s + 1, "train", values, jsonl_only=totals if shift_count else None)
+        writers.write(s + 1, "train", values)
     pending.clear()
 
   saved = {"step": start_step}  # the newest step on disk
@@ -472,14 +423,16 @@ def fit(ctx: Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
   if start_step < num_steps:
     save(num_steps, dev)
   writers.close()
-  final_params = jax.device_get(step_lib.unreplicate(r_state.params))
+  final_state = jax.device_get(step_lib.unreplicate(r_state))
+  final_params = final_state.params
+  shift_steps = int(final_state.shift_steps)
   summary = {
       "task": ctx.task.name,
       "aug": cfg.aug,
-      "shift_degree": cfg.shift_degree if spec.aug in ("augpro_mix", "augpro_fgsm", "knn",
-                                                       "synonym") else None,
-      "measured_shift": shift_sum / shift_count if shift_count else None,
-      "measured_shift_steps": shift_count,
+      "shift_degree": cfg.shift_degree if aug.reports_shift else None,
+      "measured_shift": float(final_state.shift_sum) / shift_steps if shift_steps else None,
+      "measured_shift_steps": shift_steps,
+      "nonfinite_steps": int(final_state.nonfinite_steps),
       "train_examples": len(ctx.train),
       "truncated_examples": {"train": ctx.train.num_truncated,
                              **{k: v.num_truncated for k, v in ctx.dev.items()}},

@@ -3,15 +3,16 @@
 One step = teacher forward, augmentation, student forward/backward, pmean of gradients, AdamW.
 With `cached_teacher_logits` (distillation's default) the teacher's logits on the original examples
 come with the batch, and the step runs the teacher on augmented examples only.
-It composes `augment`, `losses` and the model; it re-implements none of them.
+It composes the augmentation registry (`augmentations`), `losses` and the model; it re-implements
+none of them.
 
-Two shapes of step, chosen statically by the augmentation:
-- gradient-free augmentations (none, mixup, augpro_mix, knn, synonym): the augmented batch is built
-  first, then the teacher runs once on [original; augmented] and the student does one
-  forward/backward on the same fused batch (bigger matmuls, one pass);
-- FGSM-based ones (fgsm, augpro_fgsm): the student's pass on the original batch also yields the
-  gradient w.r.t. its input embeddings (one backward for both), then the augmented batch gets its
-  own teacher forward and student pass.
+Two shapes of step, chosen statically by the registry entry:
+- gradient-free augmentations: the augmented copies are built first, then the teacher runs once on
+  [original; augmented] and the student does one forward/backward on the same fused batch (bigger
+  matmuls, one pass);
+- entries that need the input gradient (the FGSM family): the student's pass on the original batch
+  also yields the gradient w.r.t. its input embeddings (one backward for both), then the augmented
+  copies get their own teacher forward and student pass.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ import numpy as np
 import optax
 
 from augpro_jax import augment
+from augpro_jax import augmentations
 from augpro_jax import losses
+from augpro_jax.config import AugmentConfig
 from augpro_jax.config import Config
+from augpro_jax.config import LossConfig
 from augpro_jax.model import BertClassifier, word_embedding_table
 
 AXIS = "batch"  # the pmap axis: data parallelism over devices (and processes)
@@ -41,6 +45,10 @@ class TrainState:
   params: Params
   opt_state: Any
   rng: jax.Array  # [2] uint32 base key; step keys are fold_in(rng, step), so resume is exact
+  # Run counters, checkpointed with the parameters (a resumed run continues them exactly).
+  shift_sum: jax.Array  # [] f32: sum over steps of the step's mean measured shift
+  shift_steps: jax.Array  # [] int32: steps that measured a shift
+  nonfinite_steps: jax.Array  # [] int32: steps skipped because the loss or gradient was not finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,37 +56,35 @@ class StepSpec:
   """What the step needs to know statically (hashable; part of the compiled program)."""
 
   objective: str  # "kd" (teacher targets) | "labels" (fine-tuning / teacher training)
-  aug: str  # resolved: none mixup fgsm augpro_mix augpro_fgsm knn synonym
+  aug: str  # a registered augmentation name (resolved alias)
   num_labels: int
   is_regression: bool
-  shift_degree: float = 0.3
-  temperature: float = 1.0
-  alpha_ce: float = 0.0
-  aug_weight: float = 1.0
-  aug_copies: int = 1
-  mix_alpha: float = 0.4
-  fgsm_eps: float = 0.1
-  metric: str = "l2"
-  projection_table: str = "student"
-  chunk_size: int = 2048
-  exclude_original: bool = True
-  knn_k: int = 10
-  rounding: str = "stochastic"
+  augment: AugmentConfig = AugmentConfig()
+  loss: LossConfig = LossConfig()
   # kd: batch["teacher_logits"] [B, C] holds the teacher's logits on the original examples
   # (computed once before training); the step runs the teacher on augmented examples only.
   cached_teacher_logits: bool = False
 
   @classmethod
+  def create(cls, *, objective: str, aug: str, num_labels: int, is_regression: bool,
+             cached_teacher_logits: bool = False, **knobs) -> "StepSpec":
+    """A spec from loose knobs (`fgsm_eps=...`, `temperature=...`), each routed to its group."""
+    groups = {}
+    for group in (AugmentConfig, LossConfig):
+      names = {f.name for f in dataclasses.fields(group)}
+      groups[group] = group(**{k: knobs.pop(k) for k in list(knobs) if k in names})
+    if knobs:
+      raise TypeError(f"unknown step knobs: {sorted(knobs)}")
+    return cls(objective=objective, aug=augmentations.resolve(aug), num_labels=num_labels,
+               is_regression=is_regression, augment=groups[AugmentConfig], loss=groups[LossConfig],
+               cached_teacher_logits=cached_teacher_logits and objective == "kd")
+
+  @classmethod
   def from_config(cls, cfg: Config, *, objective: str, num_labels: int, is_regression: bool,
                   aug: Optional[str] = None) -> "StepSpec":
-    return cls(objective=objective, aug=aug or cfg.resolved_aug, num_labels=num_labels,
-               is_regression=is_regression, shift_degree=cfg.shift_degree,
-               temperature=cfg.temperature, alpha_ce=cfg.alpha_ce, aug_weight=cfg.aug_weight,
-               aug_copies=cfg.aug_copies, mix_alpha=cfg.mix_alpha, fgsm_eps=cfg.fgsm_eps,
-               metric=cfg.projection_metric, projection_table=cfg.projection_table,
-               chunk_size=cfg.projection_chunk, exclude_original=cfg.exclude_original,
-               knn_k=cfg.knn_k, rounding=cfg.shift_rounding,
-               cached_teacher_logits=cfg.cache_teacher_logits and objective == "kd")
+    return cls(objective=objective, aug=augmentations.resolve(aug or cfg.aug),
+               num_labels=num_labels, is_regression=is_regression, augment=cfg.augment,
+               loss=cfg.loss, cached_teacher_logits=cfg.cache_teacher_logits and objective == "kd")
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_fraction: float,
@@ -101,16 +107,13 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_fraction: floa
 
 def init_state(params: Params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                    rng=jax.random.PRNGKey(seed))
+                    rng=jax.random.PRNGKey(seed), shift_sum=jnp.zeros((), jnp.float32),
+                    shift_steps=jnp.zeros((), jnp.int32), nonfinite_steps=jnp.zeros((), jnp.int32))
 
 
 # ----------------------------------------------------------------------------------------------
-# Model entry points.
+# The step.
 # ----------------------------------------------------------------------------------------------
-
-
-def _embed(model: BertClassifier, params: Params, ids: jax.Array) -> jax.Array:
-  return model.apply({"params": params}, ids, method=BertClassifier.embed)  # [B, S, d]
 
 
 def _logits(model: BertClassifier, params: Params, embeds: jax.Array, mask: jax.Array,
@@ -120,47 +123,40 @@ def _logits(model: BertClassifier, params: Params, embeds: jax.Array, mask: jax.
                      method=BertClassifier.apply_embeddings, rngs=rngs)  # [B, C] f32
 
 
-# An "input builder" maps (model, params) to (embeds [N, S, d], mask [N, S], types [N, S]). The same
-# builder serves teacher and student, each with its own embedding table, so representation-level
-# augmentations (MixUp, FGSM) are applied identically in both spaces.
-InputBuilder = Callable[[BertClassifier, Params], tuple[jax.Array, jax.Array, jax.Array]]
+def step_keys(state: TrainState, example_id: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(per-example keys [B], dropout key, partner key) of this step.
 
-
-def _from_ids(ids, mask, types) -> InputBuilder:
-  return lambda model, params: (_embed(model, params, ids), mask, types)
-
-
-def _concat(*builders: InputBuilder) -> InputBuilder:
-  def build(model, params):
-    parts = [b(model, params) for b in builders]
-    return tuple(jnp.concatenate(xs, axis=0) for xs in zip(*parts))
-  return build
-
-
-# ----------------------------------------------------------------------------------------------
-# The step.
-# ----------------------------------------------------------------------------------------------
+  Per-example keys depend on (seed, step, example_id) only, so an example is augmented the same way
+  on 1 device or 8; dropout and MixUp partners are per device.
+  """
+  step_key = jax.random.fold_in(state.rng, state.step)
+  example_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(step_key, 0), i))(
+      example_id)
+  device_key = jax.random.fold_in(jax.random.fold_in(step_key, 1), jax.lax.axis_index(AXIS))
+  dropout_key, partner_key = jax.random.split(device_key)
+  return example_keys, dropout_key, partner_key
 
 
 def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[BertClassifier],
                     optimizer: optax.GradientTransformation, is_special: np.ndarray,
                     is_candidate: np.ndarray) -> Callable:
-  """Build the per-device step; wrap it with `pmap_train_step`."""
-  is_special = jnp.asarray(is_special)
-  is_candidate = jnp.asarray(is_candidate)
-  copies = spec.aug_copies if spec.aug != "none" else 0
-  needs_teacher = spec.objective == "kd"
+  """Build the per-device step (state, teacher_params, batch) -> (state, metrics); see
+  `pmap_train_step`. The augmentation comes from the registry; this function only composes."""
+  aug = augmentations.get(spec.aug)
+  is_special, is_candidate = jnp.asarray(is_special), jnp.asarray(is_candidate)
+  copies = spec.augment.aug_copies if aug.level != "none" else 0
 
-  def per_example_loss(logits, targets, teacher_logits, ce_weight):
-    if spec.objective == "kd":
-      loss = losses.kd_loss(logits, teacher_logits, temperature=spec.temperature,
-                            is_regression=spec.is_regression)
-      return loss + ce_weight * losses.target_loss(logits, targets, is_regression=spec.is_regression)
-    return losses.target_loss(logits, targets, is_regression=spec.is_regression)
+  def per_example_loss(logits, targets, teacher_logits, ce_weight):  # [N]
+    gold_loss = losses.target_loss(logits, targets, is_regression=spec.is_regression)
+    if spec.objective != "kd":
+      return gold_loss
+    kd = losses.kd_loss(logits, teacher_logits, temperature=spec.loss.temperature,
+                        is_regression=spec.is_regression)
+    return kd + ce_weight * gold_loss
 
-  def weighted_loss(params, build, delta, targets, teacher_logits, ce_weight, weight, dropout_key):
-    """sum_i weight_i * loss_i over a built batch; `delta` is added to the embeddings (zeros unless
-    we want the gradient w.r.t. them, for FGSM)."""
+  def student_loss(params, delta, build, targets, teacher_logits, ce_weight, weight, dropout_key):
+    """sum_i weight_i * loss_i over a built batch; `delta` [N, S, d] is added to the embeddings
+    (zero, and differentiated, when FGSM needs the input gradient)."""
     embeds, mask, types = build(student, params)
     logits = _logits(student, params, embeds + delta, mask, types, dropout_key)
     per_ex = per_example_loss(logits, targets, teacher_logits, ce_weight)
@@ -168,171 +164,119 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
 
   def step_fn(state: TrainState, teacher_params: Params, batch: dict[str, jax.Array]):
     ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-    batch_size = ids.shape[0]
-    step_key = jax.random.fold_in(state.rng, state.step)
-    example_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(step_key, 0), i))(
-        batch["example_id"])  # [B]: independent of the device layout
-    device_key = jax.random.fold_in(jax.random.fold_in(step_key, 1), jax.lax.axis_index(AXIS))
-    dropout_key, partner_key = jax.random.split(device_key)
-    gold = losses.label_targets(batch["label"], spec.num_labels, spec.is_regression)  # [B, C]
-    eligible = augment.eligible_positions(ids, mask, is_special)
-    orig = _from_ids(ids, mask, types)
+    n = ids.shape[0]
+    example_keys, dropout_key, partner_key = step_keys(state, batch["example_id"])
+    inputs = augmentations.StepInputs(
+        ids=ids, mask=mask, types=types, eligible=augment.eligible_positions(ids, mask, is_special),
+        gold=losses.label_targets(batch["label"], spec.num_labels, spec.is_regression),
+        batch=batch, table=_projection_table(spec, state.params, teacher_params)
+        if aug.level == "token" else None,
+        candidate_mask=is_candidate, knobs=spec.augment)
+    orig = augmentations.from_ids(ids, mask, types)
+    # Per-example loss weights: the originals average to 1, the copies to aug_weight. Gold-label
+    # cross-entropy (alpha_ce) is for the original text only.
+    orig_w, orig_ce = jnp.full((n,), 1.0 / n), jnp.full((n,), spec.loss.alpha_ce)
+    aug_w = jnp.full((n * copies,), spec.loss.aug_weight / max(n * copies, 1))
+    aug_ce = jnp.zeros((n * copies,))
 
-    def copy_keys(c):
-      return jax.vmap(lambda k: jax.random.fold_in(k, c + 2))(example_keys)
-
-    def projection_table(params):
-      if spec.projection_table == "teacher":
-        return word_embedding_table(teacher_params)
-      return jax.lax.stop_gradient(word_embedding_table(params))
-
-    def teacher_logits(build):
-      if not needs_teacher:
+    def teacher_logits(with_orig: bool, aug_build=None):
+      """Teacher logits [N, C] on [originals (if with_orig); aug_build's examples]. Originals come
+      from the cache when it is on; otherwise the teacher runs once on the fused batch."""
+      if spec.objective != "kd":
         return None
-      if build is orig and spec.cached_teacher_logits:
-        return batch["teacher_logits"].astype(jnp.float32)  # [B, C]
-      with jax.named_scope("teacher_forward"):
-        embeds, m, t = build(teacher, teacher_params)
-        return jax.lax.stop_gradient(_logits(teacher, teacher_params, embeds, m, t, None))
+      cached = with_orig and spec.cached_teacher_logits
+      live = ([orig] if with_orig and not cached else []) + ([aug_build] if aug_build is not None else [])
+      out = [batch["teacher_logits"].astype(jnp.float32)] if cached else []
+      if live:
+        with jax.named_scope("teacher_forward"):
+          embeds, m, t = augmentations.concat(*live)(teacher, teacher_params)
+          out.append(jax.lax.stop_gradient(_logits(teacher, teacher_params, embeds, m, t, None)))
+      return out[0] if len(out) == 1 else jnp.concatenate(out)
 
-    orig_w = jnp.full((batch_size,), 1.0 / batch_size)
-    aug_w = jnp.full((batch_size * max(copies, 1),), spec.aug_weight / (batch_size * max(copies, 1)))
-    orig_ce = jnp.full((batch_size,), spec.alpha_ce)
-    aug_ce = jnp.zeros((batch_size * max(copies, 1),))  # gold labels are for the original text only
-
-    def grad_of(build, targets, t_logits, ce_w, w, key, params, with_delta=False):
+    def student_grads(build, targets, t_logits, ce_w, w, key, with_delta=False):
       delta = jnp.zeros(ids.shape + (student.config.hidden_size,)) if with_delta else 0.0
-      fn = jax.value_and_grad(weighted_loss, argnums=(0, 2) if with_delta else 0, has_aux=True)
-      return fn(params, build, delta, targets, t_logits, ce_w, w, key)
+      fn = jax.value_and_grad(student_loss, argnums=(0, 1) if with_delta else 0, has_aux=True)
+      return fn(state.params, delta, build, targets, t_logits, ce_w, w, key)
 
-    shifts = []  # per-example measured shift of each augmented copy, with validity
-    token_kwargs = dict(shift_degree=spec.shift_degree, metric=spec.metric,
-                        candidate_mask=is_candidate, chunk_size=spec.chunk_size,
-                        rounding=spec.rounding)
-
-    def token_copies(make_ids):
-      """`copies` token-level augmentations of the batch, copy-major, as one input builder."""
-      new_ids = []
-      for c in range(copies):
-        new = make_ids(c, copy_keys(c))  # [B, S]
-        shifts.append(augment.measured_shift(ids, new, eligible))
-        new_ids.append(new)
-      new_ids = jax.lax.stop_gradient(jnp.concatenate(new_ids))
-      return _from_ids(new_ids, jnp.tile(mask, (copies, 1)), jnp.tile(types, (copies, 1)))
-
-    # ---- Build the augmented batch -------------------------------------------------------------
-    fgsm_family = spec.aug in ("fgsm", "augpro_fgsm")
-    if fgsm_family:
-      t_orig = teacher_logits(orig)
+    grads = loss = None
+    per_example = []
+    if aug.needs_input_grad:  # the original pass also yields d(loss)/d(input embeddings)
       with jax.named_scope("student_orig_and_input_grad"):
-        (loss_o, per_o), (grads_o, grad_embeds) = grad_of(
-            orig, gold, t_orig, orig_ce, orig_w, dropout_key, state.params, with_delta=True)
-      delta = augment.fgsm_delta(grad_embeds, spec.fgsm_eps)  # [B, S, d_student]
-      with jax.named_scope("augment"):
-        if spec.aug == "fgsm":
-          aug_build = _concat(*[
-              (lambda model, params: (_embed(model, params, ids) + delta, mask, types))
-              for _ in range(copies)])
-        else:
-          table = projection_table(state.params)
-          aug_build = token_copies(lambda c, keys: augment.augpro_perturb(
-              keys, ids, eligible, delta, table, exclude_original=spec.exclude_original,
-              **token_kwargs))
-      aug_targets = jnp.tile(gold, (copies, 1))
-      t_aug = teacher_logits(aug_build)
-      with jax.named_scope("student_aug"):
-        (loss_a, per_a), grads_a = grad_of(aug_build, aug_targets, t_aug, aug_ce, aug_w,
-                                           jax.random.fold_in(dropout_key, 1), state.params)
-      loss = loss_o + loss_a
-      grads = jax.tree.map(jnp.add, grads_o, grads_a)
-      per_orig, per_aug = per_o, per_a
-    else:
-      with jax.named_scope("augment"):
-        aug_build, aug_targets = None, None
-        if spec.aug == "mixup":
-          builds, targets = [], []
-          for c in range(copies):
-            keys = copy_keys(c)
-            partner = augment.partner_permutation(jax.random.fold_in(partner_key, c), batch_size)
-            lam = augment.mix_coefficients(keys, spec.mix_alpha, keep_major=False)  # [B]
-            mixed_mask = jnp.maximum(mask, mask[partner])
-
-            def mix_build(model, params, partner=partner, lam=lam, mixed_mask=mixed_mask):
-              e = _embed(model, params, ids)
-              return lam[:, None, None] * e + (1 - lam[:, None, None]) * e[partner], mixed_mask, types
-            builds.append(mix_build)
-            targets.append(lam[:, None] * gold + (1 - lam[:, None]) * gold[partner])
-          aug_build, aug_targets = _concat(*builds), jnp.concatenate(targets)
-        elif spec.aug in ("augpro_mix", "knn"):
-          table = projection_table(state.params)
-
-          def token_aug(c, keys):
-            if spec.aug == "knn":
-              return augment.knn_replace(keys, ids, eligible, table, k=spec.knn_k, **token_kwargs)
-            partner = augment.partner_permutation(jax.random.fold_in(partner_key, c), batch_size)
-            lam = augment.mix_coefficients(keys, spec.mix_alpha, keep_major=True)
-            return augment.augpro_mix(keys, ids, eligible, partner, lam, table,
-                                      exclude_original=spec.exclude_original, **token_kwargs)
-          aug_build = token_copies(token_aug)
-          aug_targets = jnp.tile(gold, (copies, 1))
-        elif spec.aug == "synonym":
-          # Replaced on the host (input pipeline): [B, copies, S] -> copy-major [copies * B, S].
-          def flat(x):
-            return jnp.swapaxes(x, 0, 1).reshape(-1, x.shape[-1])
-          aug_build = _from_ids(flat(batch["aug_input_ids"]), flat(batch["aug_attention_mask"]),
-                                flat(batch["aug_token_type_ids"]))
-          aug_targets = jnp.tile(gold, (copies, 1))
-          host_shift = batch["aug_shift"]  # [B, copies], NaN where nothing was eligible
-          for c in range(copies):
-            shifts.append((jnp.nan_to_num(host_shift[:, c]), ~jnp.isnan(host_shift[:, c])))
-      if aug_build is None:
-        build, targets, ce_w, w = orig, gold, orig_ce, orig_w
-      else:
-        build = _concat(orig, aug_build)
-        targets = jnp.concatenate([gold, aug_targets])
-        ce_w = jnp.concatenate([orig_ce, aug_ce])
-        w = jnp.concatenate([orig_w, aug_w])
-      if spec.cached_teacher_logits and aug_build is not None:
-        t_all = jnp.concatenate([teacher_logits(orig), teacher_logits(aug_build)])
-      else:
-        t_all = teacher_logits(build)  # one fused teacher call on [original; augmented]
-      with jax.named_scope("student_forward_backward"):
-        (loss, per_all), grads = grad_of(build, targets, t_all, ce_w, w, dropout_key, state.params)
-      per_orig, per_aug = per_all[:batch_size], per_all[batch_size:]
-
-    # ---- Update ---------------------------------------------------------------------------------
-    with jax.named_scope("update"):
-      grads = jax.lax.pmean(grads, AXIS)
-      grad_norm = optax.tree.norm(grads)
-      finite = jnp.isfinite(grad_norm) & jnp.isfinite(jax.lax.pmean(loss, AXIS))
-      # A non-finite step leaves parameters and optimizer untouched; the host loop decides whether
-      # to stop (default) or skip it (--skip_nonfinite_steps). `cond` rather than a `where` over
-      # every parameter and moment: the skip costs nothing on the (usual) finite path.
-      def apply_update(params, opt_state):
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_opt_state
-      new_params, new_opt_state = jax.lax.cond(
-          finite, apply_update, lambda params, opt_state: (params, opt_state),
-          state.params, state.opt_state)
-      new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt_state)
-
-    metrics = {
-        "loss": loss,  # weighted sum = the objective on this device's slice
-        "loss_orig": jnp.mean(per_orig),
-        "grad_norm": grad_norm,
-        "nonfinite": 1.0 - finite.astype(jnp.float32),
-    }
-    if per_aug.shape[0]:
-      metrics["loss_aug"] = jnp.mean(per_aug)
-    metrics = jax.lax.pmean(metrics, AXIS)
-    if shifts:
-      total = sum(jnp.sum(jnp.where(ok, s, 0.0)) for s, ok in shifts)
-      count = sum(jnp.sum(ok) for _, ok in shifts)
-      total, count = jax.lax.psum((total, count.astype(jnp.float32)), AXIS)
-      metrics["measured_shift"] = total / jnp.maximum(count, 1.0)
-    return new_state, metrics
+        (loss, per_orig), (grads, grad_embeds) = student_grads(
+            orig, inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key, True)
+      inputs = dataclasses.replace(
+          inputs, delta=augment.fgsm_delta(grad_embeds, spec.augment.fgsm_eps))
+      per_example.append(per_orig)
+    with jax.named_scope("augment"):
+      made = [aug.make_copy(inputs, c, jax.vmap(lambda k, c=c: jax.random.fold_in(k, c + 2))(
+          example_keys), jax.random.fold_in(partner_key, c)) for c in range(copies)]
+    # Gradient-free augmentations train on [original; copies] in one fused pass (bigger matmuls);
+    # the FGSM family has already done the originals' pass.
+    aug_build = augmentations.concat(*[m.build for m in made]) if made else None
+    parts = [] if aug.needs_input_grad else [(orig, inputs.gold, orig_ce, orig_w)]
+    if made:
+      parts.append((aug_build, jnp.concatenate([m.targets for m in made]), aug_ce, aug_w))
+    build = augmentations.concat(*[p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    targets, ce_w, w = (jnp.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
+    t_logits = teacher_logits(not aug.needs_input_grad, aug_build)
+    key = jax.random.fold_in(dropout_key, 1) if aug.needs_input_grad else dropout_key
+    with jax.named_scope("student_forward_backward"):
+      (loss_b, per_b), grads_b = student_grads(build, targets, t_logits, ce_w, w, key)
+    loss = loss_b if loss is None else loss + loss_b
+    grads = grads_b if grads is None else jax.tree.map(jnp.add, grads, grads_b)
+    per_all = jnp.concatenate(per_example + [per_b])
+    shifts = [m.shift for m in made if m.shift is not None]
+    return _update(state, optimizer, grads, loss, per_all[:n], per_all[n:], shifts)
 
   return step_fn
+
+
+def _projection_table(spec: StepSpec, params: Params, teacher_params: Params) -> jax.Array:
+  if spec.augment.projection_table == "teacher":
+    return word_embedding_table(teacher_params)
+  return jax.lax.stop_gradient(word_embedding_table(params))
+
+
+def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: Params,
+            loss: jax.Array, per_orig: jax.Array, per_aug: jax.Array,
+            shifts: list[tuple[jax.Array, jax.Array]]) -> tuple[TrainState, dict[str, jax.Array]]:
+  """All-reduce the gradients, apply AdamW unless they are non-finite, update the run counters."""
+  with jax.named_scope("update"):
+    grads = jax.lax.pmean(grads, AXIS)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(jax.lax.pmean(loss, AXIS))
+
+    # A non-finite step leaves parameters and optimizer untouched; the host loop decides whether
+    # to stop (default) or skip it (--skip_nonfinite_steps). `cond` rather than a `where` over
+    # every parameter and moment: the skip costs nothing on the (usual) finite path.
+    def apply_update(params, opt_state):
+      updates, new_opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), new_opt_state
+    new_params, new_opt_state = jax.lax.cond(
+        finite, apply_update, lambda params, opt_state: (params, opt_state),
+        state.params, state.opt_state)
+
+  metrics = {
+      "loss": loss,  # weighted sum = the objective on this device's slice
+      "loss_orig": jnp.mean(per_orig),
+      "grad_norm": grad_norm,
+      "nonfinite": 1.0 - finite.astype(jnp.float32),
+  }
+  if per_aug.shape[0]:
+    metrics["loss_aug"] = jnp.mean(per_aug)
+  metrics = jax.lax.pmean(metrics, AXIS)
+  shift_sum, shift_steps = state.shift_sum, state.shift_steps
+  if shifts:
+    total = sum(jnp.sum(jnp.where(ok, s, 0.0)) for s, ok in shifts)
+    count = sum(jnp.sum(ok) for _, ok in shifts)
+    total, count = jax.lax.psum((total, count.astype(jnp.float32)), AXIS)
+    metrics["measured_shift"] = total / jnp.maximum(count, 1.0)
+    shift_sum, shift_steps = shift_sum + metrics["measured_shift"], shift_steps + 1
+  new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt_state,
+                            shift_sum=shift_sum, shift_steps=shift_steps,
+                            nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+  metrics["nonfinite_steps"] = new_state.nonfinite_steps  # over the whole run, resumes included
+  return new_state, metrics
 
 
 def pmap_train_step(step_fn: Callable) -> Callable:

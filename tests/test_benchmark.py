@@ -16,8 +16,8 @@ AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench") / "bench.json"
-  cfg = Config(mode="benchmark", batch_size=16, max_seq_len=16, teacher_layers_override=2,
-               teacher_hidden_override=64, student_layers=1, student_hidden=64, student_heads=2,
+  cfg = Config(mode="benchmark", batch_size=16, max_seq_len=16, teacher_layers=2,
+               teacher_hidden=64, student_layers=1, student_hidden=64, student_heads=2,
                benchmark_steps=2, benchmark_warmup=1, benchmark_augs=AUGS, benchmark_peers=(),
                benchmark_out=str(out)).validate()
   result = benchmark.run(cfg)

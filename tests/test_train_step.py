@@ -50,8 +50,8 @@ def setup(aug="none", objective="kd", devices=None, regression=False, **spec_kwa
   t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
   s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1))
   optimizer, _ = step_lib.make_optimizer(1e-3, 100, 0.0, 0.01)
-  spec = step_lib.StepSpec(objective=objective, aug=aug, num_labels=labels,
-                           is_regression=regression, chunk_size=50, **spec_kwargs)
+  spec = step_lib.StepSpec.create(objective=objective, aug=aug, num_labels=labels,
+                           is_regression=regression, projection_chunk=50, **spec_kwargs)
   fn = step_lib.make_train_step(spec, student, teacher if objective == "kd" else None, optimizer,
                                 *masks())
   p_step = jax.pmap(fn, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
