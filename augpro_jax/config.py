@@ -14,7 +14,7 @@ from augpro_jax.errors import UserError
 
 MODES = ("distill", "train_teacher", "finetune", "eval", "benchmark")
 AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "augpro", "knn", "synonym")
-# `augpro` is an alias; see README ("Which AugPro is `augpro`").
+# `augpro` is an alias; see docs/design.md ("Which AugPro is `augpro`").
 AUGPRO_ALIAS = "augpro_mix"
 TOKEN_AUGS = ("augpro_mix", "augpro_fgsm", "knn", "synonym")
 REPRESENTATION_AUGS = ("mixup", "fgsm")
@@ -79,7 +79,7 @@ class Config:
   # as in the step), and the step runs it on augmented examples only.
   cache_teacher_logits: bool = True
 
-  # Augmentation knobs (see README "Augmentations").
+  # Augmentation knobs (see docs/design.md "Augmentations").
   mix_alpha: float = 0.4
   fgsm_eps: float = 0.1
   projection_metric: str = "l2"
