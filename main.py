@@ -15,7 +15,7 @@ import typing
 def _cpu_xla_defaults() -> None:
   """Turn XLA:CPU's YNNPACK library fusions off unless XLA_FLAGS already chooses.
 
-  Measured on the 2-core dev machine (README, "Benchmarks"): with them on, attention's batched
+  Measured on a 2-core AMD EPYC VM (docs/benchmarks.md): with them on, attention's batched
   dots are fused with the softmax into library calls that run far below the matmul rate, and the
   MiniLM forward takes ~1.6x longer. The flag only affects the CPU backend; it must be set before
   JAX starts its backend. XLA rejects unknown flags: the pinned jaxlib (0.10.2) knows this one.

@@ -104,7 +104,7 @@ class Augmentation:
 
 
 _REGISTRY: dict[str, Augmentation] = {}
-ALIASES = {"augpro": "augpro_mix"}  # docs/augmentations.md says why
+ALIASES = {"augpro": "augpro_mix"}  # docs/design.md ("Which AugPro is `augpro`") says why
 
 
 def register(entry: Augmentation) -> Augmentation:

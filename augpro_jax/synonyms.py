@@ -2,7 +2,7 @@
 
 Runs on the host, inside the input pipeline, on raw text (before tokenization), and works offline.
 
-Definition (what the README documents):
+Definition (what docs/design.md "Augmentations" refers to):
 
 - A text is split by `_WORD_RE` into words (runs of letters/digits/underscore, with inner
   apostrophes kept, e.g. "don't", "n't") and the separators between them (whitespace,

@@ -574,7 +574,7 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
     teacher_dev = t_info.get("dev")
   s_config = student_config(cfg, pretrained_config, ctx.task.num_labels)
   # Both modes start the student from the *pretrained* teacher backbone (same start for a fair
-  # KD-vs-fine-tuning comparison); see README "Design notes".
+  # KD-vs-fine-tuning comparison); see docs/design.md "Implementation".
   s_params = model_lib.student_from_teacher(s_config, pretrained_config, pretrained_params,
                                             jax.random.PRNGKey(cfg.seed + 1), init=cfg.student_init)
   spec = step_lib.StepSpec.from_config(cfg, objective=objective, num_labels=ctx.task.num_labels,

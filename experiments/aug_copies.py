@@ -5,7 +5,7 @@ Command (18 runs, about 3 CPU-hours on 2 cores):
 Grid: augpro_mix at shift 0.3 with 1, 2 and 4 augmented copies per example per step
 (--aug_copies), fine-tuning and KD, 2,000 SST-2 examples, 2 epochs, 3 seeds.
 Runtime, measured on the 2-core CPU VM: 1 copy 206 s (fine-tuning) and 298 s (KD) alone, 2 copies
-361 s and 478 s alone; 4 copies 1,312 s and 1,751 s while the test suite shared the cores.
+361 s and 478 s alone; 4 copies 1,312 s and 1,751 s with other jobs on the cores.
 """
 
 import os

@@ -199,8 +199,8 @@ def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> 
   return rows
 
 
-# CPU-sized settings shared by every experiment (README "Experiments" says why they differ from
-# the papers'): MiniLM teacher (6x384), a 2x384 student initialised from it, 64 tokens.
+# CPU-sized settings shared by every experiment (experiments/README.md "Settings" says why they
+# differ from the papers'): MiniLM teacher (6x384), a 2x384 student initialised from it, 64 tokens.
 COMMON = {"max_seq_len": 64, "batch_size": 32, "eval_batch_size": 128, "student_layers": 2,
           "learning_rate": 1e-4, "teacher_learning_rate": 5e-5, "log_every": 50,
           "checkpoint_every": 0, "keep_checkpoints": 1}

@@ -1,6 +1,6 @@
 """Where the KD train step's time goes: a `jax.profiler` trace of the compiled step, summed by op kind.
 
-Command (about 2 minutes on 2 CPU cores; the numbers in the README came from it):
+Command (about 2 minutes on 2 CPU cores; the numbers in docs/benchmarks.md came from it):
   .venv/bin/python experiments/profile_step.py --aug=none --out=experiments/results/profile_none_cpu.md
 
 It compiles the same pmapped step as `--mode=benchmark` (MiniLM teacher, 2x384 student, synthetic

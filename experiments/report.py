@@ -2,7 +2,11 @@
 
 Command (seconds): .venv/bin/python experiments/report.py
 Reads experiments/results/{augpro_comparison,shift_degree,aug_copies}.csv (whichever exist) and
-writes experiments/results/report.md and *.png beside them.
+writes experiments/results/report.md and *.png beside them. It also writes each table into
+experiments/README.md, between `<!-- report:NAME:begin -->` and `<!-- report:NAME:end -->`
+(NAME is comparison, shift or copies), and leaves the text outside those markers alone: the
+results tables there are never edited by hand. With another `--results`, no README is touched
+unless `--readme` names one.
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import pathlib
+import re
 import statistics
 from collections import defaultdict
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+README = RESULTS.parent / "README.md"
+BLOCK = re.compile(r"(<!-- report:([a-z]+):begin -->\n).*?(<!-- report:\2:end -->)", re.DOTALL)
 MAIN_METRIC = {"sst2": "dev_accuracy", "rte": "dev_accuracy", "mrpc": "dev_f1", "cola": "dev_mcc",
                "stsb": "dev_pearson", "qnli": "dev_accuracy", "qqp": "dev_accuracy",
                "mnli": "dev_accuracy"}
@@ -175,24 +183,67 @@ def copies_table(rows) -> list[str]:
   return lines
 
 
+def fill_blocks(text: str, blocks: dict[str, str]) -> str:
+  """`text` with every marker block replaced by `blocks[NAME]`; the text outside is kept as is.
+
+  Raises ValueError for a block NAME that has no table, and for a begin marker without its end.
+  """
+  names = re.findall(r"<!-- report:([a-z]+):begin -->", text)
+  unknown = sorted(set(names) - set(blocks))
+  if unknown:
+    raise ValueError(f"no table for marker block(s) {', '.join(unknown)}; "
+                     f"known: {', '.join(sorted(blocks))}")
+  if len(BLOCK.findall(text)) != len(names):
+    raise ValueError("a <!-- report:NAME:begin --> marker has no matching end marker")
+  # Blank lines around the table, so that the markers never read as part of it.
+  return BLOCK.sub(lambda m: f"{m.group(1)}\n{blocks[m.group(2)].strip()}\n\n{m.group(3)}", text)
+
+
+def _relink(lines: list[str], prefix: str) -> list[str]:
+  """Point the images of `lines` (named relative to the results folder) at `prefix`/name."""
+  return [re.sub(r"(!\[[^\]]*\]\()([^/)]+\))", rf"\g<1>{prefix}/\g<2>", line) for line in lines]
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--results", default=str(RESULTS))
+  p.add_argument("--readme", default=None,
+                 help="markdown file whose report marker blocks to fill (default: "
+                      "experiments/README.md with the default --results, else none)")
   args = p.parse_args()
   results = pathlib.Path(args.results)
-  sections = []
+  readme = (pathlib.Path(args.readme) if args.readme
+            else README if results.resolve() == RESULTS else None)
+  readme_text = None
+  if readme is not None:
+    try:
+      readme_text = readme.read_text(encoding="utf-8")
+    except OSError as e:
+      p.error(f"cannot read --readme {readme}: {e.strerror or e}")
+  sections = {}
   comparison = read(results / "augpro_comparison.csv")
   if comparison:
-    sections.append(comparison_table(comparison))
+    sections["comparison"] = comparison_table(comparison)
   shift = read(results / "shift_degree.csv")
   if shift:
-    sections.append(shift_tables_and_plot(shift, results / "shift_degree.png"))
+    sections["shift"] = shift_tables_and_plot(shift, results / "shift_degree.png")
   copies = read(results / "aug_copies.csv")
   if copies:
-    sections.append(copies_table(copies))
-  text = "\n\n".join("\n".join(s) for s in sections) or "No results yet."
+    sections["copies"] = copies_table(copies)
+  text = "\n\n".join("\n".join(s) for s in sections.values()) or "No results yet."
+  if readme_text is not None:
+    prefix = pathlib.Path(os.path.relpath(results.resolve(), readme.resolve().parent)).as_posix()
+    blocks = {name: "\n".join(_relink(lines, prefix)) for name, lines in sections.items()}
+    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies")
+                   if name not in blocks})
+    try:
+      filled = fill_blocks(readme_text, blocks)
+    except ValueError as e:
+      p.error(f"{readme}: {e}")
   (results / "report.md").parent.mkdir(parents=True, exist_ok=True)
   (results / "report.md").write_text(text + "\n")
+  if readme_text is not None and filled != readme_text:
+    readme.write_text(filled, encoding="utf-8")
   print(text)
 
 

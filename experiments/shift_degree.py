@@ -7,7 +7,7 @@ Command (full grid: 216 runs, about 24 CPU-hours on 2 cores; resumable, splittab
   .venv/bin/python experiments/report.py
 Grid: augpro_mix, knn, synonym x shift 0.1/0.3/0.5/0.7 x {finetune, distill} x SST-2 subsets of
 1k/5k/20k x 3 seeds. Steps grow slower than the data (1k: 3 epochs, 5k: 1 epoch, 20k: half an
-epoch) to fit the CPU budget; the README says so.
+epoch) to fit a CPU; experiments/README.md says so.
 Runtime, measured on the 2-core CPU VM with the machine to itself: 1k examples 150-180 s per
 fine-tuning run and 235-250 s per KD run (72 runs, about 4 hours); 5k about 260 s and 400 s
 (about 6.5 hours); 20k twice the steps of 5k (about 13 hours).

@@ -1,5 +1,5 @@
 """`--mode=benchmark` on tiny shapes over the 8 fake devices: every method, the parts, the JSON
-fields the README promises, and the markdown table."""
+fields docs/benchmarks.md promises, and the markdown table."""
 
 import json
 import math

@@ -1,5 +1,5 @@
-"""The bad-input catalogue (README): every row gets one line on stderr, a non-zero exit, no
-traceback, and leaves nothing half-written in the workdir."""
+"""The bad-input catalogue (docs/robustness.md): every row gets one line on stderr, a non-zero
+exit, no traceback, and leaves nothing half-written in the workdir."""
 
 import json
 import os

@@ -64,7 +64,7 @@ def custom_cfg(train, dev, text_fields=("sentence",), label_field="label", **kwa
 
 
 # ----------------------------------------------------------------------------------------------
-# The real GLUE files (README counts).
+# The real GLUE files (the counts experiments/README.md quotes).
 # ----------------------------------------------------------------------------------------------
 
 # folder: (task, train rows, {dev split: rows}, {split: label counts in label_names order})

@@ -4,6 +4,7 @@ then the report on the CSVs they wrote. Needs the GLUE data (SST-2)."""
 import csv
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -202,3 +203,51 @@ def test_best_degree_averages_methods_not_runs_and_a_tiny_negative_gap_prints_as
   lines = report.shift_tables_and_plot(rows, tmp_path / "shift.png")
   assert "| 1000 | finetune | 0.3 (75.0) |" in lines, lines
   assert "| 1000 | +0.0 (0/1 > 0) | - |" in lines, lines
+
+
+def test_report_fills_readme_marker_blocks_and_keeps_the_text_around_them(tmp_path):
+  """experiments/README.md's results tables are written by report.py, between marker comments."""
+  results = tmp_path / "results"
+  results.mkdir()
+  with open(results / "aug_copies.csv", "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["run", "mode", "aug_copies", "seed", "dev_accuracy"])
+    writer.writerows([["a", "finetune", "1", "0", "0.75"], ["b", "distill", "1", "0", "0.8"]])
+  before = "# Experiments\n\nText before, kept.\n\n"
+  after = "\n\nText after, kept: | not | a | table |\n"
+  readme = tmp_path / "README.md"
+  readme.write_text(before + "<!-- report:copies:begin -->\n| stale | 99.9 |\n"
+                    "<!-- report:copies:end -->" + after + "<!-- report:shift:begin -->\nold\n"
+                    "<!-- report:shift:end -->\n")
+  args = [str(REPO / "experiments" / "report.py"), f"--results={results}"]
+  untouched = readme.read_text()
+  assert _run(args, timeout=120).returncode == 0
+  assert readme.read_text() == untouched  # another --results and no --readme: no README written
+  first = _run(args + [f"--readme={readme}"], timeout=120)
+  assert first.returncode == 0, first.stderr[-2000:]
+  text = readme.read_text()
+  assert text.startswith(before + "<!-- report:copies:begin -->\n\n### Augmented copies"), text
+  assert "| 1 | 75.0 (n=1) | 80.0 (n=1) |\n\n<!-- report:copies:end -->" + after in text, text
+  assert "stale" not in text and "99.9" not in text, text
+  assert text.endswith("<!-- report:shift:begin -->\n\nNo results yet.\n\n"
+                       "<!-- report:shift:end -->\n"), text
+  assert _run(args + [f"--readme={readme}"], timeout=120).returncode == 0
+  assert readme.read_text() == text  # a second run changes nothing
+
+  readme.write_text(before + "<!-- report:copies:begin -->\nno end marker\n")
+  broken = _run(args + [f"--readme={readme}"], timeout=120)
+  assert broken.returncode == 2 and "no matching end marker" in broken.stderr, broken.stderr
+  assert readme.read_text() == before + "<!-- report:copies:begin -->\nno end marker\n"
+
+
+def test_report_markers_in_the_experiments_readme_are_the_report_tables():
+  """The committed experiments/README.md holds exactly what report.py writes between its markers."""
+  sys.path.insert(0, str(REPO / "experiments"))
+  import report  # pylint: disable=g-import-not-at-top
+  text = (REPO / "experiments" / "README.md").read_text(encoding="utf-8")
+  names = set(re.findall(r"<!-- report:([a-z]+):begin -->", text))
+  assert names == {"comparison", "shift", "copies"}, names
+  report_md = (REPO / "experiments" / "results" / "report.md").read_text(encoding="utf-8")
+  for match in report.BLOCK.finditer(text):
+    block = match.group(0).split("\n", 1)[1].rsplit("\n", 1)[0].strip()
+    assert block.replace("](results/", "](") in report_md, match.group(2)

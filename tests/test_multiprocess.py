@@ -6,7 +6,7 @@ use the same data and seed; the per-example augmentation keys depend on the posi
 batch only, so the runs must agree up to the order of floating-point reductions.
 
 Every launched process has a timeout and is killed (its own process group) when it, or a partner,
-fails or overruns, so a hung collective cannot hang the test session.
+fails or overruns, so a hung collective cannot hang pytest.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def _assert_single_writer(workdir: pathlib.Path, sessions: int = 1) -> None:
   keys = [(r["step"], r["kind"]) for r in records]
   assert len(keys) == len(set(keys)), keys  # a second writer would duplicate every line
   assert ("compile" in {k for _, k in keys}) and (4, "eval") in keys
-  # One TensorBoard file per session of the run (a resumed run opens a second one).
+  # One TensorBoard file per invocation of the run (a resumed run opens a second one).
   assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == sessions
   assert sorted(p.name for p in (workdir / "final").iterdir()) == ["model.json", "params.msgpack"]
   assert not [p.name for p in workdir.iterdir() if ".tmp" in p.name or ".old-" in p.name]

@@ -1,7 +1,8 @@
-"""Runs that survive (issue 5): a distillation killed (SIGKILL) or preempted (SIGTERM) at random
-steps and resumed with the same command ends bitwise equal to an uninterrupted run; a corrupt
-latest checkpoint falls back to the previous one; a partial save is never the latest; a NaN loss
-stops with one line and keeps the last good checkpoint; a full disk is one line, not a traceback.
+"""Runs that survive (docs/robustness.md): a distillation killed (SIGKILL) or preempted (SIGTERM)
+at random steps and resumed with the same command ends bitwise equal to an uninterrupted run; a
+corrupt latest checkpoint falls back to the previous one; a partial save is never the latest; a NaN
+loss stops with one line and keeps the last good checkpoint; a full disk is one line, not a
+traceback.
 
 Every run is a real CLI subprocess. To keep the file to a few minutes on two busy cores the teacher
 is a tiny random BERT (2 layers x 32, MiniLM's tokenizer) fine-tuned once per module, the student
