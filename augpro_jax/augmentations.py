@@ -79,6 +79,7 @@ class Copy:
   build: InputBuilder
   targets: jax.Array  # [B, C]
   shift: Optional[tuple[jax.Array, jax.Array]] = None  # (fraction changed [B], has eligible [B])
+  ids: Optional[jax.Array] = None  # [B, S] the new token ids (token-level copies)
 
 
 # make_copy(inputs, copy index, keys [B]: this copy's per-example keys, this copy's partner key)
@@ -150,7 +151,7 @@ def token_copy(inputs: StepInputs, new_ids: jax.Array) -> Copy:
   """A token-level copy: new ids [B, S] with the original mask, gold targets, measured shift."""
   new_ids = jax.lax.stop_gradient(new_ids)
   return Copy(from_ids(new_ids, inputs.mask, inputs.types), inputs.gold,
-              augment.measured_shift(inputs.ids, new_ids, inputs.eligible))
+              augment.measured_shift(inputs.ids, new_ids, inputs.eligible), new_ids)
 
 
 def _mixup(inputs: StepInputs, copy: int, keys: jax.Array, partner_key: jax.Array

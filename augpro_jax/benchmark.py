@@ -87,15 +87,6 @@ def time_interleaved(calls: dict[str, Callable[[int], Any]], steps: int, warmup:
   return {name: {**_stats(t), "times_ms": t} for name, t in times.items()}
 
 
-def _memory(compiled) -> dict[str, float]:
-  try:
-    analysis = compiled.memory_analysis()
-    return {"xla_temp_mb": analysis.temp_size_in_bytes / 2**20,
-            "xla_argument_mb": analysis.argument_size_in_bytes / 2**20}
-  except Exception:  # pylint: disable=broad-except  # not every backend reports it
-    return {}
-
-
 def _peak_device_mb() -> Optional[float]:
   stats = jax.local_devices()[0].memory_stats() or {}
   peak = stats.get("peak_bytes_in_use")
@@ -126,10 +117,7 @@ def build_models(cfg: Config) -> tuple[Models, Any]:
         t_config, num_layers=cfg.teacher_layers or t_config.num_layers,
         hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
     t_params = model_lib.init_params(t_config, jax.random.PRNGKey(1))
-  s_config = dataclasses.replace(
-      t_config, num_layers=cfg.student_layers, hidden_size=cfg.student_hidden,
-      num_heads=cfg.student_heads, intermediate_size=cfg.student_intermediate_size,
-      dropout_rate=cfg.dropout)
+  s_config = model_lib.student_config(cfg, t_config, t_config.num_labels)
   s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(2),
                                             init=cfg.student_init)
   models = Models(model_lib.BertClassifier(t_config), t_params, model_lib.BertClassifier(s_config),
@@ -161,7 +149,7 @@ def prepare_step(cfg: Config, models: Models, aug: str, objective: str, batches,
                                         device_batches[i % len(device_batches)])
     return metrics
 
-  return call, {"compile_seconds": compile_seconds, **_memory(compiled)}
+  return call, {"compile_seconds": compile_seconds, **flops_lib.memory_summary(compiled)}
 
 
 def _measured_shift(call: Callable[[int], Any]) -> Optional[float]:
@@ -202,7 +190,7 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
     if name == "projection_augpro_mix":
       positions = n * augment.position_budget(cfg.shift_degree, ids.shape[1])
       naive = positions * table.shape[0] * 4
-      temp = _memory(compiled).get("xla_temp_mb")
+      temp = flops_lib.memory_summary(compiled).get("memory_temp_mb")
       facts["projection_temp_mb"] = temp
       facts["projection_naive_scores_mb"] = naive / 2**20
       facts["projection_memory_ratio"] = None if temp is None else temp * 2**20 / naive

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 
@@ -62,3 +62,17 @@ def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], stude
     parts["projection"] = projection_flops(positions, student.vocab_size, student.hidden_size)
   parts["total"] = sum(parts.values())
   return parts
+
+
+def memory_summary(compiled: Any) -> dict[str, float]:
+  """XLA's memory analysis of a compiled step, in MB (empty where the backend reports none)."""
+  try:
+    analysis = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # not every backend implements it
+    return {}
+  if analysis is None:
+    return {}
+  fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+            "generated_code_size_in_bytes")
+  return {f"memory_{f.replace('_size_in_bytes', '')}_mb": getattr(analysis, f, 0) / 2**20
+          for f in fields if hasattr(analysis, f)}

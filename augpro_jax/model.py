@@ -338,6 +338,14 @@ def forward_flops(config: BertConfig, batch: int, seq_len: int) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
+def student_config(cfg: Any, teacher_config: BertConfig, num_labels: int) -> BertConfig:
+  """The student's shape from a run's `Config` (--student_*), on the teacher's vocabulary."""
+  return dataclasses.replace(
+      teacher_config, num_layers=cfg.student_layers, hidden_size=cfg.student_hidden,
+      num_heads=cfg.student_heads, intermediate_size=cfg.student_intermediate_size,
+      num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype)
+
+
 def select_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
   """Teacher layers a student copies: evenly spread, ending with the last (6 -> 2: [2, 5])."""
   if not 0 < num_student_layers <= num_teacher_layers:

@@ -137,6 +137,14 @@ def step_keys(state: TrainState, example_id: jax.Array) -> tuple[jax.Array, jax.
   return example_keys, dropout_key, partner_key
 
 
+def make_copies(aug: augmentations.Augmentation, inputs: augmentations.StepInputs,
+                example_keys: jax.Array, partner_key: jax.Array,
+                copies: int) -> list[augmentations.Copy]:
+  """The step's augmented copies: copy c draws from fold_in(example key, c + 2) per example."""
+  return [aug.make_copy(inputs, c, jax.vmap(lambda k, c=c: jax.random.fold_in(k, c + 2))(
+      example_keys), jax.random.fold_in(partner_key, c)) for c in range(copies)]
+
+
 def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[BertClassifier],
                     optimizer: optax.GradientTransformation, is_special: np.ndarray,
                     is_candidate: np.ndarray) -> Callable:
@@ -208,8 +216,7 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
           inputs, delta=augment.fgsm_delta(grad_embeds, spec.augment.fgsm_eps))
       per_example.append(per_orig)
     with jax.named_scope("augment"):
-      made = [aug.make_copy(inputs, c, jax.vmap(lambda k, c=c: jax.random.fold_in(k, c + 2))(
-          example_keys), jax.random.fold_in(partner_key, c)) for c in range(copies)]
+      made = make_copies(aug, inputs, example_keys, partner_key, copies)
     # Gradient-free augmentations train on [original; copies] in one fused pass (bigger matmuls);
     # the FGSM family has already done the originals' pass.
     aug_build = augmentations.concat(*[m.build for m in made]) if made else None

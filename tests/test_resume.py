@@ -490,10 +490,10 @@ def test_full_disk_during_export_keeps_the_old_export(how, small_disk, tmp_path,
 
 
 def test_full_disk_writing_summary_or_metrics_is_one_line(tmp_path, monkeypatch):
-  from augpro_jax import train  # pylint: disable=import-outside-toplevel
+  from augpro_jax import loop  # pylint: disable=import-outside-toplevel
   from augpro_jax.errors import UserError  # pylint: disable=import-outside-toplevel
 
-  writers = train._Writers(tmp_path, enabled=True)  # pylint: disable=protected-access
+  writers = loop.Writers(tmp_path, enabled=True)
   writers.write(0, "train", {"loss": 1.0})
   monkeypatch.setattr(writers.jsonl, "write", _enospc)
   with pytest.raises(UserError, match="(?i)cannot write metrics.*no space left on device"):
@@ -504,7 +504,7 @@ def test_full_disk_writing_summary_or_metrics_is_one_line(tmp_path, monkeypatch)
   (tmp_path / "summary.json").write_text('{"old": true}')
   monkeypatch.setattr(pathlib.Path, "write_text", _enospc)
   with pytest.raises(UserError, match="(?i)summary.json: no space left on device"):
-    train._write_summary(tmp_path, {"new": True})  # pylint: disable=protected-access
+    loop.write_summary(tmp_path, {"new": True})
   monkeypatch.undo()
   assert json.loads((tmp_path / "summary.json").read_text()) == {"old": True}  # not half-written
   assert not (tmp_path / "summary.json.tmp").exists()

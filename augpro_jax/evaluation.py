@@ -1,0 +1,126 @@
+"""What every mode shares: the run's context (task, data, tokenizer, device layout) and evaluation.
+
+`predict` and `evaluate` run the pmapped eval step over every example exactly once, gathered from all
+processes, and report metrics in the examples' original order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import sys
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+from augpro_jax import data as data_lib
+from augpro_jax import distributed
+from augpro_jax import input_pipeline as pipeline
+from augpro_jax import model as model_lib
+from augpro_jax import tasks as tasks_lib
+from augpro_jax import train_step as step_lib
+from augpro_jax.config import Config
+from augpro_jax.errors import UserError
+
+
+@dataclasses.dataclass
+class Context:
+  """What every mode shares: the task, data, tokenizer, device layout."""
+
+  cfg: Config
+  task: tasks_lib.TaskSpec
+  tokenizer: Any
+  teacher_dir: pathlib.Path
+  train: Optional[pipeline.Tokenized]
+  dev: dict[str, pipeline.Tokenized]
+  layout: pipeline.Layout
+  is_special: np.ndarray
+  is_candidate: np.ndarray
+
+
+def local_layout() -> pipeline.Layout:
+  return pipeline.Layout(jax.process_index(), jax.process_count(), jax.local_device_count())
+
+
+def ensure_workdir(path: str | pathlib.Path) -> pathlib.Path:
+  """Create the workdir and check that we can write there, before any work is done."""
+  path = pathlib.Path(path)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    # Hosts of a pod share the workdir and, in containers, often the pid: name the process too.
+    probe = path / f".write-probe-{jax.process_index()}-{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as exc:
+    raise UserError(f"workdir {path} is not writable: {exc.strerror or exc}") from None
+  return path
+
+
+def build_context(cfg: Config, *, need_train: bool = True) -> Context:
+  task = data_lib.resolve_task(cfg)
+  teacher_dir = model_lib.resolve_pretrained_dir(cfg.teacher)
+  tokenizer = pipeline.load_tokenizer(teacher_dir)
+  layout = local_layout()
+  pipeline.check_batch_divisible(cfg.batch_size, layout)
+  pipeline.check_batch_divisible(cfg.eval_batch_size, layout, "eval_batch_size")
+  train = None
+  if need_train:
+    train = pipeline.tokenize(data_lib.load_split(cfg, task, "train"), tokenizer, cfg.max_seq_len)
+  dev = {split: pipeline.tokenize(data_lib.load_split(cfg, task, split), tokenizer, cfg.max_seq_len)
+         for split in task.dev_splits}
+  vocab_size = tokenizer.get_vocab_size()
+  is_special, is_candidate = pipeline.vocab_masks(tokenizer, vocab_size)
+  for name, split in ([("train", train)] if train else []) + list(dev.items()):
+    if split.num_truncated and distributed.is_main_process():
+      # Long text is not an error: it is truncated, counted, and reported (also in summary.json).
+      print(f"warning: {split.num_truncated} of {len(split)} {name} examples are longer than "
+            f"--max_seq_len={cfg.max_seq_len} tokens and were truncated", file=sys.stderr)
+  return Context(cfg, task, tokenizer, teacher_dir, train, dev, layout, is_special, is_candidate)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+# ----------------------------------------------------------------------------------------------
+
+
+def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,
+            split: pipeline.Tokenized, predict_step=None) -> np.ndarray:
+  """Logits [N, C] for every example of `split`, each exactly once, gathered from all processes."""
+  predict_step = predict_step or step_lib.make_predict_step(model)
+  out = np.zeros((len(split), model.config.num_labels), np.float32)
+  seen = np.zeros(len(split), np.int32)
+  for batch in pipeline.eval_batches(split, ctx.cfg.eval_batch_size, ctx.layout):
+    logits = predict_step(replicated_params, {k: batch[k] for k in
+                                              ("input_ids", "attention_mask", "token_type_ids")})
+    logits = np.asarray(logits).reshape(-1, out.shape[1])
+    index = batch["index"].reshape(-1)
+    if ctx.layout.process_count > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      logits = np.asarray(multihost_utils.process_allgather(logits)).reshape(-1, out.shape[1])
+      index = np.asarray(multihost_utils.process_allgather(index)).reshape(-1)
+    real = index >= 0
+    out[index[real]] = logits[real]
+    np.add.at(seen, index[real], 1)
+  if not np.all(seen == 1):
+    raise AssertionError("evaluation did not see every example exactly once")
+  return out
+
+
+def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,
+             predict_step=None) -> dict[str, float]:
+  """Dev metrics; with several dev splits (MNLI) keys are prefixed by the split name."""
+  results = {}
+  for split_name, split in ctx.dev.items():
+    logits = predict(ctx, model, replicated_params, split, predict_step)
+    preds = logits[:, 0] if ctx.task.is_regression else logits.argmax(-1)
+    metrics = tasks_lib.compute_metrics(ctx.task, preds, split.labels)
+    prefix = "" if len(ctx.dev) == 1 else f"{split_name}/"
+    results.update({prefix + k: v for k, v in metrics.items()})
+  return results
+
+
+def main_metric_key(ctx: Context) -> str:
+  prefix = "" if len(ctx.dev) == 1 else f"{ctx.task.dev_splits[0]}/"
+  return prefix + ctx.task.main_metric

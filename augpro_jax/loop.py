@@ -1,0 +1,387 @@
+"""The generic training loop: `fit` runs the pmapped step with checkpoints, evaluation and logging.
+
+Its parts are small and separate: `StepTimer` (training wall time, with evaluation and checkpoint
+pauses left out), `MetricLogger` (buffers the step's device metrics, writes them every
+`--log_every` steps with learning rate, throughput and MFU, and applies the non-finite policy),
+`compile_step` (one compile before the loop, with XLA's memory analysis) and `build_summary`.
+Run counters (measured shift, non-finite steps) live in the checkpointed `TrainState`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from absl import logging
+
+from augpro_jax import augmentations
+from augpro_jax import checkpoints
+from augpro_jax import distributed
+from augpro_jax import evaluation
+from augpro_jax import flops as flops_lib
+from augpro_jax import input_pipeline as pipeline
+from augpro_jax import model as model_lib
+from augpro_jax import train_step as step_lib
+from augpro_jax.config import Config
+from augpro_jax.errors import UserError
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT arrived: the current step finished and a checkpoint was written."""
+
+
+@contextlib.contextmanager
+def preemption_guard(process_count: int = 1):
+  """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints, and raises Preempted.
+
+  Multi-process runs install no handler: `jax.distributed.initialize` started JAX's preemption
+  service, whose own (C++) SIGTERM handler tells every host, and `reached_preemption_sync_point`
+  then names one step at which all of them stop. A Python handler would replace JAX's, and a host
+  stopping on its own would leave the others waiting in a collective forever.
+  """
+  flag = {"set": False}
+  if process_count > 1:
+    yield flag
+    return
+
+  def handler(signum, frame):  # pylint: disable=unused-argument
+    flag["set"] = True
+
+  previous = {}
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    try:
+      previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. some test runners): no handler
+      pass
+  try:
+    yield flag
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
+
+
+def _preemption_requested(flag, step: int, process_count: int) -> bool:
+  """Whether to checkpoint and stop after `step`; called after every step, on every host."""
+  if process_count > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    # Every host must agree on the step at which to stop, or they would deadlock and their
+    # checkpoints would differ. The sync manager exists once jax.distributed.initialize ran with
+    # jax_enable_preemption_service (the default); without it there is no coordinated stop.
+    try:
+      return bool(multihost_utils.reached_preemption_sync_point(step))
+    except RuntimeError as exc:
+      logging.log_first_n(logging.WARNING, "no coordinated preemption: %s", 1, exc)
+      return False
+  return flag["set"]
+
+
+class Writers:
+  """metrics.jsonl + TensorBoard, written by process 0 only."""
+
+  def __init__(self, workdir: pathlib.Path, enabled: bool, start_step: int = 0):
+    self.enabled = enabled
+    self.jsonl = None
+    self.tb = None
+    if enabled:
+      _rewind_metrics(workdir / "metrics.jsonl", start_step)
+      self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+  def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": step, "kind": kind, **values}
+    try:
+      self.jsonl.write(json.dumps(record) + "\n")
+      self.jsonl.flush()
+      for key, value in values.items():
+        if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
+          self.tb.add_scalar(f"{kind}/{key}", value, step)
+    except OSError as exc:  # a full disk: the checkpoints written so far are intact
+      raise UserError(f"cannot write metrics in {self.jsonl.name}: {exc.strerror or exc}; "
+                      "checkpoints so far are kept, rerun the same command to resume") from None
+
+  def close(self) -> None:
+    if self.enabled:
+      self.jsonl.close()
+      self.tb.close()
+
+
+def _rewind_metrics(path: pathlib.Path, step: int) -> None:
+  """Keep the lines of `path` (metrics.jsonl) up to `step`, the step being resumed.
+
+  Later lines come from a run killed before its next checkpoint: the resumed run writes those
+  steps again, and a kill in the middle of a write leaves a partial last line.
+  """
+  if not path.exists():
+    return
+  kept_lines = []
+  for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+      kept_lines.append(line + "\n")
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(kept_lines), encoding="utf-8")
+  os.replace(tmp, path)
+
+
+def total_train_steps(cfg: Config, num_examples: int, num_epochs: float) -> int:
+  if cfg.num_train_steps:
+    return cfg.num_train_steps
+  return max(1, int(math.ceil(num_epochs * pipeline.steps_per_epoch(num_examples, cfg.batch_size))))
+
+
+class StepTimer:
+  """Training wall time between host syncs; `paused()` leaves evaluation and checkpoints out."""
+
+  def __init__(self):
+    self.seconds, self.steps = 0.0, 0
+    self._start = time.perf_counter()
+
+  def lap(self, steps: int = 0) -> None:
+    now = time.perf_counter()
+    self.seconds += now - self._start
+    self.steps += steps
+    self._start = now
+
+  @contextlib.contextmanager
+  def paused(self):
+    self.lap()
+    try:
+      yield
+    finally:
+      self._start = time.perf_counter()
+
+  def examples_per_sec(self, batch_size: int) -> Optional[float]:
+    return batch_size * self.steps / max(self.seconds, 1e-9) if self.steps else None
+
+
+class MetricLogger:
+  """Device metrics of each step, fetched in blocks (one host sync per block) and written."""
+
+  def __init__(self, cfg: Config, writers: Writers, schedule: Callable[[int], Any],
+               flops_per_step: float, timer: StepTimer):
+    self.cfg, self.writers, self.schedule, self.timer = cfg, writers, schedule, timer
+    self.flops_per_step = flops_per_step
+    self.peak = flops_lib.device_peak_flops()
+    self.devices = jax.device_count()
+    self.pending: list[tuple[int, Any]] = []
+
+  def add(self, step: int, metrics: Any) -> None:
+    self.pending.append((step, metrics))
+
+  def flush(self, now_step: int) -> None:
+    """Write the buffered steps (block first: the timer's lap ends here)."""
+    if not self.pending:
+      return
+    jax.block_until_ready(self.pending[-1][1])
+    self.timer.lap(len(self.pending))
+    for s, m in jax.device_get(self.pending):
+      values = {k: float(np.asarray(v)[0]) for k, v in m.items()}
+      if values.get("nonfinite"):
+        if values["nonfinite_steps"] > self.cfg.skip_nonfinite_steps:
+          raise UserError(f"non-finite loss or gradient at step {s + 1}; parameters were not "
+                          f"updated and the last good checkpoint is kept (see "
+                          f"--skip_nonfinite_steps)")
+        print(f"warning: skipped non-finite step {s + 1}", flush=True)
+      values["learning_rate"] = float(self.schedule(s))
+      if s + 1 == now_step or (s + 1) % self.cfg.log_every == 0:
+        values.update(self.throughput())
+        self.writers.write(s + 1, "train", values)
+    self.pending.clear()
+
+  def throughput(self) -> dict[str, float]:
+    eps = self.timer.examples_per_sec(self.cfg.batch_size)
+    if eps is None:
+      return {}
+    out = {"examples_per_sec": eps,
+           "tflops_per_sec": eps / self.cfg.batch_size * self.flops_per_step / 1e12}
+    if self.peak:
+      out["mfu"] = out["tflops_per_sec"] * 1e12 / (self.peak * self.devices)
+    return out
+
+
+def compile_step(p_step: Callable, r_state: Any, r_teacher: Any, first_batch: Any,
+                 process_count: int) -> tuple[Callable, float, dict[str, float]]:
+  """Compile the step once, before the loop: (callable, seconds, XLA memory analysis in MB)."""
+  start = time.perf_counter()
+  compiled = p_step.lower(r_state, r_teacher, first_batch).compile()
+  seconds = time.perf_counter() - start
+  memory = flops_lib.memory_summary(compiled)
+  logging.info("compiled train step in %.1fs; memory: %s", seconds, memory)
+  # Multi-process pmap turns each process's local arrays into global ones around every call; an
+  # AOT executable skips that, so there we call the pmapped function (its compile is cached).
+  return (compiled if process_count == 1 else p_step), seconds, memory
+
+
+def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
+        params: Any, spec: step_lib.StepSpec, num_steps: int, learning_rate: float,
+        teacher: Optional[tuple[model_lib.BertClassifier, Any]] = None,
+        per_example: Optional[dict[str, np.ndarray]] = None,
+        extra_summary: Optional[dict[str, Any]] = None) -> tuple[Any, dict[str, Any]]:
+  """Train `model` from `params` for `num_steps` under `spec`; resume from `workdir` if possible.
+
+  per_example: arrays [N_train, ...] that ride along with each batch (cached teacher logits).
+  Returns the final (host) params and the run's summary.
+  """
+  cfg = ctx.cfg
+  evaluation.ensure_workdir(workdir)
+  optimizer, schedule = step_lib.make_optimizer(learning_rate, num_steps, cfg.warmup_fraction,
+                                                cfg.weight_decay)
+  manager = checkpoints.make_manager(workdir / "checkpoints", keep=cfg.keep_checkpoints,
+                                     best_metric=evaluation.main_metric_key(ctx))
+  restored, state = checkpoints.restore_latest(
+      manager, jax.device_get(step_lib.init_state(params, optimizer, cfg.seed)))
+  start_step = int(state.step) if restored is not None else 0
+  if start_step:
+    print(f"resuming {workdir} from step {start_step}", flush=True)
+  teacher_model, teacher_params = teacher if teacher else (None, {})
+  aug = augmentations.get(spec.aug)
+  p_step = step_lib.pmap_train_step(step_lib.make_train_step(
+      spec, model, teacher_model, optimizer, ctx.is_special, ctx.is_candidate))
+  predict_step = step_lib.make_predict_step(model)
+  host_augment = aug.make_host_augment(cfg) if aug.make_host_augment else None
+  r_state, r_teacher = step_lib.replicate(state), step_lib.replicate(teacher_params)
+
+  def make_batch(step):
+    return pipeline.train_batch(ctx.train, step, cfg.batch_size, cfg.seed, ctx.layout,
+                                host_augment, ctx.tokenizer, cfg.max_seq_len, per_example or {})
+
+  run_step, compile_seconds, memory = compile_step(
+      p_step, r_state, r_teacher, step_lib.shard(make_batch(min(start_step, num_steps - 1))),
+      ctx.layout.process_count)
+  step_flops = flops_lib.step_flops(
+      aug=spec.aug, objective=spec.objective, teacher=teacher_model.config if teacher_model else None,
+      student=model.config, batch=cfg.batch_size, seq_len=cfg.max_seq_len,
+      shift_degree=spec.augment.shift_degree, aug_copies=spec.augment.aug_copies,
+      cached_teacher_logits=spec.cached_teacher_logits)
+  writers = Writers(workdir, distributed.is_main_process(), start_step)
+  writers.write(start_step, "compile", {"seconds": compile_seconds, **memory,
+                                        "flops_per_step": step_flops["total"]})
+  timer = StepTimer()
+  logger = MetricLogger(cfg, writers, schedule, step_flops["total"], timer)
+  best: dict[str, Any] = {}
+  saved = {"step": start_step}  # the newest step on disk
+
+  def save(step, metrics=None):
+    checkpoints.save(manager, step, jax.device_get(step_lib.unreplicate(r_state)), metrics)
+    saved["step"] = step
+
+  def evaluate_and_log(step):
+    metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step)
+    writers.write(step, "eval", metrics)
+    _track_best(best, metrics, evaluation.main_metric_key(ctx), step)
+    return metrics
+
+  progress = _progress(cfg, start_step, num_steps, distributed.is_main_process())
+  try:
+    with preemption_guard(ctx.layout.process_count) as preempt_flag:
+      # Host work and the host->device copy both happen on the prefetch thread.
+      batches = pipeline.prefetch(lambda i: step_lib.shard(make_batch(i)), start_step, num_steps)
+      timer.lap()
+      for step in range(start_step, num_steps):
+        r_state, metrics = run_step(r_state, r_teacher, next(batches))
+        logger.add(step, metrics)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == num_steps:
+          logger.flush(done)  # the only host sync on ordinary steps
+        progress.update(1)
+        if done == num_steps:
+          break
+        eval_now = cfg.eval_every and done % cfg.eval_every == 0
+        save_now = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
+        if eval_now or save_now:
+          logger.flush(done)
+          with timer.paused():
+            last_eval = evaluate_and_log(done) if eval_now else None
+            if save_now:
+              save(done, last_eval)
+        if _preemption_requested(preempt_flag, done, ctx.layout.process_count):
+          logger.flush(done)
+          if saved["step"] != done:  # a signal during a checkpoint step: orbax refuses a 2nd save
+            save(done)
+          raise Preempted(f"stopped at step {done} by a signal; checkpoint saved in {workdir}; "
+                          "run the same command again to resume")
+      logger.flush(num_steps)
+  finally:
+    progress.close()
+  dev = evaluate_and_log(num_steps)
+  if start_step < num_steps:
+    save(num_steps, dev)
+  writers.close()
+  final_state = jax.device_get(step_lib.unreplicate(r_state))
+  summary = build_summary(ctx, final_state, dev=dev, best=best, start_step=start_step,
+                          num_steps=num_steps, timer=timer, compile_seconds=compile_seconds,
+                          step_flops=step_flops, reports_shift=aug.reports_shift)
+  return final_state.params, {**summary, **(extra_summary or {})}
+
+
+def build_summary(ctx: evaluation.Context, final_state: step_lib.TrainState, *, dev: dict,
+                  best: dict, start_step: int, num_steps: int, timer: StepTimer,
+                  compile_seconds: float, step_flops: dict[str, float],
+                  reports_shift: bool) -> dict[str, Any]:
+  """What `summary.json` says about a finished `fit`."""
+  cfg = ctx.cfg
+  shift_steps = int(final_state.shift_steps)
+  return {
+      "task": ctx.task.name,
+      "aug": cfg.aug,
+      "shift_degree": cfg.shift_degree if reports_shift else None,
+      "measured_shift": float(final_state.shift_sum) / shift_steps if shift_steps else None,
+      "measured_shift_steps": shift_steps,
+      "nonfinite_steps": int(final_state.nonfinite_steps),
+      "train_examples": len(ctx.train),
+      "truncated_examples": {"train": ctx.train.num_truncated,
+                             **{k: v.num_truncated for k, v in ctx.dev.items()}},
+      "steps": num_steps,
+      "resumed_from_step": start_step,
+      "batch_size": cfg.batch_size,
+      "seed": cfg.seed,
+      "dev": dev,
+      "best_dev": best,
+      "examples_per_sec": timer.examples_per_sec(cfg.batch_size),
+      "train_seconds": timer.seconds,
+      "compile_seconds": compile_seconds,
+      "flops_per_step": step_flops,
+      "devices": jax.device_count(),
+      "processes": ctx.layout.process_count,
+      "device_kind": jax.local_devices()[0].device_kind,
+      "student_params_sha256": checkpoints.params_sha256(final_state.params),
+      "params": model_lib.count_params(final_state.params),
+  }
+
+
+def _track_best(best: dict, metrics: dict[str, float], key: str, step: int) -> None:
+  if key in metrics and (not best or metrics[key] > best["value"]):
+    best.update({"metric": key, "value": metrics[key], "step": step})
+
+
+def _progress(cfg: Config, start: int, total: int, main: bool):
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=start, disable=not (cfg.progress and main), unit="step",
+              dynamic_ncols=True, file=sys.stderr, leave=False)
+
+
+def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
+  if not distributed.is_main_process():
+    return
+  tmp = workdir / "summary.json.tmp"
+  try:
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    os.replace(tmp, workdir / "summary.json")
+  except OSError as exc:  # the export and checkpoints are already on disk
+    tmp.unlink(missing_ok=True)
+    raise UserError(f"cannot write {workdir / 'summary.json'}: {exc.strerror or exc}") from None
