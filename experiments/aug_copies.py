@@ -8,12 +8,10 @@ Runtime, measured on the 2-core CPU VM: 1 copy 206 s (fine-tuning) and 298 s (KD
 361 s and 478 s alone; 4 copies 1,312 s and 1,751 s with other jobs on the cores.
 """
 
-import os
 import pathlib
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import grid  # pylint: disable=wrong-import-position
+from experiments import grid
 
 COPIES = (1, 2, 4)
 MODES = ("finetune", "distill")

@@ -17,15 +17,14 @@ the CoLA teacher (all 8,551 examples, 3 epochs, 802 steps) 46 min, sharing the c
 jobs on the cores). experiments/README.md has the settings, the runs and the results.
 """
 
-import os
 import pathlib
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import grid  # pylint: disable=wrong-import-position
+from augpro_jax import augmentations
+from experiments import grid
 
 TASKS = ("sst2", "rte", "mrpc", "cola", "stsb")
-AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn", "synonym")
+AUGS = augmentations.names()  # every registered augmentation
 
 
 def runs(seeds: int, tiny: bool, root: pathlib.Path) -> list:

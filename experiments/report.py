@@ -20,12 +20,13 @@ import re
 import statistics
 from collections import defaultdict
 
+from augpro_jax import tasks as tasks_lib
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 README = RESULTS.parent / "README.md"
 BLOCK = re.compile(r"(<!-- report:([a-z]+):begin -->\n).*?(<!-- report:\2:end -->)", re.DOTALL)
-MAIN_METRIC = {"sst2": "dev_accuracy", "rte": "dev_accuracy", "mrpc": "dev_f1", "cola": "dev_mcc",
-               "stsb": "dev_pearson", "qnli": "dev_accuracy", "qqp": "dev_accuracy",
-               "mnli": "dev_accuracy"}
+# The CSV column of each task's main metric (the task specs say which metric that is).
+MAIN_METRIC = {name: "dev_" + task.main_metric for name, task in tasks_lib.TASKS.items()}
 
 
 def read(path: pathlib.Path) -> list[dict[str, str]]:

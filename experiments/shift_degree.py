@@ -13,12 +13,10 @@ fine-tuning run and 235-250 s per KD run (72 runs, about 4 hours); 5k about 260 
 (about 6.5 hours); 20k twice the steps of 5k (about 13 hours).
 """
 
-import os
 import pathlib
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import grid  # pylint: disable=wrong-import-position
+from experiments import grid
 
 METHODS = ("augpro_mix", "knn", "synonym")
 DEGREES = (0.1, 0.3, 0.5, 0.7)

@@ -85,8 +85,7 @@ def test_report_writes_tables_and_plot(tiny_grids):
 
 
 def test_profile_summary_adds_op_events_by_kind():
-  sys.path.insert(0, str(REPO / "experiments"))
-  import profile_step  # pylint: disable=g-import-not-at-top
+  from experiments import profile_step  # pylint: disable=g-import-not-at-top
   events = [
       {"ph": "X", "name": "ThunkExecutor::Execute (wait for completion)", "dur": 2000},
       {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 900},
@@ -104,8 +103,7 @@ def test_profile_summary_adds_op_events_by_kind():
 def test_collect_keeps_committed_rows_whose_workdirs_are_absent(tmp_path):
   """The CSV outlives the workdirs: a fresh checkout that runs one more cell of the grid must not
   drop the rows committed from runs it no longer has, nor keep rows of runs the grid lost."""
-  sys.path.insert(0, str(REPO / "experiments"))
-  import grid  # pylint: disable=g-import-not-at-top
+  from experiments import grid  # pylint: disable=g-import-not-at-top
   runs = [grid.Run(f"r{i}", (), (("seed", i),)) for i in range(3)]
   csv_path = tmp_path / "results.csv"
   with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -127,8 +125,7 @@ def test_runs_recorded_in_the_csv_are_skipped_and_their_teacher_only_retrained_i
     tmp_path, capsys):
   """A fresh checkout resumes the grid from the committed CSV: a run with a row there is not run
   again (unless --rerun), and a teacher is retrained only for a student that still has to run."""
-  sys.path.insert(0, str(REPO / "experiments"))
-  import grid  # pylint: disable=g-import-not-at-top
+  from experiments import grid  # pylint: disable=g-import-not-at-top
   teacher = grid.Run("teacher-t", (), (("mode", "teacher"),))
   students = [grid.Run(f"s{i}", (), (("seed", i),), needs=teacher.name) for i in range(2)]
   runs = [teacher, *students]
@@ -172,8 +169,7 @@ def test_bad_arguments_are_a_one_line_usage_error_and_touch_nothing(name, bad, t
 
 
 def test_kd_minus_finetune_pairs_runs_by_method_degree_and_seed():
-  sys.path.insert(0, str(REPO / "experiments"))
-  import report  # pylint: disable=g-import-not-at-top
+  from experiments import report  # pylint: disable=g-import-not-at-top
 
   def row(aug, seed, mode, accuracy, degree="0.3"):
     return {"train_size": "1000", "aug": aug, "shift_degree": degree, "seed": seed, "mode": mode,
@@ -189,8 +185,7 @@ def test_kd_minus_finetune_pairs_runs_by_method_degree_and_seed():
 def test_best_degree_averages_methods_not_runs_and_a_tiny_negative_gap_prints_as_zero(tmp_path):
   """With uneven seeds a pooled mean lets the method with more runs decide the best degree;
   the table promises a mean over methods."""
-  sys.path.insert(0, str(REPO / "experiments"))
-  import report  # pylint: disable=g-import-not-at-top
+  from experiments import report  # pylint: disable=g-import-not-at-top
 
   def row(aug, seed, mode, accuracy, degree):
     return {"train_size": "1000", "aug": aug, "shift_degree": degree, "seed": seed, "mode": mode,
@@ -242,8 +237,7 @@ def test_report_fills_readme_marker_blocks_and_keeps_the_text_around_them(tmp_pa
 
 def test_report_markers_in_the_experiments_readme_are_the_report_tables():
   """The committed experiments/README.md holds exactly what report.py writes between its markers."""
-  sys.path.insert(0, str(REPO / "experiments"))
-  import report  # pylint: disable=g-import-not-at-top
+  from experiments import report  # pylint: disable=g-import-not-at-top
   text = (REPO / "experiments" / "README.md").read_text(encoding="utf-8")
   names = set(re.findall(r"<!-- report:([a-z]+):begin -->", text))
   assert names == {"comparison", "shift", "copies"}, names
