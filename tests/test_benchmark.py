@@ -10,6 +10,8 @@ from augpro_jax import benchmark
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
+
 AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from augpro_jax import data
+from augpro_jax import input_pipeline as pipeline
 from augpro_jax import tasks
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -155,9 +156,9 @@ def test_missing_dev_and_dev_from_train(name, folder, glue, glue_loads):
   train = glue_loads(name, "train", dev_from_train=50)
   assert len(train) == len(full) - 50
   devs = [glue_loads(name, split, dev_from_train=50) for split in task.dev_splits]
-  for dev in devs:
-    assert len(dev) == 50
-    assert dev.texts == devs[0].texts  # every dev split is the same held-out set
+  assert [len(dev) for dev in devs] == [50] * len(devs)
+  for dev in devs[1:]:  # MNLI: matched and mismatched are the same held-out set
+    assert dev.texts == devs[0].texts
   # Held-out + kept is exactly the train set (as a multiset of (text, label)).
   assert sorted(_pairs(full)) == sorted(_pairs(train) + _pairs(devs[0]))
   # The hold-out does not depend on --seed.
@@ -662,7 +663,6 @@ def test_bad_custom_task_without_files():
 
 
 def test_rows_drawn_are_the_examples_the_steps_use():
-  from augpro_jax import input_pipeline as pipeline  # pylint: disable=g-import-not-at-top
   n, batch, seed = 100, 8, 3  # 12 steps per epoch, 4 examples dropped per epoch
   half = pipeline.rows_drawn(n, batch, seed, 0, 6)
   assert len(half) == 48 and np.array_equal(half, np.unique(np.concatenate(
@@ -671,3 +671,23 @@ def test_rows_drawn_are_the_examples_the_steps_use():
   assert len(resumed) == 48 and not set(half) & set(resumed)  # one epoch: no repeats
   assert len(pipeline.rows_drawn(n, batch, seed, 0, 36)) > 96  # other permutations fill the gaps
   assert len(pipeline.rows_drawn(n, batch, seed, 5, 5)) == 0
+
+
+@pytest.mark.parametrize("num_examples,batch,seed", [(100, 8, 0), (64, 16, 3), (37, 5, 11)])
+def test_batch_order_is_a_fresh_permutation_every_epoch(num_examples, batch, seed):
+  """Within an epoch no example repeats and only the remainder (< one batch) is left out; each
+  epoch orders the examples differently; batches are a pure function of (seed, step)."""
+  per_epoch = pipeline.steps_per_epoch(num_examples, batch)
+  epochs = []
+  for epoch in range(4):
+    drawn = np.concatenate([pipeline.global_batch_indices(epoch * per_epoch + s, num_examples,
+                                                          batch, seed) for s in range(per_epoch)])
+    assert len(drawn) == len(set(drawn.tolist())) == per_epoch * batch
+    assert num_examples - len(drawn) < batch
+    epochs.append(drawn)
+  for a in range(len(epochs)):
+    for b in range(a + 1, len(epochs)):
+      assert not np.array_equal(epochs[a], epochs[b]), (a, b)
+  np.testing.assert_array_equal(pipeline.global_batch_indices(per_epoch + 1, num_examples, batch,
+                                                              seed),
+                                epochs[1][batch:2 * batch])

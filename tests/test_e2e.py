@@ -9,6 +9,8 @@ import pytest
 from augpro_jax import config as config_lib
 from augpro_jax import train
 
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
+
 TINY = dict(max_seq_len=16, batch_size=8, eval_batch_size=16, student_layers=1, num_train_steps=2,
             train_size=48, eval_size=24, log_every=1, checkpoint_every=0, progress=False)
 
@@ -42,14 +44,17 @@ def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
   train.run(cfg)
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["aug"] == aug and summary["steps"] == 2
-  assert 0.0 <= summary["dev"]["accuracy"] <= 1.0
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  final_eval = [l for l in lines if l["kind"] == "eval"][-1]
+  assert summary["dev"]["accuracy"] == final_eval["accuracy"]
+  correct = summary["dev"]["accuracy"] * TINY["eval_size"]  # a count of the 24 dev examples
+  assert abs(correct - round(correct)) < 1e-6
   assert summary["teacher_ckpt"] == str(teacher)
   assert len(summary["student_params_sha256"]) == 64
   if aug in ("mixup", "fgsm", "none"):
     assert summary["measured_shift"] is None
   else:
     assert 0.1 < summary["measured_shift"] < 0.5, summary["measured_shift"]
-  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [l["step"] for l in lines if l["kind"] == "train"] == [1, 2]
   assert any(l["kind"] == "eval" for l in lines)
   assert list((tmp_path / "tensorboard").iterdir())
@@ -80,7 +85,13 @@ def test_custom_tsv_distillation_and_eval(tmp_path, teacher):
 
 
 def test_regression_task_distils(glue, tmp_path):
-  cfg = config_lib.Config(task="stsb", mode="finetune", aug="augpro_fgsm", glue_dir=str(glue),
-                          workdir=str(tmp_path), **TINY)
+  """STS-B end to end in distill mode: a regression teacher is trained in the workdir, then its
+  scores are distilled (MSE) into the student with AugPro-FGSM."""
+  cfg = config_lib.Config(task="stsb", mode="distill", aug="augpro_fgsm", glue_dir=str(glue),
+                          workdir=str(tmp_path), teacher_num_epochs=0.4, **TINY)
   summary = train.run(cfg)
+  assert summary["mode"] == "distill"
   assert set(summary["dev"]) == {"pearson", "spearmanr"}
+  assert set(summary["teacher_dev"]) == {"pearson", "spearmanr"}
+  assert (tmp_path / "teacher" / "final" / "model.json").exists()
+  assert summary["measured_shift"] is not None and summary["flops_per_step"]["teacher_forward"] > 0

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ("augpro_comparison", "shift_degree", "aug_copies")
 

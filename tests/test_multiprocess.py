@@ -27,6 +27,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
+
 PYTHON = sys.executable
 TIMEOUT_S = 300  # per group of processes; a healthy group needs well under a minute
 # 2x4 and 1x8 differ by the order of floating-point reductions only: a few float32 ulps (measured

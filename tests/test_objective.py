@@ -61,6 +61,7 @@ def _one_step(aug="augpro_mix", objective="kd", teacher_offset=0.0, **knobs):
   return jax.device_get(jax.tree.map(lambda x: float(x[0]), metrics))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("knob,a,b,aug", [
     ("temperature", 1.0, 4.0, "none"),
     ("alpha_ce", 0.0, 1.0, "none"),
@@ -140,6 +141,7 @@ def test_augmentation_knobs_change_the_ids(knob, a, b, aug):
   assert first.shape != second.shape or (first != second).any()
 
 
+@pytest.mark.slow
 def test_projection_table_knob_picks_the_table():
   """--projection_table=teacher projects onto the teacher's embeddings, not the student's."""
   p_student, state_s, teacher_s, _ = tts.setup("knn", projection_table="student", shift_degree=0.5)

@@ -7,6 +7,8 @@ import pytest
 
 from augpro_jax import peers
 
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
+
 # Tiny models: 1 layer, hidden 32; a small vocabulary keeps the embedding (and the test) small.
 TINY = peers.PeerShapes(
     batch=4, seq_len=16, vocab_size=2000,

@@ -380,6 +380,8 @@ def nan_teacher(lab) -> pathlib.Path:
   code = f"""
 import jax, numpy as np
 from augpro_jax import checkpoints
+
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 config, params, info = checkpoints.load_exported({str(lab.teacher)!r})
 checkpoints.export_model({str(lab.root / 'nan_teacher')!r}, config,
                          jax.tree.map(lambda x: np.full_like(x, np.nan), params), info)

@@ -11,6 +11,8 @@ from augpro_jax import data as data_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def sst2(glue):

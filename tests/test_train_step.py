@@ -69,6 +69,7 @@ def run_steps(aug, devices, steps=2, **kwargs):
   return jax.device_get(step_lib.unreplicate(state.params)), history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aug", ["none", "augpro_mix", "knn", "augpro_fgsm"])
 def test_one_and_eight_devices_agree(aug):
   """Per-example randomness makes token augs layout-independent (mixup partners are per device,
@@ -86,6 +87,7 @@ def test_one_and_eight_devices_agree(aug):
       np.testing.assert_allclose(m1["measured_shift"], m8["measured_shift"], rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aug,objective", [
     (aug, "kd") for aug in ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")] + [
     ("mixup", "labels"), ("augpro_fgsm", "labels")])  # labels: soft MixUp targets; FGSM on CE
@@ -119,6 +121,7 @@ def with_teacher_logits(batch, scale=1.0):
   return {**batch, "teacher_logits": scale * np.asarray(logits).reshape(*batch["label"].shape, -1)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aug", ["none", "augpro_mix", "augpro_fgsm", "synonym"])
 def test_cached_teacher_logits_give_the_same_step(aug):
   """Cached logits on the originals (the teacher then runs on augmented examples only) train the
@@ -148,10 +151,17 @@ def test_cached_teacher_logits_give_the_same_step(aug):
                                                          jax.tree.leaves(wrong))) > 1e-4
 
 
-def test_regression_kd_step():
-  p_step, state, teacher, _ = setup("augpro_mix", regression=True)
-  state, metrics = p_step(state, teacher, step_lib.shard(make_batch(0, 8, regression=True)))
-  assert np.isfinite(np.asarray(metrics["loss"])).all()
+def test_regression_kd_step_is_mse_to_the_teacher_score():
+  p_step, state, teacher, s_params = setup("none", regression=True)
+  t_params = jax.device_get(step_lib.unreplicate(teacher))
+  batch = make_batch(0, 8, regression=True)
+  flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+  inputs = (flat["input_ids"], flat["attention_mask"], flat["token_type_ids"])
+  s_scores = model_lib.BertClassifier(tiny(1, labels=1)).apply({"params": s_params}, *inputs)
+  t_scores = model_lib.BertClassifier(tiny(2, labels=1)).apply({"params": t_params}, *inputs)
+  expected = float(np.mean((np.asarray(s_scores) - np.asarray(t_scores)) ** 2))
+  _, metrics = p_step(state, teacher, step_lib.shard(batch))
+  np.testing.assert_allclose(float(np.asarray(metrics["loss_orig"])[0]), expected, rtol=1e-4)
 
 
 def test_aug_copies_grow_the_augmented_batch():
@@ -160,7 +170,8 @@ def test_aug_copies_grow_the_augmented_batch():
   assert hist_1[0]["loss_aug"] != hist_3[0]["loss_aug"]
 
 
-def test_augmentation_is_deterministic_and_changes_across_steps():
+def test_augmentation_is_deterministic():
+  # That it changes across steps is checked on the ids (test_objective.py).
   _, first = run_steps("augpro_mix", jax.local_devices(), steps=2)
   _, again = run_steps("augpro_mix", jax.local_devices(), steps=2)
   assert [m["loss"] for m in first] == [m["loss"] for m in again]
