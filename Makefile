@@ -34,12 +34,14 @@ demo: setup
 	  --teacher_num_epochs=1 --num_epochs=2 --learning_rate=1e-4 --log_every=25 \
 	  --checkpoint_every=100 --student_layers=2
 
+# Two workers (the CI machine has 2 cores); a module's tests stay on one worker, so module-scoped
+# fixtures (trained tiny teachers) are built once.
 test: setup-dev
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope tests
 
 # The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end or benchmark).
 test-fast: setup-dev
-	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
+	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
 
 bench: setup-dev
 	$(PY) main.py --mode=benchmark --max_seq_len=64 --batch_size=32 --benchmark_out=runs/bench/benchmark.json

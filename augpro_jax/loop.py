@@ -227,6 +227,15 @@ def compile_step(p_step: Callable, r_state: Any, r_teacher: Any, first_batch: An
   return (compiled if process_count == 1 else p_step), seconds, memory
 
 
+def restore_or_init(manager: Any, state: step_lib.TrainState) -> tuple[int, step_lib.TrainState]:
+  """(step, state) of the newest readable checkpoint, else (0, the given fresh state)."""
+  restored, state = checkpoints.restore_latest(manager, jax.device_get(state))
+  start_step = int(state.step) if restored is not None else 0
+  if start_step:
+    print(f"resuming {pathlib.Path(manager.directory).parent} from step {start_step}", flush=True)
+  return start_step, state
+
+
 def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
         params: Any, spec: step_lib.StepSpec, num_steps: int, learning_rate: float,
         teacher: Optional[tuple[model_lib.BertClassifier, Any]] = None,
@@ -243,11 +252,7 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
                                                 cfg.weight_decay)
   manager = checkpoints.make_manager(workdir / "checkpoints", keep=cfg.keep_checkpoints,
                                      best_metric=evaluation.main_metric_key(ctx))
-  restored, state = checkpoints.restore_latest(
-      manager, jax.device_get(step_lib.init_state(params, optimizer, cfg.seed)))
-  start_step = int(state.step) if restored is not None else 0
-  if start_step:
-    print(f"resuming {workdir} from step {start_step}", flush=True)
+  start_step, state = restore_or_init(manager, step_lib.init_state(params, optimizer, cfg.seed))
   teacher_model, teacher_params = teacher if teacher else (None, {})
   aug = augmentations.get(spec.aug)
   p_step = step_lib.pmap_train_step(step_lib.make_train_step(
