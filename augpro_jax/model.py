@@ -312,27 +312,6 @@ def count_params(params: Params) -> int:
   return sum(math.prod(getattr(x, "shape", np.shape(x))) for x in jax.tree_util.tree_leaves(params))
 
 
-def forward_flops(config: BertConfig, batch: int, seq_len: int) -> float:
-  """Analytic matmul FLOPs (2*m*n*k per matmul) of one forward pass.
-
-  With B=batch, S=seq_len, d=hidden, I=intermediate, L=layers, C=num_labels:
-
-    per layer: Q, K, V and output projections  4 * 2*B*S*d*d
-               scores Q K^T (all heads)            2*B*S*S*d
-               probs @ V (all heads)               2*B*S*S*d
-               FFN up and down                 2 * 2*B*S*d*I
-    pooler 2*B*d*d, classifier 2*B*d*C
-
-    total = L * (8*B*S*d^2 + 4*B*S^2*d + 4*B*S*d*I) + 2*B*d^2 + 2*B*d*C
-
-  The word-embedding lookup is a gather (0 FLOPs); elementwise ops, softmax and LayerNorm are not
-  counted. Callers count backward as 2x forward.
-  """
-  b, s, d = float(batch), float(seq_len), float(config.hidden_size)
-  per_layer = 8 * b * s * d * d + 4 * b * s * s * d + 4 * b * s * d * config.intermediate_size
-  return config.num_layers * per_layer + 2 * b * d * d + 2 * b * d * config.num_labels
-
-
 # ----------------------------------------------------------------------------------------------
 # Students.
 # ----------------------------------------------------------------------------------------------

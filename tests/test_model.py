@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from augpro_jax import flops
 from augpro_jax import model as model_lib
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertClassifier, BertConfig
@@ -404,12 +405,12 @@ def test_forward_flops_hand_count():
   attention = 2 * (2 * batch * 2 * seq * seq * 4)  # scores and weighted sum, 2 heads of width 4
   ffn = 2 * batch * seq * 8 * 16 + 2 * batch * seq * 16 * 8
   pooler, classifier = 2 * batch * 8 * 8, 2 * batch * 8 * 3
-  assert model_lib.forward_flops(config, batch, seq) == qkvo + attention + ffn + pooler + classifier
+  assert flops.forward_flops(config, batch, seq) == qkvo + attention + ffn + pooler + classifier
   two = dataclasses.replace(config, num_layers=2)
-  assert (model_lib.forward_flops(two, batch, seq)
+  assert (flops.forward_flops(two, batch, seq)
           == 2 * (qkvo + attention + ffn) + pooler + classifier)
   # MiniLM at 128 tokens: about 2 * params * tokens for the encoder, plus attention.
   minilm = BertConfig()
-  per_token = model_lib.forward_flops(minilm, 1, 128) / 128
+  per_token = flops.forward_flops(minilm, 1, 128) / 128
   dense = 2 * 6 * (4 * 384**2 + 2 * 384 * 1536)
   assert dense < per_token < 1.2 * dense
