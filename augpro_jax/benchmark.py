@@ -28,6 +28,7 @@ import numpy as np
 from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import flops as flops_lib
+from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import train_step as step_lib
@@ -107,10 +108,10 @@ class Models:
 
 def build_models(cfg: Config) -> tuple[Models, Any]:
   """The teacher (pretrained MiniLM, or a random one of the requested shape) and its student."""
-  teacher_dir = model_lib.resolve_pretrained_dir(cfg.teacher)
+  teacher_dir = hf_io.resolve_pretrained_dir(cfg.teacher)
   tokenizer = pipeline.load_tokenizer(teacher_dir)
-  t_config, t_params = model_lib.load_pretrained(str(teacher_dir), num_labels=NUM_LABELS,
-                                                 dropout_rate=0.0, dtype=cfg.dtype)
+  t_config, t_params = hf_io.load_pretrained(str(teacher_dir), num_labels=NUM_LABELS,
+                                             dropout_rate=0.0, dtype=cfg.dtype)
   if cfg.teacher_layers or cfg.teacher_hidden:
     hidden = cfg.teacher_hidden or t_config.hidden_size
     t_config = dataclasses.replace(

@@ -7,8 +7,11 @@ when the manager opens). If the latest step cannot be read (corrupt or partial),
 back to the previous one; if no step can be read, that is a one-line error. A save that fails for
 lack of space (or any storage error) is a one-line error too, and leaves the previous step latest.
 
-A finished model is exported to `<workdir>/final/` (`model.json` + `params.msgpack`), written to a
-temporary directory and renamed into place; `--teacher_ckpt` points at such a directory.
+A finished model is exported to `<workdir>/final/` (`model.json` + `params.msgpack`, and `hf/`: the
+same model as a Hugging Face `BertForSequenceClassification` with its tokenizer), written to a
+temporary directory and renamed into place. `--teacher_ckpt`, eval and predict take such a
+directory, a run's workdir, or any Hugging Face BERT sequence-classification directory
+(`find_model`, `load_model`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from flax import serialization
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from augpro_jax import hf_io
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertConfig
 
@@ -196,11 +200,13 @@ def params_sha256(params: Any) -> str:
 
 
 def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
-                 info: dict[str, Any]) -> pathlib.Path:
-  """Write `model.json` + `params.msgpack` atomically (temp dir + rename).
+                 info: dict[str, Any], *,
+                 tokenizer_dir: Optional[str | pathlib.Path] = None) -> pathlib.Path:
+  """Write `model.json` + `params.msgpack` (+ `hf/` with `tokenizer_dir`) atomically.
 
-  An existing export is moved aside, not deleted, until the new one is in place: a failure (full
-  disk) leaves the old one where it was. Storage failures are a one-line `UserError`.
+  Everything goes to a temporary directory that is renamed into place. An existing export is
+  moved aside, not deleted, until the new one is in place: a failure (full disk) leaves the old
+  one where it was. Storage failures are a one-line `UserError`.
   """
   directory = pathlib.Path(directory)
   tmp = old = None
@@ -209,6 +215,10 @@ def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     (tmp / "params.msgpack").write_bytes(serialization.msgpack_serialize(
         jax.tree.map(np.asarray, params)))
+    if tokenizer_dir is not None:
+      hf_io.write_hf(tmp / "hf", config, params, task_labels=info.get("label_names") or (),
+                     tokenizer_dir=tokenizer_dir)
+    # model.json last: a directory that has it is complete.
     (tmp / "model.json").write_text(json.dumps(
         {"config": dataclasses.asdict(config), **info}, indent=2, sort_keys=True))
     if directory.exists():
@@ -241,3 +251,54 @@ def load_exported(directory: str | pathlib.Path) -> tuple[BertConfig, Any, dict[
   except Exception as exc:  # pylint: disable=broad-except  # corrupt json/msgpack/config
     raise UserError(f"cannot read model {directory}: {str(exc).splitlines()[0][:200]}") from None
   return config, params, meta
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDir:
+  """A trained classifier on disk: our export, or a Hugging Face sequence-classification dir."""
+
+  path: pathlib.Path
+  kind: str  # "exported" | "huggingface"
+  num_labels: Optional[int]  # None: a Hugging Face backbone without a classifier head
+  label_names: tuple[str, ...]  # the model's names for its outputs; () for regression
+  task: Optional[str]  # the task it was trained on, where recorded
+  tokenizer_dir: Optional[pathlib.Path]  # its own tokenizer, where it has one
+
+
+def find_model(path: str | pathlib.Path, flag: str = "--teacher_ckpt") -> ModelDir:
+  """What `path` holds: a run's workdir (its final/), an export, or a Hugging Face directory."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise UserError(f"{flag}={path} does not exist")
+  for directory in (path / "final", path):
+    if (directory / "model.json").is_file():
+      try:
+        meta = json.loads((directory / "model.json").read_text())
+        num_labels = int(meta.get("num_labels", meta["config"]["num_labels"]))
+      except Exception as exc:  # pylint: disable=broad-except  # corrupt json or fields
+        raise UserError(f"cannot read model {directory}: "
+                        f"{str(exc).splitlines()[0][:200]}") from None
+      hf_dir = directory / "hf"
+      return ModelDir(directory, "exported", num_labels, tuple(meta.get("label_names") or ()),
+                      meta.get("task"), hf_dir if (hf_dir / "tokenizer.json").is_file() else None)
+  if hf_io.is_hf_dir(path):
+    num_labels = hf_io.head_size(path)
+    names = hf_io.label_names(path, num_labels) if num_labels and num_labels > 1 else ()
+    return ModelDir(path, "huggingface", num_labels, names, None,
+                    path if (path / "tokenizer.json").is_file() else None)
+  raise UserError(f"{flag}={path} is not a trained model: expected an exported model (model.json "
+                  "and params.msgpack, or a run's workdir holding final/) or a Hugging Face model "
+                  "directory (config.json and model.safetensors)")
+
+
+def load_model(model: ModelDir, *, task_name: str, num_labels: int, task_labels: Any = (),
+               dtype: str = "float32") -> tuple[BertConfig, Any, dict[str, Any]]:
+  """Load `model` for a task with `num_labels` outputs: (config, params, info)."""
+  if model.kind == "huggingface":
+    return hf_io.load_classifier(model.path, task_name=task_name, num_labels=num_labels,
+                                 task_labels=tuple(task_labels or ()), dtype=dtype)
+  config, params, info = load_exported(model.path)
+  if config.num_labels != num_labels:
+    raise UserError(f"model {model.path} has {config.num_labels} labels but task {task_name} has "
+                    f"{num_labels}: it was trained for another task")
+  return dataclasses.replace(config, dtype=dtype), params, info

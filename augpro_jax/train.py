@@ -6,7 +6,7 @@ model and objective:
 - distill: trains (or reuses, or loads `--teacher_ckpt`) the teacher, caches its logits on the
   training examples, then distils into the student;
 - finetune: the student on gold labels alone (the baseline for KD), with the same augmentations;
-- eval: dev metrics of `<workdir>/final` (or of `--teacher_ckpt`).
+- eval and predict (in `predict.py`): dev metrics of, or predictions by, a trained model.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from augpro_jax import augmentations
 from augpro_jax import checkpoints
 from augpro_jax import distributed
 from augpro_jax import evaluation
+from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import loop
 from augpro_jax import model as model_lib
@@ -42,14 +43,27 @@ Preempted = loop.Preempted
 
 
 def _pretrained(ctx: Context):
-  return model_lib.load_pretrained(str(ctx.teacher_dir), num_labels=ctx.task.num_labels,
-                                   dropout_rate=ctx.cfg.dropout, dtype=ctx.cfg.dtype)
+  return hf_io.load_pretrained(str(ctx.teacher_dir), num_labels=ctx.task.num_labels,
+                               dropout_rate=ctx.cfg.dropout, dtype=ctx.cfg.dtype)
+
+
+def _export(ctx: Context, workdir: pathlib.Path, config: model_lib.BertConfig, params: Any,
+            info: dict[str, Any]) -> None:
+  """`<workdir>/final`: our format, and `hf/` for transformers (with the run's tokenizer)."""
+  if distributed.is_main_process():
+    checkpoints.export_model(workdir / "final", config, params, info,
+                             tokenizer_dir=ctx.tokenizer_dir)
 
 
 def train_teacher(ctx: Context, workdir: pathlib.Path) -> tuple[model_lib.BertConfig, Any, dict]:
   """Fine-tune the pretrained teacher on gold labels; export it to `<workdir>/final`."""
   cfg = ctx.cfg
   config, params = _pretrained(ctx)
+  head = hf_io.head_size(ctx.teacher_dir)
+  if head is not None and distributed.is_main_process():
+    print(f"note: --teacher={cfg.teacher} has a {head}-output classifier head; it is discarded and "
+          f"a new {ctx.task.num_labels}-output head is trained (to use that teacher as it is, pass "
+          f"--teacher_ckpt={ctx.teacher_dir})", flush=True)
   spec = step_lib.StepSpec.from_config(cfg, objective="labels", num_labels=ctx.task.num_labels,
                                        is_regression=ctx.task.is_regression, aug="none")
   steps = loop.total_train_steps(cfg.replace(num_train_steps=None), len(ctx.train),
@@ -63,8 +77,7 @@ def train_teacher(ctx: Context, workdir: pathlib.Path) -> tuple[model_lib.BertCo
   summary.update(shift_degree=None, aug="none")
   info = {"task": ctx.task.name, "label_names": list(ctx.task.label_names or []),
           "num_labels": ctx.task.num_labels, "dev": summary["dev"], "source": cfg.teacher}
-  if distributed.is_main_process():
-    checkpoints.export_model(workdir / "final", config, params, info)
+  _export(ctx, workdir, config, params, info)
   loop.write_summary(workdir, summary)
   return config, params, info
 
@@ -73,10 +86,13 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
   """The fine-tuned teacher: --teacher_ckpt, else `<workdir>/teacher/final`, else train it there."""
   cfg = ctx.cfg
   if cfg.teacher_ckpt:
-    path = pathlib.Path(cfg.teacher_ckpt)
-    if not path.exists():
-      raise UserError(f"--teacher_ckpt={cfg.teacher_ckpt} does not exist")
-    config, params, info = checkpoints.load_exported(path)
+    found = checkpoints.find_model(cfg.teacher_ckpt)
+    path = found.path
+    config, params, info = checkpoints.load_model(
+        found, task_name=ctx.task.name, num_labels=ctx.task.num_labels,
+        task_labels=ctx.task.label_names, dtype=cfg.dtype)
+    if found.kind == "huggingface":
+      info["dev"] = _teacher_dev(ctx, config, params, info)
   else:
     path = pathlib.Path(cfg.workdir) / "teacher"
     if (path / "final" / "model.json").exists():
@@ -96,6 +112,20 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
                     f"{ctx.tokenizer.get_vocab_size()}: teacher and student vocabularies differ")
   config = dataclasses.replace(config, dtype=cfg.dtype, dropout_rate=0.0)
   return config, params, info, str(path)
+
+
+def _teacher_dev(ctx: Context, config: model_lib.BertConfig, params: Any,
+                 info: dict[str, Any]) -> dict[str, float]:
+  """Dev metrics of a teacher used as it is, shown before distilling from it."""
+  dev = evaluation.evaluate(ctx, model_lib.BertClassifier(dataclasses.replace(config,
+                                                                              dropout_rate=0.0)),
+                            step_lib.replicate(params))
+  if distributed.is_main_process():
+    if info.get("label_note"):
+      print(f"note: teacher {info['source']}: {info['label_note']}", flush=True)
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(dev.items()))
+    print(f"teacher {info['source']} (its own head, not fine-tuned) dev: {metrics}", flush=True)
+  return dev
 
 
 def cache_teacher_logits(ctx: Context, teacher: model_lib.BertClassifier, teacher_params: Any,
@@ -151,24 +181,11 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
                              per_example=per_example,
                              extra_summary={"mode": cfg.mode, "teacher_ckpt": teacher_ckpt,
                                             "teacher_dev": teacher_dev})
-  if distributed.is_main_process():
-    checkpoints.export_model(workdir / "final", s_config, params,
-                             {"task": ctx.task.name, "num_labels": ctx.task.num_labels,
-                              "label_names": list(ctx.task.label_names or []), "dev": summary["dev"]})
+  _export(ctx, workdir, s_config, params,
+          {"task": ctx.task.name, "num_labels": ctx.task.num_labels,
+           "label_names": list(ctx.task.label_names or []), "dev": summary["dev"]})
   loop.write_summary(workdir, summary)
   return summary
-
-
-def eval_only(ctx: Context) -> dict[str, Any]:
-  cfg = ctx.cfg
-  path = pathlib.Path(cfg.teacher_ckpt or cfg.workdir)
-  config, params, info = checkpoints.load_exported(path)
-  if config.num_labels != ctx.task.num_labels:
-    raise UserError(f"model {path} has {config.num_labels} labels but task {ctx.task.name} has "
-                    f"{ctx.task.num_labels}")
-  model = model_lib.BertClassifier(dataclasses.replace(config, dtype=cfg.dtype))
-  dev = evaluation.evaluate(ctx, model, step_lib.replicate(params))
-  return {"task": ctx.task.name, "mode": "eval", "model": str(path), "dev": dev}
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -177,12 +194,13 @@ def run(cfg: Config) -> dict[str, Any]:
   if cfg.mode == "benchmark":
     from augpro_jax import benchmark  # pylint: disable=g-import-not-at-top
     return benchmark.run(cfg)
-  ctx = evaluation.build_context(cfg, need_train=cfg.mode != "eval")  # validates data first
+  if cfg.mode in ("eval", "predict"):
+    from augpro_jax import predict  # pylint: disable=g-import-not-at-top
+    return predict.run(cfg)
+  ctx = evaluation.build_context(cfg)  # validates data first
   evaluation.ensure_workdir(cfg.workdir)
   if cfg.mode == "train_teacher":
     _, _, info = train_teacher(ctx, pathlib.Path(cfg.workdir))
     return json.loads((pathlib.Path(cfg.workdir) / "summary.json").read_text()) \
         if distributed.is_main_process() else info
-  if cfg.mode == "eval":
-    return eval_only(ctx)
   return train_student(ctx, "kd" if cfg.mode == "distill" else "labels")

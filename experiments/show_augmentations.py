@@ -26,6 +26,7 @@ from augpro_jax import augment
 from augpro_jax import checkpoints
 from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
+from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import losses
 from augpro_jax import model as model_lib
@@ -51,10 +52,10 @@ def main(argv):
                           shift_degree=FLAGS.shift_degree, eval_size=FLAGS.num_examples).validate()
   task = data_lib.resolve_task(cfg)
   examples = data_lib.load_split(cfg, task, "dev")
-  teacher_dir = model_lib.resolve_pretrained_dir(cfg.teacher)
+  teacher_dir = hf_io.resolve_pretrained_dir(cfg.teacher)
   tokenizer = pipeline.load_tokenizer(teacher_dir)
   data = pipeline.tokenize(examples, tokenizer, cfg.max_seq_len)
-  t_config, t_params = model_lib.load_pretrained(str(teacher_dir), num_labels=2, dropout_rate=0.0)
+  t_config, t_params = hf_io.load_pretrained(str(teacher_dir), num_labels=2, dropout_rate=0.0)
   if FLAGS.teacher_ckpt:
     t_config, t_params, _ = checkpoints.load_exported(FLAGS.teacher_ckpt)
   s_config = dataclasses.replace(t_config, num_layers=2)

@@ -22,6 +22,7 @@ def teacher(glue, tmp_path_factory) -> pathlib.Path:
                           teacher_num_epochs=1.0, **TINY)
   summary = train.run(cfg)
   assert (workdir / "final" / "model.json").exists()
+  assert (workdir / "final" / "hf" / "model.safetensors").exists()  # also for transformers
   assert summary["mode"] == "train_teacher"
   return workdir / "final"
 

