@@ -249,7 +249,9 @@ def _assert_single_writer(workdir: pathlib.Path, sessions: int = 1) -> None:
   assert ("compile" in {k for _, k in keys}) and (4, "eval") in keys
   # One TensorBoard file per invocation of the run (a resumed run opens a second one).
   assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == sessions
-  assert sorted(p.name for p in (workdir / "final").iterdir()) == ["model.json", "params.msgpack"]
+  assert sorted(p.name for p in (workdir / "final").iterdir()) == ["hf", "model.json",
+                                                                   "params.msgpack"]
+  assert (workdir / "final" / "hf" / "model.safetensors").is_file()
   assert not [p.name for p in workdir.iterdir() if ".tmp" in p.name or ".old-" in p.name]
   assert not list(workdir.glob(".write-probe-*"))
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
@@ -381,3 +383,23 @@ def test_2x4_augpro_mix_matches_1x8_and_resumes_exactly(setup):
   for key in pa:
     np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
   _assert_single_writer(again, sessions=2)
+
+
+def test_2x4_predict_matches_1x8(setup):
+  """Predictions of 37 inputs (the last global batch leaves process 1 only padding): every
+  process's rows are gathered back in input order, and process 0 alone writes the file."""
+  root, flags = setup["root"], setup["flags"]
+  args = flags + ["--mode=predict", f"--teacher_ckpt={setup['teacher']}",
+                  f"--predict_file={root / 'dev.tsv'}"]
+  one, two = root / "predict_1x8", root / "predict_2x4"
+  _run_group([_job(args + [f"--predict_out={one / 'rows.jsonl'}", f"--workdir={one}"], one),
+              *_jobs_2x4(args + [f"--predict_out={two / 'rows.jsonl'}"], two)])
+  rows = {}
+  for run in (one, two):
+    assert [p.name for p in run.iterdir()] == ["rows.jsonl"]  # no second writer's temporary file
+    rows[run] = [json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines()]
+  assert [r["index"] for r in rows[two]] == list(range(37))
+  assert [r["label"] for r in rows[two]] == [r["label"] for r in rows[one]]
+  for a, b in zip(rows[one], rows[two]):
+    assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-6)
+  assert len({round(r["probabilities"]["1"], 4) for r in rows[one]}) > 10  # rows differ
