@@ -273,7 +273,8 @@ def _head_order(hf_names: Sequence[str], task_names: Sequence[str]
   """
   order = list(range(len(hf_names)))
   lowered = [name.lower() for name in hf_names]
-  if not task_names or lowered == [name.lower() for name in task_names]:
+  generic = [f"label_{i}" for i in order]  # transformers' default names say nothing
+  if not task_names or lowered in ([name.lower() for name in task_names], generic):
     return order, None
   if sorted(lowered) == sorted(name.lower() for name in task_names):
     order = [lowered.index(name.lower()) for name in task_names]

@@ -77,6 +77,10 @@ FLAG_CASES = [
     (["--mode=benchmark", "--benchmark_rounds=0"], "benchmark_rounds"),
     (["--batch_size=abc"], "batch_size"),
     (["--cache_teacher_logits=maybe"], "cache_teacher_logits"),
+    (["--mode=predict"], "--predict_out"),
+    (["--mode=predict", "--predict_file=x.tsv", "--predict_out=p.csv"], "unsupported file type"),
+    (["--mode=predict", "--predict_out=p.jsonl"], "--predict_file"),
+    (["--eval_file=x.tsv"], "--mode=eval"),
 ]
 
 

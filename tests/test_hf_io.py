@@ -125,12 +125,19 @@ def test_head_outputs_follow_id2label(tmp_path):
     np.testing.assert_array_equal(params["classifier"]["kernel"][:, j], weight[hf_row])
   assert "reordered" in info["label_note"]
   # Names that are not the task's: the order is kept, and the note says it is assumed.
-  raw["id2label"] = {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+  raw["id2label"] = {"0": "yes", "1": "maybe", "2": "no"}
   (tmp_path / "config.json").write_text(json.dumps(raw))
   _, params, info = hf_io.load_classifier(tmp_path, task_name="mnli", num_labels=3,
                                           task_labels=ours)
   np.testing.assert_array_equal(params["classifier"]["kernel"], weight.T)
   assert "taken in the task's label order" in info["label_note"]
+  # transformers' default names (LABEL_0, ...): the order is kept without a note.
+  raw["id2label"] = {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+  (tmp_path / "config.json").write_text(json.dumps(raw))
+  _, params, info = hf_io.load_classifier(tmp_path, task_name="mnli", num_labels=3,
+                                          task_labels=ours)
+  np.testing.assert_array_equal(params["classifier"]["kernel"], weight.T)
+  assert "label_note" not in info
 
 
 def test_head_with_another_label_count_or_none_is_a_user_error(tmp_path):
