@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 
 PYTHON = sys.executable
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
 
 def run_main(*args, env=None, timeout=300):
@@ -182,8 +183,6 @@ def _export_tiny(path, num_labels, vocab_size):
   code = f"""
 import jax
 from augpro_jax import checkpoints, model
-
-pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 cfg = model.BertConfig(vocab_size={vocab_size}, hidden_size=32, num_layers=1, num_heads=4,
                        intermediate_size=64, num_labels={num_labels})
 checkpoints.export_model({str(path)!r}, cfg, model.init_params(cfg, jax.random.PRNGKey(0)),

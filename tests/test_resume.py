@@ -29,6 +29,7 @@ import pytest
 from conftest import REPO
 
 PYTHON = sys.executable
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 STEPS = 12
 TIMEOUT = 300
 # Fixed seeds for the random kill steps: the test is the same on every run.
@@ -376,8 +377,6 @@ def nan_teacher(lab) -> pathlib.Path:
   code = f"""
 import jax, numpy as np
 from augpro_jax import checkpoints
-
-pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 config, params, info = checkpoints.load_exported({str(lab.teacher)!r})
 checkpoints.export_model({str(lab.root / 'nan_teacher')!r}, config,
                          jax.tree.map(lambda x: np.full_like(x, np.nan), params), info)
