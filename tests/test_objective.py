@@ -1,7 +1,6 @@
 """The objective and the knobs: the KD loss against NumPy, and every loss or augmentation knob
 changes what it should (a knob the step ignored would leave the loss or the ids unchanged)."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

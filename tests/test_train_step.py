@@ -1,7 +1,6 @@
 """The pmapped train step on tiny random models: device-count invariance, every augmentation,
 parameters change, nothing recompiles."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
