@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from absl import logging
 
+from augpro_jax import labels as labels_lib
 from augpro_jax import tasks as tasks_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -82,8 +83,8 @@ def resolve_task(cfg: Config) -> TaskSpec:
   Without --train_file: the GLUE task named by --task. With it and a GLUE task name: that task's
   labels and metrics, read from the custom file's --text_fields / --label_field columns. With
   --task=custom: a spec built from the train file (regression when --label_type=regression, or
-  'auto' and every label is a number and not all are integers; else classification over the
-  sorted distinct train labels, numerically sorted when they are all numbers).
+  'auto' and every label is a number and not all are integers; else classification over
+  --label_names, or the distinct train labels with numbers compared as numbers: see labels.py).
   """
   if cfg.train_file is None:
     if cfg.task == "custom":
@@ -104,20 +105,15 @@ def resolve_task(cfg: Config) -> TaskSpec:
                                label_field=cfg.label_field)
 
   table = _read_custom(cfg.train_file, "--train_file", text_fields, cfg.label_field)
-  numbers = [_parse_float(label) for label in table.labels]
+  numbers = [labels_lib.as_number(label) for label in table.labels]
   all_numbers = all(v is not None for v in numbers)
   if cfg.label_type == "regression" or (
-      cfg.label_type == "auto" and all_numbers and not all(v.is_integer() for v in numbers)):
+      cfg.label_type == "auto" and not cfg.label_names and all_numbers and
+      not all(v.is_integer() for v in numbers)):
     return tasks_lib.TaskSpec("custom", None, None, text_fields, cfg.label_field, None, ("dev",),
                               "pearson")
-  distinct = set(table.labels)
-  if all_numbers:
-    names = tuple(sorted(distinct, key=lambda s: (float(s), s)))  # '2' before '10'
-  else:
-    names = tuple(sorted(distinct))
-  if len(names) < 2:
-    raise UserError(f"{cfg.train_file}: every label in column {cfg.label_field!r} is "
-                    f"{_short(names[0])}; classification needs at least 2 classes")
+  names = labels_lib.class_names(table.labels, cfg.label_names,
+                                 where=f"{cfg.train_file}: column {cfg.label_field!r}: ")
   return tasks_lib.TaskSpec("custom", None, None, text_fields, cfg.label_field, names, ("dev",),
                             "accuracy")
 
@@ -139,6 +135,16 @@ def read_texts(path: str, flag: str, text_fields: Sequence[str], id_field: Optio
   """
   table = _read_custom(path, flag, check_text_fields(text_fields), id_field)
   return list(table.texts), (list(table.labels) if id_field else None)
+
+
+def label_warnings(cfg: Config, task: TaskSpec) -> list[str]:
+  """Warnings about the training labels of a custom file (classes differing only in case, rare
+  classes); none for GLUE files, whose labels are fixed and checked."""
+  if cfg.train_file is None or task.is_regression:
+    return []
+  table = _read_custom(cfg.train_file, "--train_file", task.text_fields, task.label_field)
+  return [f"{cfg.train_file}: {text}" for text in
+          labels_lib.warnings_for(table.labels, task.label_names)]
 
 
 def glue_dir_from(cfg: Config) -> pathlib.Path:
@@ -453,30 +459,22 @@ def _to_examples(table: _Table, task: TaskSpec) -> Examples:
   if task.is_regression:
     scores = np.empty(len(table.labels), np.float32)
     for i, label in enumerate(table.labels):
-      value = _parse_float(label)
+      value = labels_lib.as_number(label)
       if value is None or not math.isfinite(value):
         raise UserError(f"{table.path} line {table.lines[i]}: label {_short(label)} in column "
                         f"{task.label_field!r} is not a finite number (task {task.name} is "
                         "regression)")
       scores[i] = value
     return Examples(list(table.texts), scores)
-  ids = {name: i for i, name in enumerate(task.label_names)}
-  out = np.fromiter((ids.get(label, -1) for label in table.labels), np.int32,
-                    count=len(table.labels))
+  out = labels_lib.to_ids(table.labels, task.label_names)
   bad = np.flatnonzero(out < 0)
   if bad.size:
     i = int(bad[0])
+    known = "the training labels" if task.name == "custom" else f"the labels of task {task.name}"
     raise UserError(f"{table.path} line {table.lines[i]}: label {_short(table.labels[i])} in "
-                    f"column {task.label_field!r} is not one of the labels of task {task.name}: "
+                    f"column {task.label_field!r} is not one of {known}: "
                     f"{', '.join(task.label_names)}")
   return Examples(list(table.texts), out)
-
-
-def _parse_float(text: str) -> Optional[float]:
-  try:
-    return float(text)
-  except ValueError:
-    return None
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -142,9 +142,22 @@ def _f1(labels: np.ndarray, predictions: np.ndarray) -> float:
 
 
 def _mcc(labels: np.ndarray, predictions: np.ndarray) -> float:
-  # A constant predictor (common early in training) makes the MCC denominator 0; scikit-learn
-  # then returns 0, which is the right value: such a predictor is uncorrelated with the labels.
-  return skm.matthews_corrcoef(labels, predictions)
+  """Matthews correlation over all classes (Gorodkin's multi-class form, as scikit-learn's).
+
+  Computed here from the confusion counts because scikit-learn warns when an evaluation set holds
+  a single class (a 1-example dev set, say). A constant predictor makes the denominator 0; the
+  value is then 0, which is right: such a predictor is uncorrelated with the labels.
+  """
+  classes, codes = np.unique(np.concatenate([labels, predictions]), return_inverse=True)
+  n = labels.shape[0]
+  confusion = np.zeros((len(classes), len(classes)), np.float64)  # [true, predicted]
+  np.add.at(confusion, (codes[:n], codes[n:]), 1.0)
+  true_counts, pred_counts = confusion.sum(1), confusion.sum(0)
+  correct, total = np.trace(confusion), confusion.sum()
+  numerator = correct * total - true_counts @ pred_counts
+  denominator = math.sqrt((total ** 2 - pred_counts @ pred_counts) *
+                          (total ** 2 - true_counts @ true_counts))
+  return 0.0 if denominator == 0 else float(numerator / denominator)
 
 
 def _correlation(fn, labels: np.ndarray, predictions: np.ndarray) -> float:
