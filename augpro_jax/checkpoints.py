@@ -7,6 +7,10 @@ when the manager opens). If the latest step cannot be read (corrupt or partial),
 back to the previous one; if no step can be read, that is a one-line error. A save that fails for
 lack of space (or any storage error) is a one-line error too, and leaves the previous step latest.
 
+Only directories that orbax finished writing count as steps (they hold `_CHECKPOINT_METADATA`).
+Anything else in the checkpoint folder (a stray `999/` directory, notes, a copy) is ignored with
+one warning: it must not be taken for the latest step, nor change how the real steps are read.
+
 A finished model is exported to `<workdir>/final/` (`model.json` + `params.msgpack`, and `hf/`: the
 same model as a Hugging Face `BertForSequenceClassification` with its tokenizer), written to a
 temporary directory and renamed into place. `--teacher_ckpt`, eval and predict take such a
@@ -34,6 +38,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 import orbax.checkpoint as ocp
+from orbax.checkpoint import step as step_lib
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from augpro_jax import hf_io
@@ -49,12 +54,61 @@ def make_manager(directory: str | pathlib.Path, *, keep: int, best_metric: Optio
     policies.append(preservation_policy.BestN(
         get_metric_fn=lambda metrics: metrics.get(best_metric, float("-inf")), reverse=False, n=1,
         keep_checkpoints_without_metrics=False))
+  warn_about_foreign_entries(directory)
   options = ocp.CheckpointManagerOptions(
       preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
       enable_async_checkpointing=False,  # the loop is short-stepped; a sync save is simplest to reason about
       cleanup_tmp_directories=True,
+      step_name_format=_FinishedStepsOnly(),
       create=True)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+# The file orbax writes last into a step directory it finished (before the rename, or with the
+# commit marker on object stores); a directory without it was not written by a completed save.
+_STEP_MARKER = "_CHECKPOINT_METADATA"
+
+
+def is_finished_step(path: pathlib.Path) -> bool:
+  return path.name.isdigit() and path.is_dir() and (path / _STEP_MARKER).is_file()
+
+
+class _FinishedStepsOnly(step_lib.NameFormat):
+  """orbax's standard step names (`<step>/`), listing only directories orbax finished writing."""
+
+  def __init__(self):
+    self._standard = step_lib.standard_name_format()
+
+  def build_name(self, step: int) -> str:
+    return self._standard.build_name(step)
+
+  def find_all(self, base_path):
+    return (metadata for metadata in self._standard.find_all(base_path)
+            if is_finished_step(pathlib.Path(metadata.path)))
+
+  def find_step(self, base_path, step: int):
+    metadata = self._standard.find_step(base_path, step)
+    if not is_finished_step(pathlib.Path(metadata.path)):
+      raise ValueError(f"no finished checkpoint for step {step} in {base_path}")
+    return metadata
+
+
+def foreign_entries(directory: str | pathlib.Path) -> list[str]:
+  """Names in a checkpoint folder that are neither finished steps nor orbax's own temporaries."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted(p.name for p in directory.iterdir()
+                if not is_finished_step(p) and ".orbax-checkpoint-tmp" not in p.name)
+
+
+def warn_about_foreign_entries(directory: str | pathlib.Path) -> None:
+  names = foreign_entries(directory)
+  if names and jax.process_index() == 0:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    print(f"warning: ignoring {len(names)} entr{'ies' if len(names) > 1 else 'y'} in {directory} "
+          f"that {'are not checkpoints' if len(names) > 1 else 'is not a checkpoint'} written by this program: "
+          f"{shown}", file=sys.stderr, flush=True)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
@@ -133,6 +187,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Optiona
         _set_aside(manager, steps[:i])
       return step, restored
     except Exception as exc:  # pylint: disable=broad-except  # any unreadable step: try an older one
+      _silence_closed_event_loop_reports()
       reason = " ".join(str(exc).split()) or type(exc).__name__
       logging.info("checkpoint %d in %s is unreadable: %s", step, manager.directory, reason)
       fallback = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older step"
@@ -143,6 +198,29 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Optiona
                     f"{', '.join(map(str, sorted(steps)))} are corrupt or from another model); "
                     f"move it away to start over")
   return None, target
+
+
+def _silence_closed_event_loop_reports() -> None:
+  """Drop the "Event loop is closed" reports a failed restore leaves behind.
+
+  When a restore fails part way, orbax closes its event loop while tensorstore still has reads in
+  flight; each of them then reports `RuntimeError: Event loop is closed` through
+  `sys.unraisablehook`, a traceback apiece, some of them after `restore` returned. They say nothing
+  the fallback warning does not, so from the first failed restore on, this process drops exactly
+  those reports and passes every other one on.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_drops_closed_event_loop", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._drops_closed_event_loop = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
