@@ -109,6 +109,9 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   text_fields: tuple[str, ...] = knob((), "Custom files: one or two text columns, e.g. "
                                           "sentence1,sentence2.")
   label_field: Optional[str] = knob(None, "Custom files: the label column.")
+  label_names: tuple[str, ...] = knob((), "--task=custom: the classes, in order (fixes the set "
+                                          "and the class ids), e.g. negative,neutral,positive. "
+                                          "Default: the sorted distinct training labels.")
   train_size: Optional[int] = knob(None, "Keep a seeded random subset of N training examples.")
   eval_size: Optional[int] = knob(None, "Evaluate on the first N dev examples only (quick runs).")
   max_seq_len: int = knob(128, "Tokens per example (pad/truncate).")
@@ -160,6 +163,9 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   coordinator_address: Optional[str] = knob(None, "host:port of process 0 (multi-process runs).")
   num_processes: Optional[int] = knob(None, "Number of processes (multi-process runs).")
   process_id: Optional[int] = knob(None, "This process's index (multi-process runs).")
+  distributed_timeout: int = knob(120, "Multi-process runs: seconds to wait for every process to "
+                                       "start, and for a silent process later, before stopping "
+                                       "with an error that names it.")
 
   @property
   def augment(self) -> AugmentConfig:
@@ -194,7 +200,7 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
       raise UserError(f"--shift_degree must be in (0, 1], got {self.shift_degree}")
     for name in ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
                  "student_heads", "log_every", "knn_k", "projection_chunk", "aug_copies",
-                 "keep_checkpoints", "benchmark_steps", "benchmark_rounds"):
+                 "keep_checkpoints", "benchmark_steps", "benchmark_rounds", "distributed_timeout"):
       value = getattr(self, name)
       if value <= 0:
         raise UserError(f"--{name} must be positive, got {value}")
@@ -240,6 +246,15 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
                       f"{'--train_file' if self.train_file else '--eval_file'} "
                       "(e.g. --label_field=label)")
     self._validate_predict()
+    if self.label_names:
+      if self.task != "custom" or self.train_file is None:
+        raise UserError("--label_names is for --task=custom with --train_file/--eval_file (a GLUE "
+                        "task's labels are fixed)")
+      if self.label_type == "regression":
+        raise UserError("--label_names names classes: it cannot go with --label_type=regression")
+      if len(self.label_names) < 2:
+        raise UserError(f"--label_names needs at least 2 classes, got "
+                        f"{','.join(self.label_names) or 'none'}")
     return self
 
   def _validate_predict(self) -> None:
