@@ -1,7 +1,8 @@
 """augpro-jax command line: python main.py --task=sst2 --aug=augpro_mix --shift_degree=0.3.
 
 Flags are read here once and turned into a `Config`; the library never reads flags.
-Bad input ends with one line on stderr and exit status 2; a preempted run with exit status 3.
+Bad input ends with one line on stderr and exit status 2; a preempted run with exit status 3; a
+multi-process run whose partner process failed with one line and exit status 4.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def main(argv: list[str]) -> int:
   except KeyboardInterrupt:
     print("interrupted before the first checkpointable step; nothing was saved", file=sys.stderr)
     return 130
+  except Exception as exc:  # pylint: disable=broad-except  # only a lost partner is handled here
+    message = distributed.lost_peer(exc)
+    if message is None:
+      raise
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Not a normal exit: JAX's exit handler would wait for the lost process at a shutdown barrier
+    # and then abort with a C++ stack trace. Every checkpoint was written synchronously.
+    os._exit(4)  # pylint: disable=protected-access
   if summary is not None and distributed.is_main_process():
     print(result_line(cfg, summary), flush=True)
   return 0

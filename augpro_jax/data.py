@@ -470,7 +470,8 @@ def _to_examples(table: _Table, task: TaskSpec) -> Examples:
   bad = np.flatnonzero(out < 0)
   if bad.size:
     i = int(bad[0])
-    known = "the training labels" if task.name == "custom" else f"the labels of task {task.name}"
+    known = (f"the labels of task {task.name}" if task.name != "custom" else
+             "the classes (the training labels, or --label_names)")
     raise UserError(f"{table.path} line {table.lines[i]}: label {_short(table.labels[i])} in "
                     f"column {task.label_field!r} is not one of {known}: "
                     f"{', '.join(task.label_names)}")

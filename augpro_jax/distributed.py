@@ -101,6 +101,25 @@ def initialize(cfg: Config) -> None:
                              heartbeat_timeout_seconds=cfg.distributed_timeout)
 
 
+# Words in the runtime errors of a collective whose partner is gone (gloo's TCP pairs, the
+# coordination service); an XLA error without them (out of memory, say) is not about a peer.
+_PEER_FAILURE_WORDS = ("gloo", "connection reset", "connection refused", "broken pipe",
+                       "heartbeat", "unavailable", "deadline_exceeded", "coordination",
+                       "barrier", "socket closed")
+
+
+def lost_peer(exc: BaseException) -> Optional[str]:
+  """A one-line message if `exc` means another process of this run failed, else None."""
+  if jax.process_count() <= 1 or not isinstance(exc, jax.errors.JaxRuntimeError):
+    return None
+  text = " ".join(str(exc).split())
+  if not any(word in text.lower() for word in _PEER_FAILURE_WORDS):
+    return None
+  return (f"another process of this {jax.process_count()}-process run failed or was stopped "
+          f"(process {jax.process_index()} saw: {text[:160]}); checkpoints written so far are "
+          "kept: restart every process with the same command to resume")
+
+
 def is_main_process() -> bool:
   return jax.process_index() == 0
 

@@ -20,6 +20,7 @@ from augpro_jax import data as data_lib
 from augpro_jax import distributed
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
+from augpro_jax import interrupts
 from augpro_jax import model as model_lib
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import train_step as step_lib
@@ -85,6 +86,9 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
          for split in (task.dev_splits if need_dev else ())}
   vocab_size = tokenizer.get_vocab_size()
   is_special, is_candidate = pipeline.vocab_masks(tokenizer, vocab_size)
+  if need_train and distributed.is_main_process():
+    for text in data_lib.label_warnings(cfg, task):
+      print(f"warning: {text}", file=sys.stderr)
   for name, split in ([("train", train)] if train else []) + list(dev.items()):
     if split.num_truncated and distributed.is_main_process():
       # Long text is not an error: it is truncated, counted, and reported (also in summary.json).
@@ -100,12 +104,16 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
 
 
 def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,
-            split: pipeline.Tokenized, predict_step=None) -> np.ndarray:
-  """Logits [N, C] for every example of `split`, each exactly once, gathered from all processes."""
+            split: pipeline.Tokenized, predict_step=None, phase: str = "eval") -> np.ndarray:
+  """Logits [N, C] for every example of `split`, each exactly once, gathered from all processes.
+
+  A signal stops it before the next batch (`interrupts.StopRequested`, named after `phase`).
+  """
   predict_step = predict_step or step_lib.make_predict_step(model)
   out = np.zeros((len(split), model.config.num_labels), np.float32)
   seen = np.zeros(len(split), np.int32)
   for batch in pipeline.eval_batches(split, ctx.cfg.eval_batch_size, ctx.layout):
+    interrupts.stop_inside(phase, ctx.layout.process_count)
     logits = predict_step(replicated_params, {k: batch[k] for k in
                                               ("input_ids", "attention_mask", "token_type_ids")})
     logits = np.asarray(logits).reshape(-1, out.shape[1])

@@ -38,7 +38,12 @@ class Preempted(Exception):
 
 class StopRequested(Preempted):
   """A signal arrived inside a phase that has no checkpoint of its own (an eval or teacher-logit
-  pass); the caller saves what it has and says so."""
+  pass); the caller saves what it has and says so. Uncaught (--mode=eval), nothing needed saving.
+  """
+
+  def __init__(self, signal_name: str, during: str):
+    super().__init__(f"stopped by {signal_name} during {during}; nothing needed saving")
+    self.signal_name, self.during = signal_name, during
 
 
 @contextlib.contextmanager
@@ -83,8 +88,14 @@ def requested(phase: str) -> Optional[str]:
   return _state["signal"]
 
 
-def stop_if_requested(phase: str, where: str) -> None:
-  """Raise `Preempted` (saying `where` the run stopped) if a signal has arrived."""
+def received() -> Optional[str]:
+  """The signal received so far, without counting as a safe point."""
+  return _state["signal"]
+
+
+def stop_if_requested(phase: str, where: str, then: str = "run the same command again to resume"
+                      ) -> None:
+  """Raise `Preempted` (saying `where` the run stopped, and what `then`) if a signal arrived."""
   name = requested(phase)
   if name:
-    raise Preempted(f"stopped {where} by {name}; run the same command again to resume")
+    raise Preempted(f"stopped by {name} {where}; {then}")

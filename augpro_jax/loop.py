@@ -14,8 +14,6 @@ import json
 import math
 import os
 import pathlib
-import signal
-import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -29,14 +27,16 @@ from augpro_jax import distributed
 from augpro_jax import evaluation
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
+from augpro_jax import interrupts
 from augpro_jax import model as model_lib
+from augpro_jax import progress as progress_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
 
-class Preempted(Exception):
-  """SIGTERM/SIGINT arrived: the current step finished and a checkpoint was written."""
+# SIGTERM/SIGINT arrived: what the run finished is saved (see interrupts.py).
+Preempted = interrupts.Preempted
 
 
 @contextlib.contextmanager
@@ -48,25 +48,10 @@ def preemption_guard(process_count: int = 1):
   then names one step at which all of them stop. A Python handler would replace JAX's, and a host
   stopping on its own would leave the others waiting in a collective forever.
   """
-  flag = {"set": False}
-  if process_count > 1:
-    yield flag
-    return
-
-  def handler(signum, frame):  # pylint: disable=unused-argument
-    flag["set"] = True
-
-  previous = {}
-  for sig in (signal.SIGTERM, signal.SIGINT):
-    try:
-      previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread (e.g. some test runners): no handler
-      pass
-  try:
-    yield flag
-  finally:
-    for sig, old in previous.items():
-      signal.signal(sig, old)
+  # The handler is `interrupts.handle_signals`, which `train.run` already holds for the whole run,
+  # so a signal between phases is not lost; this makes `fit` safe to call on its own too.
+  with interrupts.handle_signals(process_count):
+    yield None
 
 
 def _preemption_requested(flag, step: int, process_count: int) -> bool:
@@ -81,7 +66,8 @@ def _preemption_requested(flag, step: int, process_count: int) -> bool:
     except RuntimeError as exc:
       logging.log_first_n(logging.WARNING, "no coordinated preemption: %s", 1, exc)
       return False
-  return flag["set"]
+  del flag
+  return interrupts.requested("step") is not None
 
 
 class Writers:
@@ -181,6 +167,10 @@ class MetricLogger:
     self.pending: list[tuple[int, Any]] = []
 
   def add(self, step: int, metrics: Any) -> None:
+    if self.pending:
+      # At most one step queued ahead of the device: it stays busy, and a signal stops the run
+      # within a step (a host running ahead would reach the next sync before it noticed).
+      jax.block_until_ready(self.pending[-1][1])
     self.pending.append((step, metrics))
 
   def flush(self, now_step: int) -> None:
@@ -282,16 +272,25 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   saved = {"step": start_step}  # the newest step on disk
 
   def save(step, metrics=None):
+    interrupts.requested("save")  # a signal during a save is honoured after it
     checkpoints.save(manager, step, jax.device_get(step_lib.unreplicate(r_state)), metrics)
     saved["step"] = step
 
   def evaluate_and_log(step):
-    metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step)
+    try:
+      metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step)
+    except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
+      if saved["step"] != step:
+        save(step)
+      raise Preempted(f"stopped by {exc.signal_name} during {exc.during} at step {step}; "
+                      f"checkpoint saved in {workdir}; run the same command again to resume"
+                      ) from None
     writers.write(step, "eval", metrics)
     _track_best(best, metrics, evaluation.main_metric_key(ctx), step)
     return metrics
 
-  progress = _progress(cfg, start_step, num_steps, distributed.is_main_process())
+  progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
+                                   cfg.progress and distributed.is_main_process())
   try:
     with preemption_guard(ctx.layout.process_count) as preempt_flag:
       # Host work and the host->device copy both happen on the prefetch thread.
@@ -318,8 +317,8 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
           logger.flush(done)
           if saved["step"] != done:  # a signal during a checkpoint step: orbax refuses a 2nd save
             save(done)
-          raise Preempted(f"stopped at step {done} by a signal; checkpoint saved in {workdir}; "
-                          "run the same command again to resume")
+          raise Preempted(f"stopped at step {done} by {interrupts.received() or 'a signal'}; "
+                          f"checkpoint saved in {workdir}; run the same command again to resume")
       logger.flush(num_steps)
   finally:
     progress.close()
@@ -372,12 +371,6 @@ def build_summary(ctx: evaluation.Context, final_state: step_lib.TrainState, *, 
 def _track_best(best: dict, metrics: dict[str, float], key: str, step: int) -> None:
   if key in metrics and (not best or metrics[key] > best["value"]):
     best.update({"metric": key, "value": metrics[key], "step": step})
-
-
-def _progress(cfg: Config, start: int, total: int, main: bool):
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=total, initial=start, disable=not (cfg.progress and main), unit="step",
-              dynamic_ncols=True, file=sys.stderr, leave=False)
 
 
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:

@@ -27,9 +27,11 @@ from augpro_jax import distributed
 from augpro_jax import evaluation
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
+from augpro_jax import interrupts
 from augpro_jax import loop
 from augpro_jax import model as model_lib
 from augpro_jax import train_step as step_lib
+from augpro_jax import workdir as workdir_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
@@ -100,6 +102,8 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
       print(f"reusing the teacher in {path / 'final'}", flush=True)
     else:
       config, params, info = train_teacher(ctx, path)
+      interrupts.stop_if_requested("between_phases", f"after fine-tuning the teacher (exported to "
+                                   f"{path / 'final'}), before distillation")
     path = path / "final"
   if info.get("num_labels", config.num_labels) != ctx.task.num_labels or \
      config.num_labels != ctx.task.num_labels:
@@ -141,8 +145,13 @@ def cache_teacher_logits(ctx: Context, teacher: model_lib.BertClassifier, teache
   rows = pipeline.rows_drawn(len(ctx.train), cfg.batch_size, cfg.seed, 0, num_steps)
   cached = np.zeros((len(ctx.train), teacher.config.num_labels), np.float32)
   if len(rows):
-    cached[rows] = evaluation.predict(ctx, teacher, step_lib.replicate(teacher_params),
-                                      ctx.train.take(rows))
+    try:
+      cached[rows] = evaluation.predict(ctx, teacher, step_lib.replicate(teacher_params),
+                                        ctx.train.take(rows), phase="teacher_logits")
+    except interrupts.StopRequested as exc:  # before the student's steps: nothing new to save
+      raise Preempted(f"stopped by {exc.signal_name} during {exc.during}, before the student's "
+                      "next step; the checkpoints so far are kept; run the same command again to "
+                      "resume") from None
   print(f"teacher logits on {len(rows)} of {len(ctx.train)} training examples in "
         f"{time.perf_counter() - start:.1f}s", flush=True)
   return cached
@@ -194,13 +203,26 @@ def run(cfg: Config) -> dict[str, Any]:
   if cfg.mode == "benchmark":
     from augpro_jax import benchmark  # pylint: disable=g-import-not-at-top
     return benchmark.run(cfg)
-  if cfg.mode in ("eval", "predict"):
-    from augpro_jax import predict  # pylint: disable=g-import-not-at-top
-    return predict.run(cfg)
-  ctx = evaluation.build_context(cfg)  # validates data first
-  evaluation.ensure_workdir(cfg.workdir)
-  if cfg.mode == "train_teacher":
-    _, _, info = train_teacher(ctx, pathlib.Path(cfg.workdir))
-    return json.loads((pathlib.Path(cfg.workdir) / "summary.json").read_text()) \
-        if distributed.is_main_process() else info
-  return train_student(ctx, "kd" if cfg.mode == "distill" else "labels")
+  with interrupts.handle_signals(jax.process_count()):
+    if cfg.mode in ("eval", "predict"):
+      from augpro_jax import predict  # pylint: disable=g-import-not-at-top
+      return predict.run(cfg)
+    ctx = evaluation.build_context(cfg)  # validates data first
+    evaluation.ensure_workdir(cfg.workdir)
+    interrupts.stop_if_requested("between_phases", "while reading the data, before anything was "
+                                 "written")
+    workdir = pathlib.Path(cfg.workdir)
+    identity = workdir_lib.identity(
+        cfg, workdir_lib.data_digest({"train": ctx.train, **ctx.dev}), ctx.task.label_names)
+    with workdir_lib.claim(workdir, identity, agree=distributed.agree):
+      if cfg.mode == "train_teacher":
+        _, _, info = train_teacher(ctx, workdir)
+        summary = (json.loads((workdir / "summary.json").read_text())
+                   if distributed.is_main_process() else info)
+      else:
+        summary = train_student(ctx, "kd" if cfg.mode == "distill" else "labels")
+      # A signal during the final save, export or summary: the results are complete, but the
+      # process was asked to stop and must not look like it ignored that.
+      interrupts.stop_if_requested("between_phases", "after the run finished",
+                                   f"its results in {workdir} are complete")
+    return summary

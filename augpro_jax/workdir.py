@@ -18,6 +18,7 @@ by a run that died: it is taken over with a warning. Only process 0 of a multi-p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -28,7 +29,7 @@ import pathlib
 import socket
 import sys
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -102,6 +103,31 @@ def identity(cfg: Config, data: dict[str, str], label_names: Optional[Iterable[s
              ) -> dict[str, Any]:
   return {"version": IDENTITY_VERSION, "mode": cfg.mode, "settings": compared_settings(cfg),
           "label_names": None if label_names is None else list(label_names), "data_sha256": data}
+
+
+@contextlib.contextmanager
+def claim(workdir: pathlib.Path, current: dict[str, Any],
+          agree: Callable[[Callable[[], None]], None]) -> Iterator[None]:
+  """Hold `workdir` for the duration: lock it, then check (or record) its identity.
+
+  `agree(fn)` runs `fn` where the decision is made (process 0) and raises its `UserError` on every
+  process (`distributed.agree`); a single process passes a function that just calls `fn`.
+  """
+  lock = WorkdirLock(workdir)
+
+  def take() -> None:
+    lock.acquire()
+    try:
+      check_identity(workdir, current, write=True)
+    except BaseException:
+      lock.release()
+      raise
+
+  agree(take)
+  try:
+    yield
+  finally:
+    lock.release()
 
 
 def holds_results(workdir: pathlib.Path) -> bool:
