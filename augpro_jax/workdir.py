@@ -9,11 +9,11 @@ names each differing flag.
 Settings that cannot change the parameters may differ between starts; they are `MAY_DIFFER`, and
 settings a mode never reads are `NOT_READ_BY` that mode. Everything else is compared.
 
-The lock is an advisory `flock` on `run.lock`, which the kernel releases when the holder exits in
-any way, SIGKILL included; the file also names the holder (PID, host, start time) for the message a
-second writer gets. A clean exit empties the file, so a non-empty file whose lock is free was left
-by a run that died: it is taken over with a warning. Only process 0 of a multi-process run locks
-(the other processes share its workdir).
+The lock is an advisory `flock` on the workdir directory, which the kernel releases when the
+holder exits in any way, SIGKILL included; `run.lock` names the holder (PID, host, start time) for
+the message a second writer gets, and a clean exit removes it, so a `run.lock` found while the
+lock is free was left by a run that died: it is taken over with a warning. Only process 0 of a
+multi-process run locks (the other processes share its workdir).
 """
 
 from __future__ import annotations
@@ -114,10 +114,12 @@ def claim(workdir: pathlib.Path, current: dict[str, Any],
   process (`distributed.agree`); a single process passes a function that just calls `fn`.
   """
   lock = WorkdirLock(workdir)
+  fresh = {"identity": False}
 
   def take() -> None:
     lock.acquire()
     try:
+      fresh["identity"] = not holds_results(workdir)
       check_identity(workdir, current, write=True)
     except BaseException:
       lock.release()
@@ -126,6 +128,12 @@ def claim(workdir: pathlib.Path, current: dict[str, Any],
   agree(take)
   try:
     yield
+  except BaseException:
+    # A start that failed before training anything (bad teacher weights, say) leaves the workdir
+    # as it found it.
+    if fresh["identity"] and lock._fd is not None and not holds_results(workdir):  # pylint: disable=protected-access
+      (workdir / IDENTITY_FILE).unlink(missing_ok=True)
+    raise
   finally:
     lock.release()
 
@@ -226,7 +234,12 @@ def _show(value: Any) -> str:
 
 
 class WorkdirLock:
-  """An exclusive, advisory lock on `<workdir>/run.lock`, held from `acquire` to `release`."""
+  """An exclusive, advisory lock on the workdir, held from `acquire` to `release`.
+
+  The lock is a `flock` on the directory itself; `run.lock` beside it only names the holder, for
+  the message a second writer gets, and is removed on release. A `run.lock` found while the lock
+  is free was left by a holder that died.
+  """
 
   def __init__(self, workdir: pathlib.Path):
     self.workdir = pathlib.Path(workdir)
@@ -235,62 +248,57 @@ class WorkdirLock:
 
   def acquire(self) -> "WorkdirLock":
     try:
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      fd = os.open(self.workdir, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
-      raise UserError(f"cannot create {self.path}: {exc.strerror or exc}") from None
+      raise UserError(f"cannot open workdir {self.workdir}: {exc.strerror or exc}") from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-      holder = _read_holder(fd)
       os.close(fd)
       if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-        raise UserError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-      raise UserError(f"workdir {self.workdir} is in use by {_describe(holder)}; wait for it to "
-                      f"finish or stop it, or use another --workdir") from None
-    previous = _read_holder(fd)
+        raise UserError(f"cannot lock workdir {self.workdir}: {exc.strerror or exc}") from None
+      raise UserError(f"workdir {self.workdir} is in use by {_describe(self._holder())}; wait "
+                      f"for it to finish or stop it, or use another --workdir") from None
+    self._fd = fd
+    previous = self._holder()
     if previous:
       print(f"warning: workdir {self.workdir} was held by {_describe(previous)}, which ended "
             f"without releasing it; taking it over", file=sys.stderr, flush=True)
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(me).encode(), 0)
-    os.fsync(fd)
-    self._fd = fd
+    try:
+      _write_json(self.path, me)
+    except UserError:
+      self.release()
+      raise
     return self
 
   def release(self) -> None:
-    """Empty the file (a clean exit) and unlock. The file stays: deleting it would let a second
-    process lock the deleted file while a third locks a new one."""
     if self._fd is None:
       return
-    try:
-      os.ftruncate(self._fd, 0)
-    except OSError:
-      pass  # the lock still goes away with the descriptor
+    self.path.unlink(missing_ok=True)  # before unlocking: the next holder must not see ours
     fcntl.flock(self._fd, fcntl.LOCK_UN)
     os.close(self._fd)
     self._fd = None
+
+  def _holder(self) -> Optional[dict[str, Any]]:
+    try:
+      raw = self.path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+      return None
+    if not raw.strip():
+      return None
+    try:
+      holder = json.loads(raw)
+    except ValueError:
+      return {"pid": "?", "host": "?"}
+    return holder if isinstance(holder, dict) else {"pid": "?", "host": "?"}
 
   def __enter__(self) -> "WorkdirLock":
     return self.acquire()
 
   def __exit__(self, *exc_info) -> None:
     self.release()
-
-
-def _read_holder(fd: int) -> Optional[dict[str, Any]]:
-  try:
-    raw = os.pread(fd, 4096, 0)
-  except OSError:
-    return None
-  if not raw.strip():
-    return None
-  try:
-    holder = json.loads(raw.decode("utf-8", errors="replace"))
-  except ValueError:
-    return {"pid": "?", "host": "?"}
-  return holder if isinstance(holder, dict) else {"pid": "?", "host": "?"}
 
 
 def _describe(holder: Optional[dict[str, Any]]) -> str:

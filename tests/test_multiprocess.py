@@ -403,3 +403,64 @@ def test_2x4_predict_matches_1x8(setup):
   for a, b in zip(rows[one], rows[two]):
     assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-6)
   assert len({round(r["probabilities"]["1"], 4) for r in rows[one]}) > 10  # rows differ
+
+
+# ----------------------------------------------------------------------------------------------
+# Peers that fail fast.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("started", [0, 1])
+def test_a_missing_process_is_one_line_within_the_timeout(started, tmp_path):
+  """Only one of two processes starts: it names the other after --distributed_timeout seconds
+  (here 5), instead of JAX's five-minute wait and C++ abort."""
+  address = f"127.0.0.1:{_free_port()}"
+  begin = time.monotonic()
+  result = subprocess.run(
+      [PYTHON, str(REPO / "main.py"), f"--workdir={tmp_path / 'run'}", "--task=sst2",
+       f"--coordinator_address={address}", "--num_processes=2", f"--process_id={started}",
+       "--distributed_timeout=5"], capture_output=True, text=True, env=_env(4), cwd=REPO,
+      timeout=120)
+  elapsed = time.monotonic() - begin
+  assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+  missing = 1 - started
+  assert f"process {missing}" in lines[0] and "within 5s (--distributed_timeout)" in lines[0]
+  assert elapsed < 60, elapsed  # 5 s of waiting plus interpreter and JAX start-up
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_process_lost_mid_run_ends_its_partner_with_one_line(setup, tmp_path):
+  """Process 1 is killed while both train: process 0 stops with one line and exit status 4, not a
+  traceback followed by a C++ abort at exit."""
+  workdir = tmp_path / "run"
+  args = setup["flags"] + ["--mode=distill", f"--teacher_ckpt={setup['teacher']}",
+                           "--num_train_steps=400", "--log_every=1", "--checkpoint_every=0",
+                           "--distributed_timeout=30"]
+  jobs = _jobs_2x4(args, workdir)
+  procs = []
+  for job in jobs:
+    with open(job["log"], "wb") as log:
+      procs.append(subprocess.Popen(job["argv"], env=job["env"], cwd=REPO, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True))
+  try:
+    deadline = time.monotonic() + TIMEOUT_S
+    metrics = workdir / "metrics.jsonl"
+    while not (metrics.exists() and '"step": 2,' in metrics.read_text()):
+      assert all(p.poll() is None for p in procs), jobs[0]["log"].read_text()[-3000:]
+      assert time.monotonic() < deadline, "no step 2"
+      time.sleep(0.1)
+    os.killpg(procs[1].pid, signal.SIGKILL)
+    status = procs[0].wait(timeout=120)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+  log = jobs[0]["log"].read_text(errors="replace")
+  assert status == 4, (status, log[-3000:])
+  assert "Traceback" not in log and "Check failure" not in log, log[-3000:]
+  errors = [line for line in log.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "another process of this 2-process run failed" in errors[0], log

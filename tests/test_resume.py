@@ -387,12 +387,19 @@ checkpoints.export_model({str(lab.root / 'nan_teacher')!r}, config,
 
 
 @pytest.mark.parametrize("skip", [0, 2])
-def test_nan_loss_stops_with_one_line_and_keeps_last_checkpoint(lab, preempted, nan_teacher, skip,
-                                                                tmp_path):
-  workdir = copy_run(preempted.workdir, tmp_path / "run")
-  good = preempted.stopped_at
-  result = _run(lab.env, distill_args(lab, workdir, f"--skip_nonfinite_steps={skip}",
-                                      teacher_ckpt=nan_teacher))
+def test_nan_loss_stops_with_one_line_and_keeps_last_checkpoint(lab, nan_teacher, skip, tmp_path):
+  # The teacher goes bad between two starts of the same command (its file was damaged): the
+  # workdir's identity holds the teacher's path, so the same path now gives NaN losses. The
+  # first start is stopped after step 4 by a SIGTERM the process sends itself (interrupts.py).
+  teacher = pathlib.Path(shutil.copytree(lab.teacher / "final", tmp_path / "teacher"))
+  workdir = tmp_path / "run"
+  args = distill_args(lab, workdir, f"--skip_nonfinite_steps={skip}", teacher_ckpt=teacher)
+  first = _run({**lab.env, "AUGPRO_JAX_SIGNAL_AT": "step:4"}, args)
+  assert first.returncode == 3, (first.returncode, first.stderr[-3000:])
+  good = 4
+  shutil.rmtree(teacher)
+  shutil.copytree(nan_teacher, teacher)
+  result = _run(lab.env, args)
   assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
   line = one_error_line(result.stderr)
   assert f"non-finite loss or gradient at step {good + skip + 1}" in line, line
