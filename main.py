@@ -74,6 +74,7 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported late so that --help works without touching JAX.
   from augpro_jax import distributed  # pylint: disable=g-import-not-at-top
+  from augpro_jax import rendezvous  # pylint: disable=g-import-not-at-top
   from augpro_jax import train  # pylint: disable=g-import-not-at-top
   from augpro_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
@@ -82,9 +83,11 @@ def main(argv: list[str]) -> int:
     distributed.initialize(cfg)
     summary = train.run(cfg)
   except UserError as exc:
+    rendezvous.goodbye(f"error: {exc}")  # partner processes, if any, stop too
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2
   except train.Preempted as exc:
+    rendezvous.goodbye()
     print(f"preempted: {exc}", file=sys.stderr, flush=True)
     return 3
   except KeyboardInterrupt:
@@ -94,13 +97,10 @@ def main(argv: list[str]) -> int:
     message = distributed.lost_peer(exc)
     if message is None:
       raise
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    # Not a normal exit: JAX's exit handler would wait for the lost process at a shutdown barrier
-    # and then abort with a C++ stack trace. Every checkpoint was written synchronously.
-    os._exit(4)  # pylint: disable=protected-access
+    rendezvous.exit_now(message)
   if summary is not None and distributed.is_main_process():
     print(result_line(cfg, summary), flush=True)
+  rendezvous.goodbye()
   return 0
 
 

@@ -88,6 +88,19 @@ def requested(phase: str) -> Optional[str]:
   return _state["signal"]
 
 
+# What each phase that checks inside itself is called in messages.
+_DURING = {"eval": "evaluation", "teacher_logits": "the teacher-logit pass"}
+
+
+def stop_inside(phase: str, process_count: int = 1) -> None:
+  """Raise `StopRequested` if a signal arrived; called before each batch of an eval or
+  teacher-logit pass. Multi-process runs stop only at a step all hosts agree on."""
+  if process_count == 1:
+    name = requested(phase)
+    if name:
+      raise StopRequested(name, _DURING.get(phase, phase))
+
+
 def received() -> Optional[str]:
   """The signal received so far, without counting as a safe point."""
   return _state["signal"]

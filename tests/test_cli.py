@@ -82,6 +82,8 @@ FLAG_CASES = [
     (["--mode=predict", "--predict_file=x.tsv", "--predict_out=p.csv"], "unsupported file type"),
     (["--mode=predict", "--predict_out=p.jsonl"], "--predict_file"),
     (["--eval_file=x.tsv"], "--mode=eval"),
+    (["--distributed_timeout=0"], "distributed_timeout"),
+    (["--label_names=negative,positive"], "--task=custom"),
 ]
 
 

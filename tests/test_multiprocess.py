@@ -463,4 +463,4 @@ def test_a_process_lost_mid_run_ends_its_partner_with_one_line(setup, tmp_path):
   assert status == 4, (status, log[-3000:])
   assert "Traceback" not in log and "Check failure" not in log, log[-3000:]
   errors = [line for line in log.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1 and "another process of this 2-process run failed" in errors[0], log
+  assert len(errors) == 1 and "process 1 of this 2-process run" in errors[0], log

@@ -4,7 +4,6 @@ lock, checkpoint folders, signals, progress lines, the start-up handshake and th
 import dataclasses
 import io
 import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 
 from augpro_jax import checkpoints
 from augpro_jax import config as config_lib
-from augpro_jax import distributed
+from augpro_jax import rendezvous
 from augpro_jax import interrupts
 from augpro_jax import labels
 from augpro_jax import progress as progress_lib
@@ -299,34 +298,66 @@ def test_handshake_names_the_missing_process_within_the_timeout():
   with pytest.raises(UserError, match=r"process 2 of 3 did not join .* within 1s"):
     errors = []
     peer = threading.Thread(target=lambda: errors.append(_catch(
-        distributed.rendezvous, address, 3, 1, 1.0)))
+        rendezvous.rendezvous, address, 3, 1, 1.0)))
     peer.start()
     try:
-      distributed.rendezvous(address, 3, 0, 1.0)
+      rendezvous.rendezvous(address, 3, 0, 1.0)
     finally:
       peer.join()
   assert time.monotonic() - start < 10
   assert "did not join" in str(errors[0])  # process 1 gets process 0's reason
   with pytest.raises(UserError, match=r"process 0 \(the coordinator, .*\) did not answer within"):
-    distributed.rendezvous(f"127.0.0.1:{_free_port()}", 2, 1, 1.0)
+    rendezvous.rendezvous(f"127.0.0.1:{_free_port()}", 2, 1, 1.0)
 
 
 def test_handshake_lets_a_complete_group_start():
   address = f"127.0.0.1:{_free_port()}"
   results = []
   peers = [threading.Thread(target=lambda i=i: results.append(_catch(
-      distributed.rendezvous, address, 3, i, 20.0))) for i in (1, 2)]
+      rendezvous.rendezvous, address, 3, i, 20.0))) for i in (1, 2)]
   for peer in peers:
     peer.start()
-  distributed.rendezvous(address, 3, 0, 20.0)
+  links = rendezvous.rendezvous(address, 3, 0, 20.0)
   for peer in peers:
     peer.join()
-  assert results == [None, None]
+  assert [link[0] for link in links] == [1, 2]
+  assert [type(r) for r in results] == [list, list] and results[0][0][0] == 0
+  for _, conn in links + [r[0] for r in results]:
+    conn.close()
 
 
 def _catch(fn, *args):
   try:
-    fn(*args)
+    return fn(*args)
   except UserError as exc:
     return exc
-  return None
+
+
+@pytest.mark.parametrize("partner_says,status,words", [
+    (None, 4, "process 1 of this 2-process run ended without finishing (it was killed or crashed)"),
+    ("bye error: bad things", 4, "process 1 of this 2-process run stopped (error: bad things)"),
+    ("bye ok", 0, None),
+])
+def test_partner_watch_ends_the_process_with_one_line(partner_says, status, words):
+  """The partner's end of the connection closes (killed), says why it stopped, or says it
+  finished: only the first two end this process, with one line and exit status 4."""
+  code = f"""
+import socket, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from augpro_jax import rendezvous
+mine, partner = socket.socketpair()
+rendezvous.watch([(1, mine)], 2, grace=0.1)
+if {partner_says!r}:
+  partner.sendall({partner_says!r}.encode() + b"\\n")
+partner.close()
+time.sleep(3)
+print("still running")
+"""
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+  assert result.returncode == status, result.stderr
+  if words is None:
+    assert result.stdout.strip() == "still running" and result.stderr == ""
+  else:
+    assert result.stderr.splitlines() == [f"error: {words}; checkpoints written so far are kept: "
+                                          "restart every process with the same command to resume"]
