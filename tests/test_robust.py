@@ -251,6 +251,16 @@ def test_resume_with_other_settings_is_refused(lab, finished_finetune, flags, ne
   assert _snapshot(finished_finetune) == before  # nothing in the workdir was touched
 
 
+def test_finetune_on_a_distill_workdir_is_refused(lab, reference, tmp_path):
+  workdir = copy_run(reference["workdir"], tmp_path / "run")
+  before = _snapshot(workdir)
+  args = [a if a != "--mode=distill" else "--mode=finetune" for a in distill(lab, workdir)]
+  result = run(lab, args)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "--mode: distill in the workdir, finetune now" in one_line(result.stderr, "error:")
+  assert _snapshot(workdir) == before
+
+
 def test_changed_data_file_is_refused(lab, tmp_path):
   train = tmp_path / "train.tsv"
   shutil.copy(lab.train, train)
