@@ -26,6 +26,8 @@ import pytest
 from conftest import REPO
 from test_resume import _write_data, _write_tiny_bert, train_steps  # pylint: disable=g-importing-member
 
+pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
+
 PYTHON = sys.executable
 TIMEOUT = 300
 STEPS = 6  # student steps; the teacher trains 8 (64 examples, batch 8, one epoch)
@@ -126,8 +128,7 @@ PHASES = [
     ("teacher fine-tuning", "step:5", "stopped at step 5 by SIGTERM", 5, None),
     ("teacher evaluation", "eval:1", "during evaluation at step 6", 6, None),
     ("between teacher and student", "between_phases:2", "after fine-tuning the teacher", 8, None),
-    ("teacher-logit pass", "teacher_logits:1", "during the teacher-logit pass, before step 1", 8,
-     None),
+    ("teacher-logit pass", "teacher_logits:1", "during the teacher-logit pass", 8, None),
     ("student checkpointing", "save:1", "stopped at step 2 by SIGTERM", 8, 2),
     ("student evaluation", "eval:1", "during evaluation at step 3", 8, 3),
     ("student training", "step:1", "stopped at step 4 by SIGTERM", 8, 4),

@@ -190,6 +190,7 @@ def test_data_digest_sees_labels_and_tokens():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess
 def test_second_lock_names_the_holder_and_a_dead_holder_is_taken_over(tmp_path, capsys):
   with workdir_lib.WorkdirLock(tmp_path):
     with pytest.raises(UserError, match=f"in use by PID {os.getpid()} on host "
@@ -247,6 +248,7 @@ def test_signal_is_recorded_for_the_whole_run_and_nested_guards_share_it():
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_second_signal_ends_the_process_at_once():
   code = ("import os, signal, sys, time; sys.path.insert(0, sys.argv[1]); "
           "from augpro_jax import interrupts\n"
@@ -333,6 +335,7 @@ def _catch(fn, *args):
     return exc
 
 
+@pytest.mark.slow  # subprocesses
 @pytest.mark.parametrize("partner_says,status,words", [
     (None, 4, "process 1 of this 2-process run ended without finishing (it was killed or crashed)"),
     ("bye error: bad things", 4, "process 1 of this 2-process run stopped (error: bad things)"),
