@@ -110,8 +110,8 @@ def claim(workdir: pathlib.Path, current: dict[str, Any],
           agree: Callable[[Callable[[], None]], None]) -> Iterator[None]:
   """Hold `workdir` for the duration: lock it, then check (or record) its identity.
 
-  `agree(fn)` runs `fn` where the decision is made (process 0) and raises its `UserError` on every
-  process (`distributed.agree`); a single process passes a function that just calls `fn`.
+  `agree(fn)` runs `fn` where the decision is made (process 0 of a multi-process run, or the only
+  process) and raises its `UserError` on every process (`distributed.agree`).
   """
   lock = WorkdirLock(workdir)
   fresh = {"identity": False}
@@ -131,7 +131,7 @@ def claim(workdir: pathlib.Path, current: dict[str, Any],
   except BaseException:
     # A start that failed before training anything (bad teacher weights, say) leaves the workdir
     # as it found it.
-    if fresh["identity"] and lock._fd is not None and not holds_results(workdir):  # pylint: disable=protected-access
+    if fresh["identity"] and lock.held and not holds_results(workdir):
       (workdir / IDENTITY_FILE).unlink(missing_ok=True)
     raise
   finally:
@@ -272,6 +272,10 @@ class WorkdirLock:
       self.release()
       raise
     return self
+
+  @property
+  def held(self) -> bool:
+    return self._fd is not None
 
   def release(self) -> None:
     if self._fd is None:
