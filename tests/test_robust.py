@@ -1,6 +1,6 @@
 """Runs that cannot be silently mixed: a workdir owns its run, one writer at a time, a signal is
 honoured in every phase of `distill`, junk in the checkpoint folder is ignored, and stderr stays
-clean. Each test is a row of docs/robustness-faults.md.
+clean. Each test is a row of docs/robustness.md ("Runs that cannot be silently mixed").
 
 Every run is a real CLI subprocess on the tiny BERT of test_resume.py (2 x 32, MiniLM's
 tokenizer), sharing a persistent XLA compilation cache. Signals are sent two ways: from outside
