@@ -35,10 +35,11 @@ demo: setup
 	  --teacher_num_epochs=1 --num_epochs=2 --learning_rate=1e-4 --log_every=25 \
 	  --checkpoint_every=100 --student_layers=2
 
-# Two workers (the CI machine has 2 cores); a module's tests stay on one worker, so module-scoped
-# fixtures (trained tiny teachers) are built once.
+# One process: the multi-process and end-to-end tests start several JAX processes of their own, and
+# two xdist workers beside them can exhaust a 24 GiB machine. `-n 2 --dist loadscope` is faster
+# where memory allows (a module's tests stay on one worker, so its fixtures are built once).
 test: setup-dev
-	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope tests
+	$(TEST_ENV) $(PY) -m pytest -q tests
 
 # The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end or benchmark).
 test-fast: setup-dev
