@@ -22,6 +22,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from augpro_jax import mixing
+
 # ----------------------------------------------------------------------------------------------
 # Projection: nearest vocabulary token(s), chunked over the vocabulary.
 # ----------------------------------------------------------------------------------------------
@@ -50,6 +52,8 @@ def nearest_tokens_topk(
     exclude: Optional[jax.Array] = None,
     candidate_mask: Optional[jax.Array] = None,
     chunk_size: int = 2048,
+    search: str = "exact",
+    recall_target: float = 0.95,
 ) -> jax.Array:
   """Ids of the `k` nearest rows of `table` for each vector, nearest first.
 
@@ -58,7 +62,14 @@ def nearest_tokens_topk(
   Returns int32 [..., k]. Scores are computed in float32 whatever the input dtype. The vocabulary is
   scanned in chunks of `chunk_size` rows with a running top-k, so memory is O(positions * chunk).
   Ties go to the lower id, as `numpy.argmax` does.
+
+  search="approx" takes each chunk's best with `jax.lax.approx_max_k` (the TPU-KNN algorithm) at
+  `recall_target`, over the same chunks and candidate mask; ties then go to either id. XLA runs the
+  approximate algorithm on TPU only; other backends lower it to an exact top-k. For k=1 it is
+  exact everywhere: the best of the bins' maxima is the maximum.
   """
+  if search not in ("exact", "approx"):
+    raise ValueError(f"unknown projection search {search!r}")
   lead_shape = vectors.shape[:-1]
   dim = vectors.shape[-1]
   vocab = table.shape[0]
@@ -88,6 +99,13 @@ def nearest_tokens_topk(
     if excl is not None:
       keep = keep & (ids[None, :] != excl[:, None])
     scores = jnp.where(keep, scores, -jnp.inf)
+    if search == "approx":
+      # This chunk's approximate top-k [P, min(k, C)], merged exactly with the running best.
+      chunk_top, chunk_pos = jax.lax.approx_max_k(scores, min(k, chunk), recall_target=recall_target)
+      merged_scores = jnp.concatenate([best_scores, chunk_top], axis=-1)
+      merged_ids = jnp.concatenate([best_ids, ids[chunk_pos]], axis=-1)
+      top_scores, top_pos = jax.lax.top_k(merged_scores, k)
+      return (top_scores, jnp.take_along_axis(merged_ids, top_pos, axis=-1)), None
     if k == 1:
       chunk_best = jnp.max(scores, axis=-1, keepdims=True)
       chunk_arg = ids[jnp.argmax(scores, axis=-1)][:, None]
@@ -112,13 +130,16 @@ def nearest_tokens(
     exclude: Optional[jax.Array] = None,
     candidate_mask: Optional[jax.Array] = None,
     chunk_size: int = 2048,
+    search: str = "exact",
+    recall_target: float = 0.95,
 ) -> jax.Array:
   """Project each vector [..., d] to the id of its nearest row of `table` [vocab, d]: int32 [...].
 
   See `nearest_tokens_topk` for the arguments; this is its k=1 case (a running argmax).
   """
   return nearest_tokens_topk(vectors, table, 1, metric=metric, exclude=exclude,
-                             candidate_mask=candidate_mask, chunk_size=chunk_size)[..., 0]
+                             candidate_mask=candidate_mask, chunk_size=chunk_size, search=search,
+                             recall_target=recall_target)[..., 0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,29 +215,44 @@ def mix_coefficients(keys: jax.Array, alpha: float, *, keep_major: bool) -> jax.
 
 
 def augpro_mix(keys: jax.Array, input_ids: jax.Array, eligible: jax.Array, partner: jax.Array,
-               lam: jax.Array, table: jax.Array, *, shift_degree: float, metric: str,
-               candidate_mask: jax.Array, exclude_original: bool, chunk_size: int,
-               rounding: str = "stochastic") -> jax.Array:
-  """AugPro-Mix: mix each chosen position's embedding with the partner's, project to a token.
+               lam: jax.Array, table: jax.Array, **kwargs) -> jax.Array:
+  """AugPro-Mix's augmented ids [B, S]; see `mix_and_project`."""
+  return mix_and_project(keys, input_ids, eligible, partner, lam, table, **kwargs)[0]
 
-  input_ids [B, S]; partner [B] index of the example to mix with; lam [B]. Only the chosen
-  positions [B, K] are gathered, mixed and projected. Returns augmented ids [B, S].
+
+def mix_and_project(keys: jax.Array, input_ids: jax.Array, eligible: jax.Array, partner: jax.Array,
+                    lam: jax.Array, table: jax.Array, *, shift_degree: float, metric: str,
+                    candidate_mask: jax.Array, exclude_original: bool, chunk_size: int,
+                    rounding: str = "stochastic", align: str = "wrap", search: str = "exact",
+                    recall_target: float = 0.95) -> tuple[jax.Array, jax.Array]:
+  """AugPro-Mix: mix each chosen position's embedding with a partner token's, project to a token.
+
+  input_ids [B, S]; partner [B] index of the example to mix with; lam [B], [B, 1] or [B, K]
+  (per example or per chosen position, K = position_budget). The partner token a position meets
+  follows `align` (`mixing.partner_tokens`: always a real token of the partner). Only the chosen
+  positions [B, K] are gathered, mixed and projected.
+  Returns (augmented ids [B, S], the partner token each chosen position mixed with [B, S], -1 at
+  the other positions).
   """
   budget = position_budget(shift_degree, input_ids.shape[-1])
   positions, chosen = choose_positions(keys, eligible, shift_degree, budget, rounding)
   own = jnp.take_along_axis(input_ids, positions, -1)  # [B, K]
-  other = jnp.take_along_axis(input_ids[partner], positions, -1)  # [B, K]
-  mixed = lam[:, None, None] * table[own] + (1.0 - lam[:, None, None]) * table[other]  # [B, K, d]
+  other = mixing.partner_tokens(input_ids, eligible, partner, positions, align)  # [B, K]
+  lam = lam.reshape(lam.shape[0], -1)[..., None]  # [B, 1 or K, 1]
+  mixed = lam * table[own] + (1.0 - lam) * table[other]  # [B, K, d]
   with jax.named_scope("projection"):
     new = nearest_tokens(mixed, table, metric=metric, candidate_mask=candidate_mask,
-                         exclude=own if exclude_original else None, chunk_size=chunk_size)
-  return scatter_tokens(input_ids, positions, chosen, new)
+                         exclude=own if exclude_original else None, chunk_size=chunk_size,
+                         search=search, recall_target=recall_target)
+  met = scatter_tokens(jnp.full_like(input_ids, -1), positions, chosen, other)
+  return scatter_tokens(input_ids, positions, chosen, new), met
 
 
 def augpro_perturb(keys: jax.Array, input_ids: jax.Array, eligible: jax.Array, delta: jax.Array,
                    table: jax.Array, *, shift_degree: float, metric: str,
                    candidate_mask: jax.Array, exclude_original: bool, chunk_size: int,
-                   rounding: str = "stochastic") -> jax.Array:
+                   rounding: str = "stochastic", search: str = "exact",
+                   recall_target: float = 0.95) -> jax.Array:
   """AugPro-FGSM: move chosen positions' embeddings by delta [B, S, d], project to tokens."""
   budget = position_budget(shift_degree, input_ids.shape[-1])
   positions, chosen = choose_positions(keys, eligible, shift_degree, budget, rounding)
@@ -224,20 +260,23 @@ def augpro_perturb(keys: jax.Array, input_ids: jax.Array, eligible: jax.Array, d
   moved = table[own] + jnp.take_along_axis(delta, positions[..., None], axis=1)  # [B, K, d]
   with jax.named_scope("projection"):
     new = nearest_tokens(moved, table, metric=metric, candidate_mask=candidate_mask,
-                         exclude=own if exclude_original else None, chunk_size=chunk_size)
+                         exclude=own if exclude_original else None, chunk_size=chunk_size,
+                         search=search, recall_target=recall_target)
   return scatter_tokens(input_ids, positions, chosen, new)
 
 
 def knn_replace(keys: jax.Array, input_ids: jax.Array, eligible: jax.Array, table: jax.Array, *,
                 shift_degree: float, k: int, metric: str, candidate_mask: jax.Array,
-                chunk_size: int, rounding: str = "stochastic") -> jax.Array:
+                chunk_size: int, rounding: str = "stochastic", search: str = "exact",
+                recall_target: float = 0.95) -> jax.Array:
   """KNN replacement: each chosen token becomes one of its k nearest other tokens, at random."""
   budget = position_budget(shift_degree, input_ids.shape[-1])
   positions, chosen = choose_positions(keys, eligible, shift_degree, budget, rounding)
   own = jnp.take_along_axis(input_ids, positions, -1)  # [B, K]
   with jax.named_scope("projection"):
     neighbours = nearest_tokens_topk(table[own], table, k, metric=metric, exclude=own,
-                                     candidate_mask=candidate_mask, chunk_size=chunk_size)
+                                     candidate_mask=candidate_mask, chunk_size=chunk_size,
+                                     search=search, recall_target=recall_target)
   pick_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys)
   pick = jax.vmap(lambda key: jax.random.randint(key, (budget,), 0, k))(pick_keys)  # [B, K]
   new = jnp.take_along_axis(neighbours, pick[..., None], -1)[..., 0]
@@ -250,5 +289,6 @@ def fgsm_delta(grad_embeds: jax.Array, eps: float) -> jax.Array:
 
 
 def partner_permutation(key: jax.Array, batch: int) -> jax.Array:
-  """A random permutation of the (per-device) batch: who each example is mixed with."""
+  """A random permutation of the (per-device) batch: who each example is mixed with (MixUp; an
+  example may draw itself). AugPro-Mix draws a cycle instead: `mixing.partner_cycle`."""
   return jax.random.permutation(key, batch)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from augpro_jax import augment
+from augpro_jax import mixing
 from augpro_jax.config import AugmentConfig
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertClassifier
@@ -69,17 +70,23 @@ class StepInputs:
     k = self.knobs
     return dict(shift_degree=k.shift_degree, metric=k.projection_metric,
                 candidate_mask=self.candidate_mask, chunk_size=k.projection_chunk,
-                rounding=k.shift_rounding)
+                rounding=k.shift_rounding, search=k.projection_search,
+                recall_target=k.projection_recall)
 
 
 @dataclasses.dataclass(frozen=True)
 class Copy:
-  """One augmented copy of the batch: its inputs, its gold targets and its measured shift."""
+  """One augmented copy of the batch: its inputs, its gold targets and its measured shift.
+
+  Copies made on the device from the batch's own token positions also carry their ids, and
+  AugPro-Mix the partner token each position met, for the projection profile (`token_profile`).
+  """
 
   build: InputBuilder
   targets: jax.Array  # [B, C]
   shift: Optional[tuple[jax.Array, jax.Array]] = None  # (fraction changed [B], has eligible [B])
-  ids: Optional[jax.Array] = None  # [B, S] the new token ids (token-level copies)
+  ids: Optional[jax.Array] = None  # [B, S] the augmented ids, position for position
+  met: Optional[jax.Array] = None  # [B, S] partner token mixed in at each chosen position, else -1
 
 
 # make_copy(inputs, copy index, keys [B]: this copy's per-example keys, this copy's partner key)
@@ -147,11 +154,11 @@ def choices() -> tuple[str, ...]:
 # ----------------------------------------------------------------------------------------------
 
 
-def token_copy(inputs: StepInputs, new_ids: jax.Array) -> Copy:
+def token_copy(inputs: StepInputs, new_ids: jax.Array, met: Optional[jax.Array] = None) -> Copy:
   """A token-level copy: new ids [B, S] with the original mask, gold targets, measured shift."""
   new_ids = jax.lax.stop_gradient(new_ids)
   return Copy(from_ids(new_ids, inputs.mask, inputs.types), inputs.gold,
-              augment.measured_shift(inputs.ids, new_ids, inputs.eligible), new_ids)
+              augment.measured_shift(inputs.ids, new_ids, inputs.eligible), ids=new_ids, met=met)
 
 
 def _mixup(inputs: StepInputs, copy: int, keys: jax.Array, partner_key: jax.Array
@@ -179,11 +186,15 @@ def _fgsm(inputs: StepInputs, copy: int, keys: jax.Array, partner_key: jax.Array
 def _augpro_mix(inputs: StepInputs, copy: int, keys: jax.Array, partner_key: jax.Array
                 ) -> Copy:
   del copy
-  partner = augment.partner_permutation(partner_key, inputs.ids.shape[0])
-  lam = augment.mix_coefficients(keys, inputs.knobs.mix_alpha, keep_major=True)
-  new = augment.augpro_mix(keys, inputs.ids, inputs.eligible, partner, lam, inputs.table,
-                           exclude_original=inputs.knobs.exclude_original, **inputs.token_kwargs())
-  return token_copy(inputs, new)
+  k = inputs.knobs
+  partner = mixing.partner_cycle(partner_key, inputs.ids.shape[0])
+  lam = mixing.mix_lambdas(keys, augment.position_budget(k.shift_degree, inputs.ids.shape[-1]),
+                           rule=k.mix_lambda, alpha=k.mix_alpha, value=k.mix_lambda_value,
+                           scope=k.mix_lambda_per)  # [B, 1] or [B, K]
+  new, met = augment.mix_and_project(keys, inputs.ids, inputs.eligible, partner, lam, inputs.table,
+                                     exclude_original=k.exclude_original,
+                                     align=k.mix_partner_align, **inputs.token_kwargs())
+  return token_copy(inputs, new, met)
 
 
 def _augpro_fgsm(inputs: StepInputs, copy: int, keys: jax.Array, partner_key: jax.Array

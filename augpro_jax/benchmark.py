@@ -3,8 +3,8 @@
 `python main.py --mode=benchmark` times, in one process and on the same synthetic batches:
 - the pmapped KD step for each `--benchmark_augs` value, after compilation and warm-up, as a
   median over `--benchmark_steps` steps, and its ratio to `--aug=none`;
-- the parts: teacher forward, the augmentation alone (projection), and the student
-  forward+backward+update;
+- the parts: teacher forward, the augmentation alone (projection) with the exact search and with
+  `jax.lax.approx_max_k` (`_approx`), and the student forward+backward+update;
 - compile time, XLA's memory analysis, peak device memory (where reported), host RSS, parameter
   counts, analytic FLOPs per step and MFU (when the device's peak FLOP/s is known);
 - peers (`augpro_jax.peers`): the same KD step on Hugging Face's Flax and PyTorch BERT.
@@ -29,6 +29,7 @@ from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import flops as flops_lib
 from augpro_jax import hf_io
+from augpro_jax import mixing
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import train_step as step_lib
@@ -160,8 +161,8 @@ def _measured_shift(call: Callable[[int], Any]) -> Optional[float]:
 
 def prepare_parts(cfg: Config, models: Models, batches, masks
                   ) -> tuple[dict[str, Callable[[int], Any]], dict[str, Any]]:
-  """Teacher forward alone, and each projection-based augmentation alone, on device 0: compiled
-  calls to time, and the projection's memory facts."""
+  """Teacher forward alone, and each projection-based augmentation alone, on device 0, with the
+  exact and the approximate search: compiled calls to time, and the projection's memory facts."""
   batch = {k: jnp.asarray(v.reshape(-1, *v.shape[2:])) for k, v in batches[0].items()}
   batch = {k: v[: v.shape[0] // jax.local_device_count()] for k, v in batch.items()}  # per device
   is_special, is_candidate = (jnp.asarray(m) for m in masks)
@@ -169,21 +170,27 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
   ids, mask = batch["input_ids"], batch["attention_mask"]
   eligible = augment.eligible_positions(ids, mask, is_special)
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["example_id"])
-  common = dict(shift_degree=cfg.shift_degree, metric=cfg.projection_metric,
-                candidate_mask=is_candidate, chunk_size=cfg.projection_chunk)
   n = ids.shape[0]
-  lam = augment.mix_coefficients(keys, cfg.mix_alpha, keep_major=True)
+  lam = mixing.mix_lambdas(keys, augment.position_budget(cfg.shift_degree, ids.shape[1]),
+                           rule=cfg.mix_lambda, alpha=cfg.mix_alpha, value=cfg.mix_lambda_value,
+                           scope=cfg.mix_lambda_per)
+  partner = mixing.partner_cycle(jax.random.PRNGKey(1), n)
   delta = 0.01 * jnp.ones(ids.shape + (table.shape[1],))
-  fns = {
-      "teacher_forward": lambda: models.teacher.apply(
-          {"params": models.teacher_params}, ids, mask, batch["token_type_ids"]),
-      "projection_augpro_mix": lambda: augment.augpro_mix(
-          keys, ids, eligible, jnp.roll(jnp.arange(n), 1), lam, table,
-          exclude_original=cfg.exclude_original, **common),
-      "projection_augpro_fgsm": lambda: augment.augpro_perturb(
-          keys, ids, eligible, delta, table, exclude_original=cfg.exclude_original, **common),
-      "projection_knn": lambda: augment.knn_replace(keys, ids, eligible, table, k=cfg.knn_k, **common),
-  }
+  fns = {"teacher_forward": lambda: models.teacher.apply(
+      {"params": models.teacher_params}, ids, mask, batch["token_type_ids"])}
+  for search, suffix in (("exact", ""), ("approx", "_approx")):
+    common = dict(shift_degree=cfg.shift_degree, metric=cfg.projection_metric,
+                  candidate_mask=is_candidate, chunk_size=cfg.projection_chunk, search=search,
+                  recall_target=cfg.projection_recall)
+    fns.update({
+        f"projection_augpro_mix{suffix}": lambda c=common: augment.augpro_mix(
+            keys, ids, eligible, partner, lam, table, exclude_original=cfg.exclude_original,
+            align=cfg.mix_partner_align, **c),
+        f"projection_augpro_fgsm{suffix}": lambda c=common: augment.augpro_perturb(
+            keys, ids, eligible, delta, table, exclude_original=cfg.exclude_original, **c),
+        f"projection_knn{suffix}": lambda c=common: augment.knn_replace(
+            keys, ids, eligible, table, k=cfg.knn_k, **c),
+    })
   calls, facts = {}, {}
   for name, fn in fns.items():
     compiled = jax.jit(fn).lower().compile()
@@ -207,6 +214,8 @@ def run(cfg: Config) -> dict[str, Any]:
       raise UserError(f"--benchmark_augs: {aug} runs on the host in the input pipeline; it is not "
                       "a device step to benchmark")
   models, tokenizer = build_models(cfg)
+  # The synthetic batches draw ids from the whole vocabulary, so the candidates are the full set
+  # whatever --projection_vocab says; a mask costs the same search either way.
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
   batches = synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, devices, cfg.seed)
   optimizer, _ = step_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
@@ -296,7 +305,8 @@ def run(cfg: Config) -> dict[str, Any]:
     result["ratio_to_none_same_examples"] = (
         result["step_ms_median"] / equal["step_ms_median"]
         if equal is not None and result["aug"] != "none" else None)
-    projection = parts.get(f"projection_{result['aug']}_ms")
+    suffix = "_approx" if cfg.projection_search == "approx" else ""
+    projection = parts.get(f"projection_{result['aug']}{suffix}_ms")
     # Both are per-device times: the projection runs on each device's slice of the batch.
     result["projection_fraction"] = (projection / result["step_ms_median"]
                                      if projection is not None else None)
@@ -317,6 +327,8 @@ def run(cfg: Config) -> dict[str, Any]:
                   "peak_flops_per_device": peak, "jax": jax.__version__},
       "shapes": {"batch": cfg.batch_size, "seq_len": cfg.max_seq_len, "dtype": cfg.dtype,
                  "shift_degree": cfg.shift_degree, "projection_chunk": cfg.projection_chunk,
+                 "projection_search": cfg.projection_search,
+                 "projection_recall": cfg.projection_recall,
                  "teacher": dataclasses.asdict(models.teacher.config),
                  "student": dataclasses.asdict(models.student.config)},
       "params": {"teacher": model_lib.count_params(models.teacher_params),

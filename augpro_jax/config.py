@@ -39,9 +39,25 @@ class AugmentConfig:
                                   "per example, in (0, 1].")
   aug_copies: int = knob(1, "Augmented copies per example per step.")
   mix_alpha: float = knob(0.4, "MixUp lambda ~ Beta(alpha, alpha).")
+  mix_lambda: str = knob("beta", "augpro_mix: lambda (weight of the own token) is beta (Beta as "
+                                 "drawn) | folded (Beta folded to max(l, 1-l)) | fixed "
+                                 "(--mix_lambda_value). docs/augmentations.md says why beta.")
+  mix_lambda_value: float = knob(0.5, "augpro_mix: lambda when --mix_lambda=fixed, in [0, 1].")
+  mix_lambda_per: str = knob("example", "augpro_mix: one lambda per example | position.")
+  mix_partner_align: str = knob("wrap", "augpro_mix: the partner token a chosen position meets, "
+                                        "always a real one: the own example's r-th eligible token "
+                                        "meets the partner's r mod n' (wrap) or r*n'/n (stretch).")
   fgsm_eps: float = knob(0.1, "FGSM step size on the input embeddings.")
+  fgsm_loss: str = knob("kd", "distill: the loss whose input gradient FGSM follows: kd (the "
+                              "step's own loss, one backward pass) | ce (gold labels) | both.")
   projection_metric: str = knob("l2", "Projection distance: l2 | cosine | dot.")
   projection_table: str = knob("student", "Embedding table for projection: student | teacher.")
+  projection_vocab: str = knob("task", "Tokens a projection may return: task (non-special ids "
+                                       "in the training examples the run loads) | full (every "
+                                       "non-special token).")
+  projection_search: str = knob("exact", "Nearest-token search: exact | approx "
+                                         "(jax.lax.approx_max_k; approximate on TPU only).")
+  projection_recall: float = knob(0.95, "--projection_search=approx: recall target, in (0, 1].")
   projection_chunk: int = knob(2048, "Vocabulary rows scored at once.")
   exclude_original: bool = knob(True, "AugPro: a chosen position may not project back to its own "
                                       "token (makes the shift degree exact).")
@@ -191,6 +207,12 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
     _one_of("projection_metric", self.projection_metric, METRICS)
     _one_of("projection_table", self.projection_table, ("student", "teacher"))
     _one_of("shift_rounding", self.shift_rounding, ("stochastic", "nearest"))
+    _one_of("mix_lambda", self.mix_lambda, ("folded", "beta", "fixed"))
+    _one_of("mix_lambda_per", self.mix_lambda_per, ("example", "position"))
+    _one_of("mix_partner_align", self.mix_partner_align, ("wrap", "stretch"))
+    _one_of("fgsm_loss", self.fgsm_loss, ("kd", "ce", "both"))
+    _one_of("projection_vocab", self.projection_vocab, ("full", "task"))
+    _one_of("projection_search", self.projection_search, ("exact", "approx"))
     _one_of("student_init", self.student_init, ("auto", "teacher", "random"))
     _one_of("data_source", self.data_source, ("glue_dir", "tfds"))
     _one_of("label_type", self.label_type, ("auto", "classification", "regression"))
@@ -226,6 +248,10 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
       raise UserError(f"--warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
     if not self.mix_alpha > 0:
       raise UserError(f"--mix_alpha must be positive, got {self.mix_alpha}")
+    if not 0.0 <= self.mix_lambda_value <= 1.0:
+      raise UserError(f"--mix_lambda_value must be in [0, 1], got {self.mix_lambda_value}")
+    if not 0.0 < self.projection_recall <= 1.0:
+      raise UserError(f"--projection_recall must be in (0, 1], got {self.projection_recall}")
     if self.max_seq_len < 8 or self.max_seq_len > 512:
       raise UserError(f"--max_seq_len must be in [8, 512], got {self.max_seq_len}")
     if self.student_hidden % self.student_heads:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from augpro_jax import augmentations
 from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
@@ -41,7 +42,8 @@ class Context:
   dev: dict[str, pipeline.Tokenized]
   layout: pipeline.Layout
   is_special: np.ndarray
-  is_candidate: np.ndarray
+  is_candidate: np.ndarray  # [V] what a projection may return (--projection_vocab)
+  token_flags: Optional[tuple[np.ndarray, np.ndarray]] = None  # (is_continuation, is_non_ascii)
 
 
 def local_layout() -> pipeline.Layout:
@@ -86,6 +88,9 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
          for split in (task.dev_splits if need_dev else ())}
   vocab_size = tokenizer.get_vocab_size()
   is_special, is_candidate = pipeline.vocab_masks(tokenizer, vocab_size)
+  if cfg.projection_vocab == "task" and train is not None:
+    needed = cfg.knn_k + 1 if augmentations.resolve(cfg.aug) == "knn" else 2
+    is_candidate = pipeline.task_candidates(is_candidate, is_special, train, needed)
   if need_train and distributed.is_main_process():
     for text in data_lib.label_warnings(cfg, task):
       print(f"warning: {text}", file=sys.stderr)
@@ -95,7 +100,7 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
       print(f"warning: {split.num_truncated} of {len(split)} {name} examples are longer than "
             f"--max_seq_len={cfg.max_seq_len} tokens and were truncated", file=sys.stderr)
   return Context(cfg, task, tokenizer, teacher_dir, tokenizer_dir, train, dev, layout, is_special,
-                 is_candidate)
+                 is_candidate, pipeline.token_flags(tokenizer, vocab_size))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -61,11 +61,13 @@ def projection_flops(positions: int, vocab: int, width: int) -> float:
 
 def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], student: BertConfig,
                batch: int, seq_len: int, shift_degree: float, aug_copies: int = 1,
-               cached_teacher_logits: bool = False) -> dict[str, float]:
+               cached_teacher_logits: bool = False, fgsm_loss: str = "kd") -> dict[str, float]:
   """FLOPs of one global train step, by part. Backward counts as 2x forward.
 
   cached_teacher_logits: the teacher's logits on the originals come with the batch (computed once
   before training, not counted here), so it runs on the augmented examples only.
+  fgsm_loss: "ce" or "both" in distillation add a backward pass for the input gradient alone
+  (activations only, about one forward's FLOPs).
   """
   entry = augmentations.get(aug)
   copies = aug_copies if entry.level != "none" else 0
@@ -77,7 +79,10 @@ def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], stude
       "student_forward_backward": 3.0 * forward_flops(student, examples, seq_len),
       "projection": 0.0,
   }
-  # An input gradient (FGSM family) comes out of the original batch's backward: no extra FLOPs.
+  # An input gradient (FGSM family) comes out of the original batch's backward: no extra FLOPs,
+  # unless it follows another loss than the step's own.
+  if entry.needs_input_grad and objective == "kd" and fgsm_loss != "kd":
+    parts["student_input_grad"] = forward_flops(student, batch, seq_len)
   if entry.projects:
     positions = batch * copies * augment.position_budget(shift_degree, seq_len)
     parts["projection"] = projection_flops(positions, student.vocab_size, student.hidden_size)

@@ -112,6 +112,40 @@ def vocab_masks(tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
   return is_special, is_candidate
 
 
+def occurring_tokens(data: Tokenized, vocab_size: int) -> np.ndarray:
+  """[V] bool: the ids that occur in `data`'s real tokens (padding not counted)."""
+  present = np.zeros(vocab_size, bool)
+  present[np.unique(data.input_ids[data.attention_mask > 0])] = True
+  return present
+
+
+def task_candidates(is_candidate: np.ndarray, is_special: np.ndarray, train: Tokenized,
+                    minimum: int = 2) -> np.ndarray:
+  """--projection_vocab=task: the candidates [V] that occur in the training split, specials out.
+
+  A projection that excludes the original token needs a second candidate, and knn needs k + 1:
+  fewer than `minimum` is a `UserError` (the search would otherwise return a masked id).
+  """
+  mask = is_candidate & ~is_special & occurring_tokens(train, len(is_candidate))
+  if mask.sum() < minimum:
+    raise UserError(f"--projection_vocab=task: the training examples hold {mask.sum()} distinct "
+                    f"non-special tokens, fewer than the {minimum} the augmentation needs; use "
+                    "--projection_vocab=full or more training data")
+  return mask
+
+
+def token_flags(tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(is_continuation [V], is_non_ascii [V]) bool: word-piece continuations (`##...`) and tokens
+  with a character outside ASCII, for the augmentations' profile (`token_profile`)."""
+  is_continuation = np.zeros(vocab_size, bool)
+  is_non_ascii = np.zeros(vocab_size, bool)
+  for token, index in tokenizer.get_vocab().items():
+    if index < vocab_size:
+      is_continuation[index] = token.startswith("##")
+      is_non_ascii[index] = not token.isascii()
+  return is_continuation, is_non_ascii
+
+
 # ----------------------------------------------------------------------------------------------
 # Training batches.
 # ----------------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   teacher_model, teacher_params = teacher if teacher else (None, {})
   aug = augmentations.get(spec.aug)
   p_step = step_lib.pmap_train_step(step_lib.make_train_step(
-      spec, model, teacher_model, optimizer, ctx.is_special, ctx.is_candidate))
+      spec, model, teacher_model, optimizer, ctx.is_special, ctx.is_candidate, ctx.token_flags))
   predict_step = step_lib.make_predict_step(model)
   host_augment = aug.make_host_augment(cfg) if aug.make_host_augment else None
   r_state, r_teacher = step_lib.replicate(state), step_lib.replicate(teacher_params)
@@ -262,7 +262,7 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
       aug=spec.aug, objective=spec.objective, teacher=teacher_model.config if teacher_model else None,
       student=model.config, batch=cfg.batch_size, seq_len=cfg.max_seq_len,
       shift_degree=spec.augment.shift_degree, aug_copies=spec.augment.aug_copies,
-      cached_teacher_logits=spec.cached_teacher_logits)
+      cached_teacher_logits=spec.cached_teacher_logits, fgsm_loss=spec.augment.fgsm_loss)
   writers = Writers(workdir, distributed.is_main_process(), start_step)
   writers.write(start_step, "compile", {"seconds": compile_seconds, **memory,
                                         "flops_per_step": step_flops["total"]})
@@ -329,23 +329,24 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   final_state = jax.device_get(step_lib.unreplicate(r_state))
   summary = build_summary(ctx, final_state, dev=dev, best=best, start_step=start_step,
                           num_steps=num_steps, timer=timer, compile_seconds=compile_seconds,
-                          step_flops=step_flops, reports_shift=aug.reports_shift)
+                          step_flops=step_flops, aug=aug)
   return final_state.params, {**summary, **(extra_summary or {})}
 
 
 def build_summary(ctx: evaluation.Context, final_state: step_lib.TrainState, *, dev: dict,
                   best: dict, start_step: int, num_steps: int, timer: StepTimer,
                   compile_seconds: float, step_flops: dict[str, float],
-                  reports_shift: bool) -> dict[str, Any]:
+                  aug: augmentations.Augmentation) -> dict[str, Any]:
   """What `summary.json` says about a finished `fit`."""
   cfg = ctx.cfg
   shift_steps = int(final_state.shift_steps)
   return {
       "task": ctx.task.name,
       "aug": cfg.aug,
-      "shift_degree": cfg.shift_degree if reports_shift else None,
+      "shift_degree": cfg.shift_degree if aug.reports_shift else None,
       "measured_shift": float(final_state.shift_sum) / shift_steps if shift_steps else None,
       "measured_shift_steps": shift_steps,
+      "projection_profile": step_lib.run_profile(final_state) if aug.projects else None,
       "nonfinite_steps": int(final_state.nonfinite_steps),
       "train_examples": len(ctx.train),
       "truncated_examples": {"train": ctx.train.num_truncated,

@@ -36,3 +36,16 @@ def label_targets(labels: jax.Array, num_labels: int, is_regression: bool) -> ja
   if is_regression:
     return labels.astype(jnp.float32)[:, None]
   return jax.nn.one_hot(labels, num_labels, dtype=jnp.float32)
+
+
+def attack_loss(logits: jax.Array, targets: jax.Array, teacher_logits: jax.Array, *, which: str,
+                temperature: float, is_regression: bool) -> jax.Array:
+  """The loss FGSM climbs in distillation when it is not the step's own [N] (`--fgsm_loss`):
+  "ce" the gold-label loss (cross-entropy, or MSE for regression), "both" KD + that loss."""
+  gold = target_loss(logits, targets, is_regression=is_regression)
+  if which == "ce":
+    return gold
+  if which == "both":
+    return gold + kd_loss(logits, teacher_logits, temperature=temperature,
+                          is_regression=is_regression)
+  raise ValueError(f"no separate FGSM loss for {which!r}")

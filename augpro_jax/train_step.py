@@ -12,7 +12,9 @@ Two shapes of step, chosen statically by the registry entry:
   matmuls, one pass);
 - entries that need the input gradient (the FGSM family): the student's pass on the original batch
   also yields the gradient w.r.t. its input embeddings (one backward for both), then the augmented
-  copies get their own teacher forward and student pass.
+  copies get their own teacher forward and student pass. When FGSM follows another loss than the
+  step's own (`--fgsm_loss=ce|both` in distillation), the forward pass is shared and a second
+  backward pass, with no parameter gradient, gives the input gradient of that loss.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import optax
 from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import losses
+from augpro_jax import token_profile
 from augpro_jax.config import AugmentConfig
 from augpro_jax.config import Config
 from augpro_jax.config import LossConfig
@@ -48,6 +51,7 @@ class TrainState:
   # Run counters, checkpointed with the parameters (a resumed run continues them exactly).
   shift_sum: jax.Array  # [] f32: sum over steps of the step's mean measured shift
   shift_steps: jax.Array  # [] int32: steps that measured a shift
+  profile_counts: jax.Array  # [len(token_profile.COUNTS)] f32: the projections' profile, summed
   nonfinite_steps: jax.Array  # [] int32: steps skipped because the loss or gradient was not finite
 
 
@@ -87,6 +91,12 @@ class StepSpec:
                loss=cfg.loss, cached_teacher_logits=cfg.cache_teacher_logits and objective == "kd")
 
 
+def run_profile(state: TrainState) -> dict[str, Any]:
+  """The run's projection profile from a host `TrainState`: shares of all changed tokens so far
+  (`token_profile.shares`), resumed steps included."""
+  return token_profile.shares(np.asarray(state.profile_counts))
+
+
 def make_optimizer(learning_rate: float, total_steps: int, warmup_fraction: float,
                    weight_decay: float) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW, linear warm-up then linear decay to 0, clipped at global norm 1, no decay on biases/LN."""
@@ -108,7 +118,9 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_fraction: floa
 def init_state(params: Params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                     rng=jax.random.PRNGKey(seed), shift_sum=jnp.zeros((), jnp.float32),
-                    shift_steps=jnp.zeros((), jnp.int32), nonfinite_steps=jnp.zeros((), jnp.int32))
+                    shift_steps=jnp.zeros((), jnp.int32),
+                    profile_counts=jnp.zeros((len(token_profile.COUNTS),), jnp.float32),
+                    nonfinite_steps=jnp.zeros((), jnp.int32))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,12 +159,26 @@ def make_copies(aug: augmentations.Augmentation, inputs: augmentations.StepInput
 
 def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[BertClassifier],
                     optimizer: optax.GradientTransformation, is_special: np.ndarray,
-                    is_candidate: np.ndarray) -> Callable:
+                    is_candidate: np.ndarray,
+                    token_flags: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Callable:
   """Build the per-device step (state, teacher_params, batch) -> (state, metrics); see
-  `pmap_train_step`. The augmentation comes from the registry; this function only composes."""
+  `pmap_train_step`. The augmentation comes from the registry; this function only composes.
+
+  is_special, is_candidate [V] bool: never augmented / what a projection may return.
+  token_flags: (is_continuation [V], is_non_ascii [V]) for the projection profile's shares of
+  word-piece continuations and non-ASCII tokens (`input_pipeline.token_flags`); without them the
+  profile counts neither.
+  """
   aug = augmentations.get(spec.aug)
   is_special, is_candidate = jnp.asarray(is_special), jnp.asarray(is_candidate)
+  if token_flags is None:
+    flags = (jnp.zeros_like(is_special), jnp.zeros_like(is_special))
+  else:
+    flags = tuple(jnp.asarray(f) for f in token_flags)
   copies = spec.augment.aug_copies if aug.level != "none" else 0
+  # FGSM climbs the step's own loss (one backward pass for both gradients) unless distillation asks
+  # for the gold-label loss (ce) or KD + gold (both); fine-tuning's own loss is the gold one.
+  fgsm_own_loss = spec.objective != "kd" or spec.augment.fgsm_loss == "kd"
 
   def per_example_loss(logits, targets, teacher_logits, ce_weight):  # [N]
     gold_loss = losses.target_loss(logits, targets, is_regression=spec.is_regression)
@@ -169,6 +195,24 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
     logits = _logits(student, params, embeds + delta, mask, types, dropout_key)
     per_ex = per_example_loss(logits, targets, teacher_logits, ce_weight)
     return jnp.sum(weight * per_ex), per_ex
+
+  def grads_with_attack(params, delta, build, targets, teacher_logits, ce_weight, weight,
+                        dropout_key):
+    """The step's loss and parameter gradient, and the input gradient of `losses.attack_loss`."""
+    def forward(params, delta):
+      embeds, mask, types = build(student, params)
+      return _logits(student, params, embeds + delta, mask, types, dropout_key)  # [N, C]
+
+    def own_loss(logits):
+      per_ex = per_example_loss(logits, targets, teacher_logits, ce_weight)
+      return jnp.sum(weight * per_ex), per_ex
+
+    return value_grad_and_input_grad(
+        forward, own_loss,
+        lambda logits: jnp.sum(weight * losses.attack_loss(
+            logits, targets, teacher_logits, which=spec.augment.fgsm_loss,
+            temperature=spec.loss.temperature, is_regression=spec.is_regression)),
+        params, delta)
 
   def step_fn(state: TrainState, teacher_params: Params, batch: dict[str, jax.Array]):
     ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
@@ -210,8 +254,13 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
     per_example = []
     if aug.needs_input_grad:  # the original pass also yields d(loss)/d(input embeddings)
       with jax.named_scope("student_orig_and_input_grad"):
-        (loss, per_orig), (grads, grad_embeds) = student_grads(
-            orig, inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key, True)
+        if fgsm_own_loss:
+          (loss, per_orig), (grads, grad_embeds) = student_grads(
+              orig, inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key, True)
+        else:
+          (loss, per_orig), (grads, grad_embeds) = grads_with_attack(
+              state.params, jnp.zeros(ids.shape + (student.config.hidden_size,)), orig,
+              inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key)
       inputs = dataclasses.replace(
           inputs, delta=augment.fgsm_delta(grad_embeds, spec.augment.fgsm_eps))
       per_example.append(per_orig)
@@ -233,9 +282,31 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
     grads = grads_b if grads is None else jax.tree.map(jnp.add, grads, grads_b)
     per_all = jnp.concatenate(per_example + [per_b])
     shifts = [m.shift for m in made if m.shift is not None]
-    return _update(state, optimizer, grads, loss, per_all[:n], per_all[n:], shifts)
+    profiled = [m for m in made if m.ids is not None]
+    profile = None
+    if profiled:  # summed over copies here, over devices in `_update`
+      profile = (sum(token_profile.profile_counts(ids, m.ids, inputs.eligible, m.met, *flags)
+                     for m in profiled),
+                 any(m.met is not None for m in profiled))
+    return _update(state, optimizer, grads, loss, per_all[:n], per_all[n:], shifts, profile,
+                   token_flags is not None)
 
   return step_fn
+
+
+def value_grad_and_input_grad(forward: Callable, loss: Callable, input_loss: Callable,
+                              params: Params, delta: jax.Array) -> tuple[tuple, tuple]:
+  """((loss, aux), (d loss / d params, d input_loss / d delta)) of `forward(params, delta)`.
+
+  loss(out) -> (scalar, aux) is the one trained; input_loss(out) -> scalar the one whose input
+  gradient is wanted. One forward pass, then two backward passes through it; the second one's
+  parameter gradient is unused, so XLA does not compute it.
+  """
+  out, pullback = jax.vjp(forward, params, delta)
+  (value, aux), d_out = jax.value_and_grad(loss, has_aux=True)(out)
+  grads, _ = pullback(d_out)
+  _, input_grad = pullback(jax.grad(input_loss)(out))
+  return (value, aux), (grads, input_grad)
 
 
 def _projection_table(spec: StepSpec, params: Params, teacher_params: Params) -> jax.Array:
@@ -246,8 +317,13 @@ def _projection_table(spec: StepSpec, params: Params, teacher_params: Params) ->
 
 def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: Params,
             loss: jax.Array, per_orig: jax.Array, per_aug: jax.Array,
-            shifts: list[tuple[jax.Array, jax.Array]]) -> tuple[TrainState, dict[str, jax.Array]]:
-  """All-reduce the gradients, apply AdamW unless they are non-finite, update the run counters."""
+            shifts: list[tuple[jax.Array, jax.Array]],
+            profile: Optional[tuple[jax.Array, bool]] = None,
+            with_token_flags: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+  """All-reduce the gradients, apply AdamW unless they are non-finite, update the run counters.
+
+  profile: (this device's projection-profile counts [len(COUNTS)], whether a partner was mixed).
+  """
   with jax.named_scope("update"):
     grads = jax.lax.pmean(grads, AXIS)
     grad_norm = optax.tree.norm(grads)
@@ -279,8 +355,14 @@ def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: P
     total, count = jax.lax.psum((total, count.astype(jnp.float32)), AXIS)
     metrics["measured_shift"] = total / jnp.maximum(count, 1.0)
     shift_sum, shift_steps = shift_sum + metrics["measured_shift"], shift_steps + 1
+  profile_counts = state.profile_counts
+  if profile is not None:
+    counts = jax.lax.psum(profile[0], AXIS)
+    metrics.update(token_profile.step_metrics(counts, profile[1], with_token_flags))
+    profile_counts = profile_counts + counts
   new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt_state,
                             shift_sum=shift_sum, shift_steps=shift_steps,
+                            profile_counts=profile_counts,
                             nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
   metrics["nonfinite_steps"] = new_state.nonfinite_steps  # over the whole run, resumes included
   return new_state, metrics

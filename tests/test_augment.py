@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from augpro_jax import augment
+from augpro_jax import mixing
 
 
 def brute_force(vectors, table, metric, exclude=None, candidate=None, k=1):
@@ -29,7 +30,8 @@ def brute_force(vectors, table, metric, exclude=None, candidate=None, k=1):
 @pytest.mark.parametrize("metric", ["l2", "cosine", "dot"])
 @pytest.mark.parametrize("chunk", [1, 7, 64, 97, 1000])
 @pytest.mark.parametrize("with_exclude", [False, True])
-def test_nearest_tokens_matches_brute_force(metric, chunk, with_exclude):
+@pytest.mark.parametrize("search", ["exact", "approx"])
+def test_nearest_tokens_matches_brute_force(metric, chunk, with_exclude, search):
   rng = np.random.default_rng(hash((metric, chunk, with_exclude)) % 2**32)
   vocab, dim = 97, 16
   table = rng.normal(size=(vocab, dim)).astype(np.float32)
@@ -41,7 +43,8 @@ def test_nearest_tokens_matches_brute_force(metric, chunk, with_exclude):
     exclude = brute_force(vectors, table, metric, candidate=candidate)[..., 0].astype(np.int32)
   got = augment.nearest_tokens(jnp.asarray(vectors), jnp.asarray(table), metric=metric,
                                exclude=None if exclude is None else jnp.asarray(exclude),
-                               candidate_mask=jnp.asarray(candidate), chunk_size=chunk)
+                               candidate_mask=jnp.asarray(candidate), chunk_size=chunk,
+                               search=search)
   want = brute_force(vectors, table, metric, exclude, candidate)[..., 0]
   assert got.dtype == jnp.int32 and got.shape == (3, 5)
   np.testing.assert_array_equal(np.asarray(got), want)
@@ -51,13 +54,15 @@ def test_nearest_tokens_matches_brute_force(metric, chunk, with_exclude):
 
 
 @pytest.mark.parametrize("chunk", [5, 33, 200])
-def test_topk_matches_brute_force(chunk):
+@pytest.mark.parametrize("search", ["exact", "approx"])
+def test_topk_matches_brute_force(chunk, search):
+  # On CPU and GPU, XLA computes approx_max_k exactly; TPU would need a recall bound instead.
   rng = np.random.default_rng(chunk)
   table = rng.normal(size=(150, 8)).astype(np.float32)
   vectors = rng.normal(size=(11, 8)).astype(np.float32)
   exclude = rng.integers(0, 150, size=(11,)).astype(np.int32)
   got = augment.nearest_tokens_topk(jnp.asarray(vectors), jnp.asarray(table), 6, metric="l2",
-                                    exclude=jnp.asarray(exclude), chunk_size=chunk)
+                                    exclude=jnp.asarray(exclude), chunk_size=chunk, search=search)
   np.testing.assert_array_equal(np.asarray(got), brute_force(vectors, table, "l2", exclude, k=6))
 
 
@@ -70,12 +75,13 @@ def test_projection_of_table_rows_is_identity_and_bf16_inputs_score_in_f32():
   np.testing.assert_array_equal(np.asarray(got), ids)
 
 
-def test_projection_memory_is_bounded_by_the_chunk():
+@pytest.mark.parametrize("search", ["exact", "approx"])
+def test_projection_memory_is_bounded_by_the_chunk(search):
   """The compiled projection's temporaries scale with the chunk, not the vocabulary."""
   positions, dim = 256, 64
 
   def temp_bytes(vocab, chunk):
-    f = jax.jit(lambda v, t: augment.nearest_tokens(v, t, chunk_size=chunk))
+    f = jax.jit(lambda v, t: augment.nearest_tokens(v, t, chunk_size=chunk, search=search))
     compiled = f.lower(jax.ShapeDtypeStruct((positions, dim), jnp.float32),
                        jax.ShapeDtypeStruct((vocab, dim), jnp.float32)).compile()
     return compiled.memory_analysis().temp_size_in_bytes
@@ -105,8 +111,14 @@ def _keys(seed, batch):
   return jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(batch))
 
 
+# AugPro-Mix variants: (lambda rule, lambda per, partner alignment, search).
+MIX_VARIANTS = [("folded", "example", "wrap", "exact"), ("beta", "example", "wrap", "exact"),
+                ("beta", "position", "stretch", "exact"), ("fixed", "example", "wrap", "approx")]
+
+
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 1.0])
-@pytest.mark.parametrize("method", ["augpro_mix", "augpro_perturb", "knn"])
+@pytest.mark.parametrize("method", ["augpro_mix", "augpro_perturb", "knn"] +
+                         [("augpro_mix",) + v for v in MIX_VARIANTS])
 def test_token_augs_change_exactly_the_chosen_positions(p, method):
   ids, mask, is_special = _example_batch()
   batch, seq = ids.shape
@@ -116,7 +128,13 @@ def test_token_augs_change_exactly_the_chosen_positions(p, method):
   eligible = augment.eligible_positions(ids, mask, is_special)
   keys = _keys(3, batch)
   common = dict(shift_degree=p, metric="l2", candidate_mask=candidate, chunk_size=37)
-  if method == "augpro_mix":
+  if isinstance(method, tuple):  # a variant: its knobs, and the partners AugPro-Mix draws
+    _, rule, per, align, search = method
+    lam = mixing.mix_lambdas(keys, augment.position_budget(p, seq), rule=rule, alpha=0.4,
+                             value=0.5, scope=per)
+    new = augment.augpro_mix(keys, ids, eligible, mixing.partner_cycle(keys[0], batch), lam, table,
+                             exclude_original=True, align=align, search=search, **common)
+  elif method == "augpro_mix":
     lam = augment.mix_coefficients(keys, 0.4, keep_major=True)
     new = augment.augpro_mix(keys, ids, eligible, jnp.roll(jnp.arange(batch), 1), lam, table,
                              exclude_original=True, **common)

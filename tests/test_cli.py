@@ -84,6 +84,14 @@ FLAG_CASES = [
     (["--eval_file=x.tsv"], "--mode=eval"),
     (["--distributed_timeout=0"], "distributed_timeout"),
     (["--label_names=negative,positive"], "--task=custom"),
+    (["--mix_lambda=uniform"], "mix_lambda"),
+    (["--mix_lambda_value=1.5"], "mix_lambda_value"),
+    (["--mix_lambda_per=token"], "mix_lambda_per"),
+    (["--mix_partner_align=absolute"], "mix_partner_align"),
+    (["--fgsm_loss=mse"], "fgsm_loss"),
+    (["--projection_vocab=dev"], "projection_vocab"),
+    (["--projection_search=fast"], "projection_search"),
+    (["--projection_recall=0"], "projection_recall"),
 ]
 
 

@@ -57,6 +57,17 @@ def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
   else:
     assert 0.1 < summary["measured_shift"] < 0.5, summary["measured_shift"]
   assert [l["step"] for l in lines if l["kind"] == "train"] == [1, 2]
+  train_lines = [l for l in lines if l["kind"] == "train"]
+  profile = summary["projection_profile"]
+  if aug in ("augpro_mix", "augpro_fgsm", "augpro", "knn"):  # the projections' profile
+    assert profile["changed_tokens"] == sum(l["changed_tokens"] for l in train_lines) > 0
+    for key in ("continuation_share", "non_ascii_share"):
+      assert 0.0 <= profile[key] <= 1.0 and all(key in l for l in train_lines)
+    mixes = aug in ("augpro_mix", "augpro")
+    assert (profile["partner_share"] is not None) == mixes
+    assert all(("partner_share" in l) == mixes for l in train_lines)
+  else:
+    assert profile is None
   assert any(l["kind"] == "eval" for l in lines)
   assert list((tmp_path / "tensorboard").iterdir())
 

@@ -11,6 +11,7 @@ from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import flops
 from augpro_jax import losses
+from augpro_jax import token_profile
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import AugmentConfig
 
@@ -103,6 +104,7 @@ def _augmented_ids(aug_name, devices, step=0, table=None, **knobs):
   state = step_lib.TrainState(step=jnp.asarray(step, jnp.int32), params={}, opt_state=(),
                               rng=jax.random.PRNGKey(0), shift_sum=jnp.zeros(()),
                               shift_steps=jnp.zeros((), jnp.int32),
+                              profile_counts=jnp.zeros((len(token_profile.COUNTS),)),
                               nonfinite_steps=jnp.zeros((), jnp.int32))
   out = jax.pmap(fn, axis_name=step_lib.AXIS, devices=devices)(
       step_lib.replicate(state, devices), step_lib.shard(tts.make_batch(0, len(devices)), devices))

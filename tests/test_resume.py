@@ -188,6 +188,7 @@ def assert_same_as_reference(workdir: pathlib.Path, reference: dict) -> None:
   # The measured-shift mean covers every step, not only those after the last resume.
   assert got["measured_shift_steps"] == STEPS
   assert got["measured_shift"] == reference["measured_shift"]
+  assert got["projection_profile"] == reference["projection_profile"]  # run counters, like the shift
   # Steps after the resumed checkpoint are logged once, by the run that finished them.
   assert train_steps(workdir) == list(range(1, STEPS + 1))
   assert not leftover_tmp(workdir)

@@ -1,4 +1,5 @@
-"""measured_shift on real SST-2 sentences, with the real MiniLM vocabulary and embedding table."""
+"""Token-level augmentations on real SST-2 sentences, with the real MiniLM vocabulary and embedding
+table: measured shift, partner alignment, the task vocabulary."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from augpro_jax import augment
+from augpro_jax import augmentations
 from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
 from augpro_jax import hf_io
@@ -56,3 +58,76 @@ def test_measured_shift_matches_the_requested_degree(sst2, method, p):
   changed = np.asarray(new != ids)
   assert not (changed & ~np.asarray(eligible)).any()
   assert np.asarray(is_candidate)[np.asarray(new)[changed]].all()
+
+
+def _copy(aug, knobs, data, table, is_special, candidates, batch=32, delta=None):
+  """The registry entry's copy of `data`, made as the step makes it, in device batches of 32.
+  Returns (original ids, augmented ids, partner token met [N, S] or None, eligible)."""
+  entry = augmentations.get(aug)
+  out = []
+  for start in range(0, len(data) - batch + 1, batch):
+    ids = jnp.asarray(data.input_ids[start:start + batch])
+    mask = jnp.asarray(data.attention_mask[start:start + batch])
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(5), i))(jnp.arange(batch))
+    inputs = augmentations.StepInputs(
+        ids=ids, mask=mask, types=jnp.zeros_like(ids),
+        eligible=augment.eligible_positions(ids, mask, is_special), gold=jnp.zeros((batch, 2)),
+        batch={}, table=table, candidate_mask=candidates, knobs=knobs,
+        delta=None if delta is None else delta[start:start + batch])
+    copy = entry.make_copy(inputs, 0, keys, jax.random.PRNGKey(start))
+    out.append((ids, copy.ids, copy.met, inputs.eligible))
+  return [None if parts[0] is None else np.concatenate([np.asarray(p) for p in parts])
+          for parts in zip(*out)]
+
+
+@pytest.mark.parametrize("align", ["wrap", "stretch"])
+def test_mixed_positions_never_meet_a_partners_pad_or_sep(sst2, align):
+  data, table, is_special, is_candidate = sst2
+  knobs = config_lib.AugmentConfig(mix_partner_align=align)
+  ids, new, met, eligible = _copy("augpro_mix", knobs, data, table, is_special, is_candidate)
+  chosen = met >= 0
+  assert chosen.sum() > 1000 and not (chosen & ~eligible).any()
+  assert not np.asarray(is_special)[met[chosen]].any()  # no [PAD], [SEP], [CLS], ...
+  # Each met token is a real token of some other example of its device batch.
+  for row in np.flatnonzero(chosen.any(-1))[:64]:
+    group = slice(row // 32 * 32, row // 32 * 32 + 32)
+    others = np.concatenate([ids[r][eligible[r]] for r in range(group.start, group.stop)
+                             if r != row])
+    assert np.isin(met[row][chosen[row]], others).all()
+
+
+@pytest.mark.parametrize("aug", ["augpro_mix", "augpro_fgsm", "knn"])
+def test_task_vocabulary_on_real_data(sst2, aug):
+  """--projection_vocab=task returns only ids of the training split, and its non-ASCII share is
+  no higher than the split's own."""
+  data, table, is_special, is_candidate = sst2
+  task = jnp.asarray(pipeline.task_candidates(np.asarray(is_candidate), np.asarray(is_special),
+                                              data))
+  knobs = config_lib.AugmentConfig(projection_vocab="task", fgsm_eps=0.3)
+  delta = None
+  if aug == "augpro_fgsm":
+    grad = jax.random.normal(jax.random.PRNGKey(3), data.input_ids.shape + (table.shape[1],))
+    delta = augment.fgsm_delta(grad, knobs.fgsm_eps)
+  ids, new, _, eligible = _copy(aug, knobs, data, table, is_special, task, delta=delta)
+  changed = (ids != new) & eligible
+  assert changed.sum() > 1000
+  assert np.asarray(task)[new[changed]].all()
+  in_split = np.zeros(len(task), bool)
+  in_split[data.input_ids[data.attention_mask > 0]] = True
+  assert in_split[new[changed]].all()
+  _, is_non_ascii = pipeline.token_flags(
+      pipeline.load_tokenizer(hf_io.resolve_pretrained_dir("minilm")), len(task))
+  own_share = is_non_ascii[ids[eligible]].mean()
+  assert is_non_ascii[new[changed]].mean() <= own_share
+
+
+def test_build_context_uses_the_task_vocabulary(glue):
+  from augpro_jax import evaluation  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.Config(task="sst2", glue_dir=str(glue), train_size=64, max_seq_len=32,
+                          batch_size=8, eval_size=8)
+  full = evaluation.build_context(cfg.replace(projection_vocab="full"))
+  task = evaluation.build_context(cfg.replace(projection_vocab="task"))
+  occurring = np.zeros(len(full.is_candidate), bool)
+  occurring[task.train.input_ids[task.train.attention_mask > 0]] = True
+  np.testing.assert_array_equal(task.is_candidate, full.is_candidate & occurring & ~full.is_special)
+  assert 100 < task.is_candidate.sum() < full.is_candidate.sum()

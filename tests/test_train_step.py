@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from augpro_jax import losses
 from augpro_jax import model as model_lib
 from augpro_jax import train_step as step_lib
 
@@ -40,7 +41,8 @@ def make_batch(step, devices, batch=BATCH, regression=False):
   return {k: v.reshape(devices, -1, *v.shape[1:]) for k, v in full.items()}
 
 
-def setup(aug="none", objective="kd", devices=None, regression=False, **spec_kwargs):
+def setup(aug="none", objective="kd", devices=None, regression=False, token_flags=None,
+          **spec_kwargs):
   devices = devices or jax.local_devices()
   labels = 1 if regression else 2
   t_config, s_config = tiny(2, labels=labels), tiny(1, labels=labels)
@@ -52,7 +54,7 @@ def setup(aug="none", objective="kd", devices=None, regression=False, **spec_kwa
   spec = step_lib.StepSpec.create(objective=objective, aug=aug, num_labels=labels,
                            is_regression=regression, projection_chunk=50, **spec_kwargs)
   fn = step_lib.make_train_step(spec, student, teacher if objective == "kd" else None, optimizer,
-                                *masks())
+                                *masks(), token_flags=token_flags)
   p_step = jax.pmap(fn, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
   state = step_lib.replicate(step_lib.init_state(s_params, optimizer, 0), devices)
   r_teacher = step_lib.replicate(t_params if objective == "kd" else {}, devices)
@@ -201,3 +203,95 @@ def test_nonfinite_step_leaves_parameters_untouched():
   params = jax.device_get(step_lib.unreplicate(state.params))
   for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_value_grad_and_input_grad_matches_two_separate_gradients():
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)).astype(np.float32))}
+  x = jnp.asarray(rng.normal(size=(2, 4)).astype(np.float32))
+  delta = jnp.zeros((2, 4))
+  forward = lambda p, d: jnp.tanh((x + d) @ p["w"])  # [2, 3]
+  loss = lambda out: (jnp.sum(out ** 2), out)
+  input_loss = lambda out: jnp.sum(jnp.sin(3 * out))
+  (value, aux), (grads, input_grad) = step_lib.value_grad_and_input_grad(
+      forward, loss, input_loss, params, delta)
+  np.testing.assert_allclose(value, loss(forward(params, delta))[0], rtol=1e-6)
+  np.testing.assert_allclose(aux, forward(params, delta), rtol=1e-6)
+  want = jax.grad(lambda p: loss(forward(p, delta))[0])(params)
+  np.testing.assert_allclose(grads["w"], want["w"], rtol=1e-5)
+  want_input = jax.grad(lambda d: input_loss(forward(params, d)))(delta)
+  np.testing.assert_allclose(input_grad, want_input, rtol=1e-5)
+  # The trained loss's own input gradient is another direction: the test tells them apart.
+  own_input = jax.grad(lambda d: loss(forward(params, d))[0])(delta)
+  assert not np.allclose(own_input, input_grad, rtol=0.1)
+
+
+def test_attack_losses():
+  rng = np.random.default_rng(0)
+  logits, teacher = (jnp.asarray(rng.normal(size=(5, 3)).astype(np.float32)) for _ in range(2))
+  gold = jax.nn.one_hot(jnp.asarray([0, 2, 1, 1, 0]), 3)
+  common = dict(temperature=2.0, is_regression=False)
+  ce = losses.target_loss(logits, gold, is_regression=False)
+  kd = losses.kd_loss(logits, teacher, **common)
+  np.testing.assert_allclose(losses.attack_loss(logits, gold, teacher, which="ce", **common), ce)
+  np.testing.assert_allclose(losses.attack_loss(logits, gold, teacher, which="both", **common),
+                             ce + kd, rtol=1e-6)
+
+
+def test_fgsm_loss_chooses_the_direction_in_distillation_only():
+  """ce moves the embeddings another way than kd in distillation; fine-tuning has one loss."""
+  def one_step(objective, fgsm_loss):
+    p_step, state, teacher, _ = setup("fgsm", objective=objective, fgsm_loss=fgsm_loss,
+                                      fgsm_eps=0.5)
+    state, _ = p_step(state, teacher, step_lib.shard(make_batch(0, 8)))
+    return jax.device_get(step_lib.unreplicate(state.params))
+
+  def differ(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+  assert differ(one_step("kd", "kd"), one_step("kd", "ce")) > 1e-5
+  assert differ(one_step("labels", "kd"), one_step("labels", "ce")) == 0.0
+
+
+@pytest.mark.parametrize("value,partner_expected", [(0.0, True), (1.0, False)])
+def test_the_step_profiles_augpro_mix(value, partner_expected):
+  """λ = 0 mixes in the partner's token alone: with the own token excluded, the projection returns
+  it (partner share ~1); λ = 1 keeps the own token and excludes it: the partner's token is rare."""
+  ids = np.arange(VOCAB)
+  flags = (ids % 3 == 0, ids % 5 == 0)
+  p_step, state, teacher, _ = setup("augpro_mix", token_flags=flags, mix_lambda="fixed",
+                                    mix_lambda_value=value, shift_degree=0.5)
+  totals = []
+  for step in range(2):
+    state, metrics = p_step(state, teacher, step_lib.shard(make_batch(step, 8)))
+    m = jax.device_get(jax.tree.map(lambda x: x[0], metrics))
+    totals.append(m["changed_tokens"])
+    for key in ("partner_share", "continuation_share", "non_ascii_share"):
+      assert 0.0 <= m[key] <= 1.0, key
+    assert (m["partner_share"] > 0.9) == partner_expected, m["partner_share"]
+  profile = step_lib.run_profile(jax.device_get(step_lib.unreplicate(state)))
+  assert profile["changed_tokens"] == sum(totals) > 0
+  # Every third id is a "continuation", every fifth "non-ASCII": shares near 1/3 and 1/5.
+  assert 0.1 < profile["continuation_share"] < 0.6 and 0.0 < profile["non_ascii_share"] < 0.45
+
+
+def test_gradient_free_and_fgsm_entries_profile_without_a_partner():
+  for aug in ("knn", "augpro_fgsm"):
+    p_step, state, teacher, _ = setup(aug, shift_degree=0.3)
+    state, metrics = p_step(state, teacher, step_lib.shard(make_batch(0, 8)))
+    assert "partner_share" not in metrics and "changed_tokens" in metrics
+    assert "non_ascii_share" not in metrics  # no token flags given
+    profile = step_lib.run_profile(jax.device_get(step_lib.unreplicate(state)))
+    assert profile["partner_share"] is None and profile["changed_tokens"] > 0
+
+
+def test_flops_count_the_second_backward_pass_of_fgsm_loss():
+  from augpro_jax import flops  # pylint: disable=import-outside-toplevel
+  common = dict(aug="augpro_fgsm", teacher=tiny(2), student=tiny(1), batch=8, seq_len=SEQ,
+                shift_degree=0.3)
+  kd = flops.step_flops(objective="kd", fgsm_loss="kd", **common)
+  ce = flops.step_flops(objective="kd", fgsm_loss="ce", **common)
+  assert "student_input_grad" not in kd
+  assert ce["total"] == kd["total"] + ce["student_input_grad"] > kd["total"]
+  assert flops.step_flops(objective="labels", fgsm_loss="ce", **common) == \
+      flops.step_flops(objective="labels", fgsm_loss="kd", **common)
