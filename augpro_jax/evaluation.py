@@ -136,16 +136,43 @@ def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: An
 
 
 def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,
-             predict_step=None) -> dict[str, float]:
-  """Dev metrics; with several dev splits (MNLI) keys are prefixed by the split name."""
+             predict_step=None, predictions: Optional[dict[str, np.ndarray]] = None
+             ) -> dict[str, float]:
+  """Dev metrics; with several dev splits (MNLI) keys are prefixed by the split name.
+
+  predictions: if given, receives each split's predictions [N] in file order (class ids, or
+  scores for regression).
+  """
   results = {}
   for split_name, split in ctx.dev.items():
     logits = predict(ctx, model, replicated_params, split, predict_step)
     preds = logits[:, 0] if ctx.task.is_regression else logits.argmax(-1)
+    if predictions is not None:
+      predictions[split_name] = preds
     metrics = tasks_lib.compute_metrics(ctx.task, preds, split.labels)
     prefix = "" if len(ctx.dev) == 1 else f"{split_name}/"
     results.update({prefix + k: v for k, v in metrics.items()})
   return results
+
+
+def write_dev_predictions(path: pathlib.Path, ctx: Context,
+                          predictions: dict[str, np.ndarray]) -> None:
+  """`path` (npz): for each dev split, `<split>/predictions` [N] and `<split>/labels` [N] in file
+  order, so that any two runs on the same dev set compare example by example (process 0 only)."""
+  if not distributed.is_main_process():
+    return
+  arrays = {}
+  for name, preds in predictions.items():
+    dtype = np.float32 if ctx.task.is_regression else np.int16
+    arrays[f"{name}/predictions"] = np.asarray(preds).astype(dtype)
+    arrays[f"{name}/labels"] = np.asarray(ctx.dev[name].labels).astype(dtype)
+  tmp = path.with_name(path.name + ".tmp.npz")
+  try:
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+  except OSError as exc:
+    tmp.unlink(missing_ok=True)
+    raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def main_metric_key(ctx: Context) -> str:

@@ -276,9 +276,9 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
     checkpoints.save(manager, step, jax.device_get(step_lib.unreplicate(r_state)), metrics)
     saved["step"] = step
 
-  def evaluate_and_log(step):
+  def evaluate_and_log(step, predictions=None):
     try:
-      metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step)
+      metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step, predictions)
     except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
       if saved["step"] != step:
         save(step)
@@ -322,7 +322,8 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
       logger.flush(num_steps)
   finally:
     progress.close()
-  dev = evaluate_and_log(num_steps)
+  dev = evaluate_and_log(num_steps, predictions := {})
+  evaluation.write_dev_predictions(workdir / "dev_predictions.npz", ctx, predictions)
   if start_step < num_steps:
     save(num_steps, dev)
   writers.close()

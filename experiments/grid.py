@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any, Iterable, Optional
 
+import numpy as np
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 
@@ -41,10 +43,11 @@ class Run:
     return args + [f"--{k}={v}" for k, v in self.flags]
 
 
-def teacher_run(task: str, common: dict[str, Any], teacher_epochs: float) -> Run:
+def teacher_run(task: str, common: dict[str, Any], teacher_epochs: float,
+                name: Optional[str] = None) -> Run:
   flags = {**common, "task": task, "mode": "train_teacher", "teacher_num_epochs": teacher_epochs,
            "seed": 0}
-  return Run(f"teacher-{task}", tuple(flags.items()), (("task", task), ("mode", "teacher")))
+  return Run(name or f"teacher-{task}", tuple(flags.items()), (("task", task), ("mode", "teacher")))
 
 
 def student_run(name: str, teacher: Optional[Run], root: pathlib.Path, flags: dict[str, Any],
@@ -189,6 +192,7 @@ def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> 
                wallclock_seconds=float(wall.read_text()) if wall.exists() else None)
     rows.append(row)
   csv_path.parent.mkdir(parents=True, exist_ok=True)
+  bundle_predictions(runs, root, predictions_path(csv_path), {row["run"] for row in rows})
   keys = list(dict.fromkeys([k for k in header if any(k in row for row in rows)]
                             + [k for row in rows for k in row]))
   with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -197,6 +201,44 @@ def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> 
     writer.writerows(rows)
   print(f"{len(rows)} finished runs -> {csv_path}")
   return rows
+
+
+def predictions_path(csv_path: pathlib.Path) -> pathlib.Path:
+  """Where the per-example dev predictions of a results CSV's runs live: `<csv stem>_predictions.npz`."""
+  return csv_path.with_name(csv_path.stem + "_predictions.npz")
+
+
+def bundle_predictions(runs: Iterable[Run], root: pathlib.Path, path: pathlib.Path,
+                       keep: set[str]) -> None:
+  """Gather each run's `dev_predictions.npz` into one compressed file, keys `<run>/<split>/...`.
+
+  Like the CSV, the bundle is the durable record: a run in `keep` whose workdir is gone keeps the
+  arrays the bundle already has for it; runs not in `keep` are dropped.
+  """
+  arrays = {}
+  if path.exists():
+    with np.load(path) as old:
+      arrays = {k: old[k] for k in old.files if k.split("/", 1)[0] in keep}
+  for run in runs:
+    source = root / run.name / "dev_predictions.npz"
+    if run.name in keep and source.exists():
+      with np.load(source) as new:
+        arrays.update({f"{run.name}/{k}": new[k] for k in new.files})
+  if arrays:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_predictions(path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
+  """{run: {"<split>/predictions" | "<split>/labels": [N]}} from a bundle (empty if absent)."""
+  out: dict[str, dict[str, np.ndarray]] = {}
+  if path.exists():
+    with np.load(path) as data:
+      for key in data.files:
+        run, rest = key.split("/", 1)
+        out.setdefault(run, {})[rest] = data[key]
+  return out
 
 
 # CPU-sized settings shared by every experiment (experiments/README.md "Settings" says why they
@@ -227,9 +269,10 @@ def teachers(tasks: Iterable[str], tiny: bool) -> dict[str, Run]:
   return out
 
 
-def main(description: str, make_runs, csv_name: str) -> int:
+def main(description: str, make_runs, csv_name: str, default_seeds: int = 3) -> int:
   """The shared command line of every experiment script."""
   p = parser(description, "experiments")
+  p.set_defaults(seeds=default_seeds)
   args = p.parse_args()
   root = pathlib.Path(args.root)
   csv_path = pathlib.Path(args.csv or RESULTS / f"{csv_name}.csv")

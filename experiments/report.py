@@ -1,10 +1,11 @@
 """Turn the experiment CSVs into markdown tables (mean ± std over seeds) and PNG plots.
 
 Command (seconds): .venv/bin/python experiments/report.py
-Reads experiments/results/{augpro_comparison,shift_degree,aug_copies}.csv (whichever exist) and
-writes experiments/results/report.md and *.png beside them. It also writes each table into
-experiments/README.md, between `<!-- report:NAME:begin -->` and `<!-- report:NAME:end -->`
-(NAME is comparison, shift or copies), and leaves the text outside those markers alone: the
+Reads experiments/results/{augpro_comparison,shift_degree,aug_copies}.csv and the paired
+protocol's {paired_comparison,paired_shift,paired_copies}.csv with their *_predictions.npz
+(whichever exist) and writes experiments/results/report.md and *.png beside them. It also writes
+each table into experiments/README.md, between `<!-- report:NAME:begin -->` and
+`<!-- report:NAME:end -->` (NAME is comparison, shift, copies or claims), and leaves the text outside those markers alone: the
 results tables there are never edited by hand. With another `--results`, no README is touched
 unless `--readme` names one.
 """
@@ -21,11 +22,14 @@ import statistics
 from collections import defaultdict
 
 from augpro_jax import tasks as tasks_lib
+from experiments import grid
+from experiments import protocol
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 README = RESULTS.parent / "README.md"
 BLOCK = re.compile(r"(<!-- report:([a-z]+):begin -->\n).*?(<!-- report:\2:end -->)", re.DOTALL)
 # The CSV column of each task's main metric (the task specs say which metric that is).
+PAIRED = ("paired_comparison", "paired_shift", "paired_copies")  # the protocol's CSVs
 MAIN_METRIC = {name: "dev_" + task.main_metric for name, task in tasks_lib.TASKS.items()}
 
 
@@ -231,11 +235,16 @@ def main():
   copies = read(results / "aug_copies.csv")
   if copies:
     sections["copies"] = copies_table(copies)
+  if any((results / f"{study}.csv").exists() for study in PAIRED):
+    sections["claims"] = ["### Claims (paired by seed; verdicts by the rule in experiments/README.md)",
+                          ""] + protocol.claims_table(
+        lambda study: read(results / f"{study}.csv"),
+        lambda study: grid.load_predictions(grid.predictions_path(results / f"{study}.csv")))
   text = "\n\n".join("\n".join(s) for s in sections.values()) or "No results yet."
   if readme_text is not None:
     prefix = pathlib.Path(os.path.relpath(results.resolve(), readme.resolve().parent)).as_posix()
     blocks = {name: "\n".join(_relink(lines, prefix)) for name, lines in sections.items()}
-    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies")
+    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies", "claims")
                    if name not in blocks})
     try:
       filled = fill_blocks(readme_text, blocks)

@@ -4,6 +4,7 @@ fine-tuning with augmentation; a custom TSV; eval mode. Tiny settings, real Mini
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from augpro_jax import config as config_lib
@@ -50,6 +51,9 @@ def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
   assert summary["dev"]["accuracy"] == final_eval["accuracy"]
   correct = summary["dev"]["accuracy"] * TINY["eval_size"]  # a count of the 24 dev examples
   assert abs(correct - round(correct)) < 1e-6
+  with np.load(tmp_path / "dev_predictions.npz") as saved:  # per example, in file order
+    assert saved["dev/predictions"].shape == (TINY["eval_size"],)
+    assert np.mean(saved["dev/predictions"] == saved["dev/labels"]) == summary["dev"]["accuracy"]
   assert summary["teacher_ckpt"] == str(teacher)
   assert len(summary["student_params_sha256"]) == 64
   if aug in ("mixup", "fgsm", "none"):

@@ -1,0 +1,18 @@
+"""Which shift degree does KD prefer, against fine-tuning, at 1,000 and 10,000 examples?
+
+Command (resumable, splittable by --only):
+  .venv/bin/python experiments/paired_shift.py --only='-n1000-'
+  .venv/bin/python experiments/paired_shift.py --only='-n10000-'
+  .venv/bin/python experiments/report.py
+Grid (experiments/protocol.py): SST-2, fine-tuning and KD, shift 0 (no augmentation), 0.1, 0.3,
+0.5 and 0.7 with augpro_mix and knn, 1,000 and 10,000 training examples trained for the same 625
+steps, 3 seeds. 109 runs (with the shared teacher); each run's runtime is in the CSV.
+"""
+
+import sys
+
+from experiments import grid
+from experiments import protocol
+
+if __name__ == "__main__":
+  sys.exit(grid.main(__doc__, protocol.shift_runs, "paired_shift"))
