@@ -84,6 +84,10 @@ FLAG_CASES = [
     (["--eval_file=x.tsv"], "--mode=eval"),
     (["--distributed_timeout=0"], "distributed_timeout"),
     (["--label_names=negative,positive"], "--task=custom"),
+    (["--length_buckets=16,8"], "--length_buckets"),
+    (["--length_buckets=big"], "--length_buckets"),
+    (["--length_buckets=16,256"], "longer than --max_seq_len"),
+    (["--max_length_buckets=0"], "max_length_buckets"),
 ]
 
 
@@ -223,5 +227,6 @@ def test_help_lists_every_flag():
                "--max_seq_len", "--batch_size", "--num_epochs", "--num_train_steps",
                "--learning_rate", "--teacher", "--teacher_ckpt", "--teacher_num_epochs",
                "--student_layers", "--student_hidden", "--temperature", "--alpha_ce",
-               "--eval_every", "--checkpoint_every", "--dtype", "--seed"):
+               "--eval_every", "--checkpoint_every", "--dtype", "--seed", "--length_buckets",
+               "--max_length_buckets"):
     assert flag in result.stdout + result.stderr, flag
