@@ -36,6 +36,14 @@ from augpro_jax.config import Config
 from augpro_jax.config import LossConfig
 from augpro_jax.model import BertClassifier, word_embedding_table
 
+# Random bits (dropout masks above all) from the original threefry scheme rather than the
+# "partitionable" one that JAX uses by default: on CPU the partitionable one is about 5x slower per
+# bit, and the student's attention-dropout masks ([batch, heads, seq, seq] per layer) were a large
+# part of its step. The partitionable scheme only matters for random arrays sharded by `jit`; this
+# code parallelises with `pmap`, where each device draws its own bits. Random streams, and hence
+# results, differ from those of the partitionable scheme (docs/benchmarks.md).
+jax.config.update("jax_threefry_partitionable", False)
+
 AXIS = "batch"  # the pmap axis: data parallelism over devices (and processes)
 Params = Any
 
@@ -259,7 +267,8 @@ def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: P
   tokens: (real, processed) tokens of this device's original examples.
   """
   with jax.named_scope("update"):
-    grads = jax.lax.pmean(grads, AXIS)
+    if jax.lax.axis_size(AXIS) > 1:  # on one device the all-reduce would only copy every gradient
+      grads = jax.lax.pmean(grads, AXIS)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(jax.lax.pmean(loss, AXIS))
 
