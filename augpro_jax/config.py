@@ -73,6 +73,10 @@ class BenchmarkConfig:
   benchmark_peers: tuple[str, ...] = knob(("hf_flax", "hf_torch"),
                                           "Peers: hf_flax, hf_torch (empty: none).")
   benchmark_out: Optional[str] = knob(None, "Benchmark JSON path (a .md table is written beside it).")
+  benchmark_data: str = knob("synthetic", "synthetic: random full-length batches; task: the run's "
+                                          "own batches of --task's real training examples, timed "
+                                          "with and without length buckets and against the "
+                                          "peers' padding.")
   teacher_layers: Optional[int] = knob(None, "Benchmark: a random teacher of this depth instead of "
                                              "the pretrained one.")
   teacher_hidden: Optional[int] = knob(None, "Benchmark: a random teacher of this width.")
@@ -204,6 +208,7 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
     _one_of("student_init", self.student_init, ("auto", "teacher", "random"))
     _one_of("data_source", self.data_source, ("glue_dir", "tfds"))
     _one_of("label_type", self.label_type, ("auto", "classification", "regression"))
+    _one_of("benchmark_data", self.benchmark_data, ("synthetic", "task"))
     for aug in self.benchmark_augs:
       _one_of("benchmark_augs", aug, augmentations.choices())
     if not (0.0 < self.shift_degree <= 1.0) or math.isnan(self.shift_degree):

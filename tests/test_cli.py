@@ -88,6 +88,8 @@ FLAG_CASES = [
     (["--length_buckets=big"], "--length_buckets"),
     (["--length_buckets=16,256"], "longer than --max_seq_len"),
     (["--max_length_buckets=0"], "max_length_buckets"),
+    (["--mode=benchmark", "--benchmark_data=real"], "benchmark_data"),
+    (["--mode=benchmark", "--benchmark_data=task", "--task=stsb"], "regression"),
 ]
 
 
@@ -228,5 +230,5 @@ def test_help_lists_every_flag():
                "--learning_rate", "--teacher", "--teacher_ckpt", "--teacher_num_epochs",
                "--student_layers", "--student_hidden", "--temperature", "--alpha_ce",
                "--eval_every", "--checkpoint_every", "--dtype", "--seed", "--length_buckets",
-               "--max_length_buckets"):
+               "--max_length_buckets", "--benchmark_data"):
     assert flag in result.stdout + result.stderr, flag
