@@ -45,8 +45,13 @@ test: setup-dev
 test-fast: setup-dev
 	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
 
+# The synthetic step benchmark, then the same steps on SST-2's real training batches: ours with
+# length buckets and at --max_seq_len, against the peers' padding (docs/benchmarks.md).
 bench: setup-dev
 	$(PY) main.py --mode=benchmark --max_seq_len=64 --batch_size=32 --benchmark_out=runs/bench/benchmark.json
+	$(PY) main.py --mode=benchmark --benchmark_data=task --task=sst2 --max_seq_len=128 --batch_size=32 \
+	  --benchmark_augs=none,augpro_mix,augpro_fgsm --benchmark_steps=40 \
+	  --benchmark_out=runs/bench/benchmark_task_sst2.json
 
 clean:
 	rm -rf runs

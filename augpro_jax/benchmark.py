@@ -107,11 +107,11 @@ class Models:
   student_params: Any
 
 
-def build_models(cfg: Config) -> tuple[Models, Any]:
+def build_models(cfg: Config, num_labels: int = NUM_LABELS) -> tuple[Models, Any]:
   """The teacher (pretrained MiniLM, or a random one of the requested shape) and its student."""
   teacher_dir = hf_io.resolve_pretrained_dir(cfg.teacher)
   tokenizer = pipeline.load_tokenizer(teacher_dir)
-  t_config, t_params = hf_io.load_pretrained(str(teacher_dir), num_labels=NUM_LABELS,
+  t_config, t_params = hf_io.load_pretrained(str(teacher_dir), num_labels=num_labels,
                                              dropout_rate=0.0, dtype=cfg.dtype)
   if cfg.teacher_layers or cfg.teacher_hidden:
     hidden = cfg.teacher_hidden or t_config.hidden_size
@@ -206,6 +206,9 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
 
 
 def run(cfg: Config) -> dict[str, Any]:
+  if cfg.benchmark_data == "task":
+    from augpro_jax import benchmark_task  # pylint: disable=g-import-not-at-top
+    return benchmark_task.run(cfg)
   devices = jax.local_device_count()
   if cfg.batch_size % devices:
     raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
@@ -357,15 +360,15 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def _guarded(step: Callable[[int], None], errors: dict[str, BaseException],
-             name: str) -> Callable[[int], None]:
+             name: str, offset: int = 1) -> Callable[[int], None]:
   """A peer's step for `time_interleaved`: a failure is kept (the peer is reported unavailable)
-  instead of ending the benchmark, and later calls do nothing."""
+  instead of ending the benchmark, and later calls do nothing. call(i) runs step(i + offset)."""
 
   def call(i: int) -> None:
     if name in errors:
       return
     try:
-      step(i + 1)  # step 0 ran before timing (compilation / lazy allocation)
+      step(i + offset)  # by default step 0 ran before timing (compilation / lazy allocation)
     except Exception as exc:  # pylint: disable=broad-except
       errors[name] = exc
 

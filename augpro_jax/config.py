@@ -89,6 +89,10 @@ class BenchmarkConfig:
   benchmark_peers: tuple[str, ...] = knob(("hf_flax", "hf_torch"),
                                           "Peers: hf_flax, hf_torch (empty: none).")
   benchmark_out: Optional[str] = knob(None, "Benchmark JSON path (a .md table is written beside it).")
+  benchmark_data: str = knob("synthetic", "synthetic: random full-length batches; task: the run's "
+                                          "own batches of --task's real training examples, timed "
+                                          "with and without length buckets and against the "
+                                          "peers' padding.")
   teacher_layers: Optional[int] = knob(None, "Benchmark: a random teacher of this depth instead of "
                                              "the pretrained one.")
   teacher_hidden: Optional[int] = knob(None, "Benchmark: a random teacher of this width.")
@@ -131,6 +135,16 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   train_size: Optional[int] = knob(None, "Keep a seeded random subset of N training examples.")
   eval_size: Optional[int] = knob(None, "Evaluate on the first N dev examples only (quick runs).")
   max_seq_len: int = knob(128, "Tokens per example (pad/truncate).")
+  length_buckets: str = knob("auto", "Sequence lengths a batch is padded to, each global batch from "
+                                     "one: auto (up to --max_length_buckets multiples of 8 that "
+                                     "minimise padding on the training lengths), none (every batch "
+                                     "at --max_seq_len), or increasing lengths like 16,32,64 "
+                                     "(--max_seq_len is added when longer examples exist).")
+  max_length_buckets: int = knob(8, "--length_buckets=auto: at most this many buckets (the step "
+                                    "compiles once per bucket).")
+  bucket_compile_steps: float = knob(4.0, "--length_buckets=auto: what one more compile costs, as "
+                                          "steps at the longest bucket; a bucket is added only if "
+                                          "it saves more over the run (0: ignore compiles).")
 
   # Optimisation.
   batch_size: int = knob(32, "Global batch size (all devices, all processes).")
@@ -216,13 +230,15 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
     _one_of("student_init", self.student_init, ("auto", "teacher", "random"))
     _one_of("data_source", self.data_source, ("glue_dir", "tfds"))
     _one_of("label_type", self.label_type, ("auto", "classification", "regression"))
+    _one_of("benchmark_data", self.benchmark_data, ("synthetic", "task"))
     for aug in self.benchmark_augs:
       _one_of("benchmark_augs", aug, augmentations.choices())
     if not (0.0 < self.shift_degree <= 1.0) or math.isnan(self.shift_degree):
       raise UserError(f"--shift_degree must be in (0, 1], got {self.shift_degree}")
     for name in ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
                  "student_heads", "log_every", "knn_k", "projection_chunk", "aug_copies",
-                 "keep_checkpoints", "benchmark_steps", "benchmark_rounds", "distributed_timeout"):
+                 "keep_checkpoints", "benchmark_steps", "benchmark_rounds", "distributed_timeout",
+                 "max_length_buckets"):
       value = getattr(self, name)
       if value <= 0:
         raise UserError(f"--{name} must be positive, got {value}")
@@ -238,7 +254,7 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
       value = getattr(self, name)
       if value < 0:
         raise UserError(f"--{name} must be >= 0, got {value}")
-    for name in ("alpha_ce", "aug_weight", "fgsm_eps", "weight_decay"):
+    for name in ("alpha_ce", "aug_weight", "fgsm_eps", "weight_decay", "bucket_compile_steps"):
       value = getattr(self, name)
       if not value >= 0:
         raise UserError(f"--{name} must be >= 0, got {value}")
@@ -254,6 +270,11 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
       raise UserError(f"--projection_recall must be in (0, 1], got {self.projection_recall}")
     if self.max_seq_len < 8 or self.max_seq_len > 512:
       raise UserError(f"--max_seq_len must be in [8, 512], got {self.max_seq_len}")
+    from augpro_jax import buckets  # pylint: disable=g-import-not-at-top
+    listed = buckets.parse(self.length_buckets)
+    if listed and listed[-1] > self.max_seq_len:
+      raise UserError(f"--length_buckets={self.length_buckets}: {listed[-1]} is longer than "
+                      f"--max_seq_len={self.max_seq_len}")
     if self.student_hidden % self.student_heads:
       raise UserError(f"--student_hidden ({self.student_hidden}) must be divisible by "
                       f"--student_heads ({self.student_heads})")

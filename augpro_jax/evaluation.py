@@ -1,12 +1,14 @@
 """What every mode shares: the run's context (task, data, tokenizer, device layout) and evaluation.
 
 `predict` and `evaluate` run the pmapped eval step over every example exactly once, gathered from all
-processes, and report metrics in the examples' original order.
+processes, and report metrics in the examples' original order. Batches come in length buckets
+(`choose_length_buckets`), as in training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 import sys
@@ -16,6 +18,7 @@ import jax
 import numpy as np
 
 from augpro_jax import augmentations
+from augpro_jax import buckets as buckets_lib
 from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
@@ -44,6 +47,7 @@ class Context:
   is_special: np.ndarray
   is_candidate: np.ndarray  # [V] what a projection may return (--projection_vocab)
   token_flags: Optional[tuple[np.ndarray, np.ndarray]] = None  # (is_continuation, is_non_ascii)
+  buckets: buckets_lib.Buckets = ()  # sequence lengths of batches (`choose_length_buckets`)
 
 
 def local_layout() -> pipeline.Layout:
@@ -99,8 +103,44 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
       # Long text is not an error: it is truncated, counted, and reported (also in summary.json).
       print(f"warning: {split.num_truncated} of {len(split)} {name} examples are longer than "
             f"--max_seq_len={cfg.max_seq_len} tokens and were truncated", file=sys.stderr)
+  chosen_on = train or next(iter(dev.values()), None)
+  buckets = () if chosen_on is None else choose_length_buckets(
+      cfg, chosen_on, layout, cfg.batch_size if train else cfg.eval_batch_size)
   return Context(cfg, task, tokenizer, teacher_dir, tokenizer_dir, train, dev, layout, is_special,
-                 is_candidate, pipeline.token_flags(tokenizer, vocab_size))
+                 is_candidate, pipeline.token_flags(tokenizer, vocab_size), buckets)
+
+
+def choose_length_buckets(cfg: Config, split: pipeline.Tokenized, layout: pipeline.Layout,
+                          global_batch: int) -> buckets_lib.Buckets:
+  """`--length_buckets` resolved on `split`'s lengths (the training split; eval and predict: the
+  split they run on); with auto, each bucket holds at least `global_batch` of its examples and
+  must save more padded tokens over the run's epochs than `--bucket_compile_steps` steps cost.
+
+  Every process computes them from the same data; multi-process runs check that they agree, since
+  a batch's length is part of the compiled step that all processes run together.
+  """
+  if cfg.mode == "train_teacher":
+    epochs = cfg.teacher_num_epochs
+  elif cfg.mode in ("eval", "predict"):
+    epochs = 1.0
+  else:  # the student's passes (a teacher trained in the same run shares the buckets)
+    epochs = cfg.num_train_steps * cfg.batch_size / len(split) if cfg.num_train_steps else \
+        cfg.num_epochs
+  compile_tokens = buckets_lib.compile_cost_tokens(cfg.bucket_compile_steps, global_batch,
+                                                   split.lengths, cfg.max_seq_len, epochs)
+  buckets = buckets_lib.resolve(cfg.length_buckets, split.lengths, cfg.max_seq_len,
+                                cfg.max_length_buckets, global_batch, compile_tokens)
+  if layout.process_count > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    digest = hashlib.sha256(repr(buckets).encode()).digest()
+    multihost_utils.assert_equal(np.frombuffer(digest, np.int32),
+                                 "processes chose different length buckets")
+  if distributed.is_main_process():
+    fixed = buckets_lib.utilisation(split.lengths, (cfg.max_seq_len,))
+    real = buckets_lib.utilisation(split.lengths, buckets)
+    print(f"length buckets {','.join(map(str, buckets))}: {real:.0%} of the tokens are real "
+          f"({fixed:.0%} at --max_seq_len={cfg.max_seq_len})", flush=True)
+  return buckets
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,15 +149,19 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
 
 
 def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,
-            split: pipeline.Tokenized, predict_step=None, phase: str = "eval") -> np.ndarray:
+            split: pipeline.Tokenized, predict_step=None, phase: str = "eval",
+            buckets: Optional[buckets_lib.Buckets] = None) -> np.ndarray:
   """Logits [N, C] for every example of `split`, each exactly once, gathered from all processes.
+
+  Batched in `buckets` (default the run's, `ctx.buckets`); longer examples get one more bucket.
 
   A signal stops it before the next batch (`interrupts.StopRequested`, named after `phase`).
   """
   predict_step = predict_step or step_lib.make_predict_step(model)
   out = np.zeros((len(split), model.config.num_labels), np.float32)
   seen = np.zeros(len(split), np.int32)
-  for batch in pipeline.eval_batches(split, ctx.cfg.eval_batch_size, ctx.layout):
+  buckets = ctx.buckets if buckets is None else buckets
+  for batch in pipeline.eval_batches(split, ctx.cfg.eval_batch_size, ctx.layout, buckets):
     interrupts.stop_inside(phase, ctx.layout.process_count)
     logits = predict_step(replicated_params, {k: batch[k] for k in
                                               ("input_ids", "attention_mask", "token_type_ids")})

@@ -102,3 +102,14 @@ def memory_summary(compiled: Any) -> dict[str, float]:
             "generated_code_size_in_bytes")
   return {f"memory_{f.replace('_size_in_bytes', '')}_mb": getattr(analysis, f, 0) / 2**20
           for f in fields if hasattr(analysis, f)}
+
+
+def mean_step_flops(steps_per_length: dict[int, int], **kwargs) -> dict[str, float]:
+  """FLOPs of a run's mean step, by part, when its steps have different sequence lengths
+  (length buckets): `step_flops(seq_len=length, **kwargs)` weighted by steps per length."""
+  total = sum(steps_per_length.values())
+  mean: dict[str, float] = {}
+  for length, count in steps_per_length.items():
+    for part, value in step_flops(seq_len=length, **kwargs).items():
+      mean[part] = mean.get(part, 0.0) + value * count / total
+  return mean

@@ -4,6 +4,10 @@ Because batch `step` is computed from (seed, step) alone, resuming from a checkp
 iterator state: the pipeline position *is* the step. Each process takes its slice of the global
 batch (multi-host), and each local device its slice of that.
 
+With length buckets (`augpro_jax.buckets`) a global batch holds examples of one bucket and is cut
+to that bucket's length; every process computes the same plan, so all agree on the length. One
+bucket of `max_seq_len` is fixed padding, batch for batch.
+
 Batches are dicts of numpy arrays with a leading [local_devices, per_device, ...] layout, ready for
 `jax.pmap`. `example_id` is the position in the global batch; the train step folds it into the
 augmentation PRNG key so an example's augmentation does not depend on the device layout.
@@ -12,6 +16,7 @@ augmentation PRNG key so an example's augmentation does not depend on the device
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import queue
 import threading
@@ -19,6 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from augpro_jax import buckets as buckets_lib
 from augpro_jax.errors import UserError
 
 Batch = dict[str, np.ndarray]
@@ -37,6 +43,15 @@ class Tokenized:
 
   def __len__(self) -> int:
     return len(self.labels)
+
+  @functools.cached_property
+  def lengths(self) -> np.ndarray:
+    """[N] tokens up to and including each example's last real one."""
+    return buckets_lib.sequence_lengths(self.attention_mask)
+
+  @property
+  def max_seq_len(self) -> int:
+    return self.input_ids.shape[1]
 
   def take(self, rows: np.ndarray) -> "Tokenized":
     """The examples at `rows`, in that order."""
@@ -159,19 +174,63 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
 
 
 def global_batch_indices(step: int, num_examples: int, global_batch: int, seed: int) -> np.ndarray:
-  """Example indices of global batch `step` [global_batch]: a fresh permutation every epoch."""
+  """Example indices of global batch `step` [global_batch] under fixed padding: a fresh
+  permutation every epoch."""
   per_epoch = steps_per_epoch(num_examples, global_batch)
   epoch, offset = divmod(step, per_epoch)
   order = np.random.default_rng([seed, epoch]).permutation(num_examples)
   return order[offset * global_batch:(offset + 1) * global_batch]
 
 
-def rows_drawn(num_examples: int, global_batch: int, seed: int, start_step: int,
-               stop_step: int) -> np.ndarray:
+def _buckets_of(data: Tokenized, buckets: Optional[buckets_lib.Buckets]) -> buckets_lib.Buckets:
+  return tuple(buckets) if buckets else (data.max_seq_len,)
+
+
+def _epoch(data: Tokenized, global_batch: int, seed: int, buckets: buckets_lib.Buckets,
+           epoch: int) -> tuple[np.ndarray, np.ndarray]:
+  return buckets_lib.epoch_batches(buckets_lib.assign(data.lengths, buckets), len(buckets),
+                                   global_batch, seed, epoch)
+
+
+def batch_rows(data: Tokenized, step: int, global_batch: int, seed: int,
+               buckets: Optional[buckets_lib.Buckets] = None) -> tuple[np.ndarray, int]:
+  """(example indices [global_batch], sequence length) of global batch `step`.
+
+  buckets None: fixed padding (one bucket of the split's max_seq_len).
+  """
+  buckets = _buckets_of(data, buckets)
+  epoch, offset = divmod(step, steps_per_epoch(len(data), global_batch))
+  rows, which = _epoch(data, global_batch, seed, buckets, epoch)
+  return rows[offset], buckets[which[offset]]
+
+
+def rows_drawn(data: Tokenized, global_batch: int, seed: int, start_step: int, stop_step: int,
+               buckets: Optional[buckets_lib.Buckets] = None) -> np.ndarray:
   """Sorted indices of the examples that global batches [start_step, stop_step) draw."""
-  drawn = [global_batch_indices(s, num_examples, global_batch, seed)
-           for s in range(start_step, stop_step)]
-  return np.unique(np.concatenate(drawn)) if drawn else np.zeros((0,), np.int64)
+  if stop_step <= start_step:
+    return np.zeros((0,), np.int64)
+  per_epoch = steps_per_epoch(len(data), global_batch)
+  buckets = _buckets_of(data, buckets)
+  drawn = []
+  for epoch in range(start_step // per_epoch, (stop_step - 1) // per_epoch + 1):
+    rows, _ = _epoch(data, global_batch, seed, buckets, epoch)
+    first, stop = max(start_step - epoch * per_epoch, 0), min(stop_step - epoch * per_epoch, per_epoch)
+    drawn.append(rows[first:stop].reshape(-1))
+  return np.unique(np.concatenate(drawn))
+
+
+def bucket_steps(data: Tokenized, global_batch: int, seed: int, start_step: int, stop_step: int,
+                 buckets: Optional[buckets_lib.Buckets] = None) -> dict[int, int]:
+  """{sequence length: how many of global batches [start_step, stop_step) have it}."""
+  per_epoch = steps_per_epoch(len(data), global_batch)
+  buckets = _buckets_of(data, buckets)
+  counts: dict[int, int] = {}
+  for epoch in range(start_step // per_epoch, max(stop_step - 1, start_step) // per_epoch + 1):
+    _, which = _epoch(data, global_batch, seed, buckets, epoch)
+    first, stop = max(start_step - epoch * per_epoch, 0), min(stop_step - epoch * per_epoch, per_epoch)
+    for b, count in zip(*np.unique(which[first:stop], return_counts=True)):
+      counts[buckets[b]] = counts.get(buckets[b], 0) + int(count)
+  return dict(sorted(counts.items()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,58 +261,111 @@ HostAugment = Callable[[list[tuple[str, ...]], int, np.ndarray], tuple[list[list
 
 def train_batch(data: Tokenized, step: int, global_batch: int, seed: int, layout: Layout,
                 host_augment: Optional[HostAugment] = None, tokenizer=None,
-                max_seq_len: int = 0, per_example: Optional[dict[str, np.ndarray]] = None) -> Batch:
+                max_seq_len: int = 0, per_example: Optional[dict[str, np.ndarray]] = None,
+                buckets: Optional[buckets_lib.Buckets] = None) -> Batch:
   """This process's part of global batch `step`, shaped [local_devices, per_device, ...].
+
+  Token arrays are [.., length]: the batch's bucket length (`batch_rows`), or `max_seq_len` of the
+  split without buckets.
 
   per_example: arrays [N, ...] over the whole split (e.g. cached teacher logits), gathered by row.
 
   host_augment(texts, step, example_ids) -> (copies of augmented texts, shift [n, copies]) runs
   on the host (synonym replacement); its texts are tokenized here as `aug_*` arrays [.., copies, S].
+  A copy may be longer than its original: the batch then takes the next bucket that holds every
+  copy of the global batch, which is why every process augments the whole global batch (the
+  copies are seeded by example, so each process's own rows are the same either way).
   """
-  index = global_batch_indices(step, len(data), global_batch, seed)
+  index, length = batch_rows(data, step, global_batch, seed, buckets)
   local = layout.local_slice(global_batch)
   rows = index[local]
-  example_ids = np.arange(global_batch, dtype=np.int32)[local]
+  example_ids = np.arange(global_batch, dtype=np.int32)
   batch = {
       "input_ids": data.input_ids[rows],
       "attention_mask": data.attention_mask[rows],
       "token_type_ids": data.token_type_ids[rows],
       "label": data.labels[rows],
-      "example_id": example_ids,
+      "example_id": example_ids[local],
   }
   for key, values in (per_example or {}).items():
     batch[key] = values[rows]
   if host_augment is not None:
-    texts = [data.texts[i] for i in rows]
+    texts = [data.texts[i] for i in index]
     copies, shift = host_augment(texts, step, example_ids)
-    encoded = [encode_texts(tokenizer, copy, max_seq_len)[:3] for copy in copies]
+    encoded = [encode_texts(tokenizer, copy, max_seq_len or data.max_seq_len)[:3] for copy in copies]
+    longest = max(int(buckets_lib.sequence_lengths(e[1]).max()) for e in encoded)
+    length = _length_for(max(length, longest), buckets, data.max_seq_len)
     for key, position in (("aug_input_ids", 0), ("aug_attention_mask", 1), ("aug_token_type_ids", 2)):
-      batch[key] = np.stack([e[position] for e in encoded], axis=1)  # [n, copies, S]
-    batch["aug_shift"] = shift.astype(np.float32)  # [n, copies]
+      batch[key] = np.stack([e[position][local] for e in encoded], axis=1)[..., :length]  # [n, copies, L]
+    batch["aug_shift"] = shift[local].astype(np.float32)  # [n, copies]
+  for key in ("input_ids", "attention_mask", "token_type_ids"):
+    batch[key] = batch[key][:, :length]
   return {key: _shard(value, layout.local_devices) for key, value in batch.items()}
 
 
-def eval_batches(data: Tokenized, global_batch: int, layout: Layout) -> Iterator[Batch]:
-  """Every example exactly once: the last batch is padded, `weight` marks real examples.
+def _length_for(tokens: int, buckets: Optional[buckets_lib.Buckets], max_seq_len: int) -> int:
+  """The shortest bucket that holds `tokens` (past the last bucket: rounded up to a multiple of 8,
+  at most max_seq_len)."""
+  for length in buckets or (max_seq_len,):
+    if length >= tokens:
+      return length
+  return min(max_seq_len, -(-tokens // buckets_lib.MULTIPLE) * buckets_lib.MULTIPLE)
+
+
+def eval_batches(data: Tokenized, global_batch: int, layout: Layout,
+                 buckets: Optional[buckets_lib.Buckets] = None) -> Iterator[Batch]:
+  """Every example exactly once: each bucket's last batch is padded, `weight` marks real examples.
 
   Each process gets its slice of every global batch; `index` says which example a row is
-  (-1 for padding), so the caller can gather predictions from all processes in order.
+  (-1 for padding), so the caller can gather predictions from all processes in order. Batches come
+  bucket by bucket (token arrays cut to the bucket's length); examples longer than the last bucket
+  get one more (`buckets.extend_for`). Padding rows repeat the batch's first example.
   """
-  n = len(data)
-  for start in range(0, n, global_batch):
-    index = np.arange(start, start + global_batch)
-    weight = (index < n).astype(np.float32)
-    index = np.where(index < n, index, -1)
+  buckets = buckets_lib.extend_for(_buckets_of(data, buckets), data.lengths, data.max_seq_len)
+  for b, index in buckets_lib.eval_plan(buckets_lib.assign(data.lengths, buckets), len(buckets),
+                                        global_batch):
+    weight = (index >= 0).astype(np.float32)
     local = index[layout.local_slice(global_batch)]
-    safe = np.maximum(local, 0)
+    safe = np.where(local >= 0, local, index[0])
+    length = buckets[b]
     batch = {
-        "input_ids": data.input_ids[safe],
-        "attention_mask": data.attention_mask[safe],
-        "token_type_ids": data.token_type_ids[safe],
+        "input_ids": data.input_ids[safe, :length],
+        "attention_mask": data.attention_mask[safe, :length],
+        "token_type_ids": data.token_type_ids[safe, :length],
         "weight": weight[layout.local_slice(global_batch)],
         "index": local.astype(np.int32),
     }
     yield {key: _shard(value, layout.local_devices) for key, value in batch.items()}
+
+
+def eval_token_utilisation(splits: list[Tokenized], global_batch: int,
+                           buckets: Optional[buckets_lib.Buckets] = None) -> Optional[float]:
+  """Real tokens / tokens processed by `eval_batches` over `splits` (padding rows count as
+  processed); None without examples."""
+  real = processed = 0
+  for data in splits:
+    lengths = buckets_lib.extend_for(_buckets_of(data, buckets), data.lengths, data.max_seq_len)
+    plan = buckets_lib.eval_plan(buckets_lib.assign(data.lengths, lengths), len(lengths),
+                                 global_batch)
+    real += int(data.lengths.sum())
+    processed += sum(lengths[b] * global_batch for b, _ in plan)
+  return real / processed if processed else None
+
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "aug_input_ids",
+              "aug_attention_mask", "aug_token_type_ids")  # arrays whose last axis is the sequence
+
+
+def with_length(batch: Batch, length: int) -> Batch:
+  """`batch` with its token arrays cut or zero-padded to `length` (the shape of another bucket's
+  batch, e.g. to compile the step for it before the loop)."""
+  out = dict(batch)
+  for key in TOKEN_KEYS:
+    if key in out:
+      values = out[key][..., :length]
+      pad = [(0, 0)] * (values.ndim - 1) + [(0, length - values.shape[-1])]
+      out[key] = np.pad(values, pad)
+  return out
 
 
 def prefetch(make_item: Callable[[int], Any], start: int, stop: int, size: int = 2) -> Iterator[Any]:

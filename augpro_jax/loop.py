@@ -3,8 +3,9 @@
 Its parts are small and separate: `StepTimer` (training wall time, with evaluation and checkpoint
 pauses left out), `MetricLogger` (buffers the step's device metrics, writes them every
 `--log_every` steps with learning rate, throughput and MFU, and applies the non-finite policy),
-`compile_step` (one compile before the loop, with XLA's memory analysis) and `build_summary`.
-Run counters (measured shift, non-finite steps) live in the checkpointed `TrainState`.
+`compile_steps` (one compile per length bucket before the loop, with XLA's memory analysis) and
+`build_summary`. Run counters (measured shift, non-finite steps, real and processed tokens) live in
+the checkpointed `TrainState`.
 """
 
 from __future__ import annotations
@@ -204,17 +205,41 @@ class MetricLogger:
     return out
 
 
-def compile_step(p_step: Callable, r_state: Any, r_teacher: Any, first_batch: Any,
-                 process_count: int) -> tuple[Callable, float, dict[str, float]]:
-  """Compile the step once, before the loop: (callable, seconds, XLA memory analysis in MB)."""
-  start = time.perf_counter()
-  compiled = p_step.lower(r_state, r_teacher, first_batch).compile()
-  seconds = time.perf_counter() - start
-  memory = flops_lib.memory_summary(compiled)
-  logging.info("compiled train step in %.1fs; memory: %s", seconds, memory)
+def compile_steps(ctx: evaluation.Context, p_step: Callable, r_state: Any, r_teacher: Any,
+                  first_batch: Any, start_step: int, num_steps: int
+                  ) -> tuple[step_lib.CompiledSteps, float, dict[str, float]]:
+  """Compile the step once per bucket length the remaining steps use, before the loop:
+  (callable, seconds, XLA memory analysis in MB of the longest)."""
   # Multi-process pmap turns each process's local arrays into global ones around every call; an
-  # AOT executable skips that, so there we call the pmapped function (its compile is cached).
-  return (compiled if process_count == 1 else p_step), seconds, memory
+  # AOT executable skips that, so there the steps call the pmapped function (its compile is cached).
+  run_step = step_lib.CompiledSteps(p_step, aot=ctx.layout.process_count == 1)
+  remaining = pipeline.bucket_steps(ctx.train, ctx.cfg.batch_size, ctx.cfg.seed, start_step,
+                                    num_steps, ctx.buckets)
+  for length in sorted(remaining or {first_batch["input_ids"].shape[-1]: 1}, reverse=True):
+    run_step.compile(r_state, r_teacher, step_lib.shard(pipeline.with_length(first_batch, length)))
+  seconds = sum(run_step.compile_seconds.values())
+  memory = flops_lib.memory_summary(run_step.executables[max(run_step.executables)])
+  logging.info("compiled the train step for lengths %s in %.1fs; memory: %s",
+               sorted(run_step.executables), seconds, memory)
+  return run_step, seconds, memory
+
+
+def bucket_summary(ctx: evaluation.Context, final_state: step_lib.TrainState,
+                   steps_per_length: dict[int, int],
+                   compile_seconds: dict[int, float]) -> dict[str, Any]:
+  """summary.json's length-bucket fields: the buckets, steps and compile time per length, and the
+  token utilisation (real tokens / tokens processed) of training (every step, resumes included)
+  and of evaluation (all dev splits)."""
+  padded = float(final_state.padded_tokens)
+  return {
+      "length_buckets": list(ctx.buckets),
+      "steps_per_length": {str(k): v for k, v in steps_per_length.items()},
+      "compile_seconds_per_length": {str(k): v for k, v in sorted(compile_seconds.items())},
+      "token_utilisation": {
+          "train": float(final_state.real_tokens) / padded if padded else None,
+          "eval": pipeline.eval_token_utilisation(list(ctx.dev.values()), ctx.cfg.eval_batch_size,
+                                                  ctx.buckets)},
+  }
 
 
 def restore_or_init(manager: Any, state: step_lib.TrainState) -> tuple[int, step_lib.TrainState]:
@@ -253,19 +278,24 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
 
   def make_batch(step):
     return pipeline.train_batch(ctx.train, step, cfg.batch_size, cfg.seed, ctx.layout,
-                                host_augment, ctx.tokenizer, cfg.max_seq_len, per_example or {})
+                                host_augment, ctx.tokenizer, cfg.max_seq_len, per_example or {},
+                                ctx.buckets)
 
-  run_step, compile_seconds, memory = compile_step(
-      p_step, r_state, r_teacher, step_lib.shard(make_batch(min(start_step, num_steps - 1))),
-      ctx.layout.process_count)
-  step_flops = flops_lib.step_flops(
-      aug=spec.aug, objective=spec.objective, teacher=teacher_model.config if teacher_model else None,
-      student=model.config, batch=cfg.batch_size, seq_len=cfg.max_seq_len,
-      shift_degree=spec.augment.shift_degree, aug_copies=spec.augment.aug_copies,
-      cached_teacher_logits=spec.cached_teacher_logits, fgsm_loss=spec.augment.fgsm_loss)
+  run_step, compile_seconds, memory = compile_steps(
+      ctx, p_step, r_state, r_teacher, make_batch(min(start_step, num_steps - 1)), start_step,
+      num_steps)
+  steps_per_length = pipeline.bucket_steps(ctx.train, cfg.batch_size, cfg.seed, 0, num_steps,
+                                           ctx.buckets)
+  step_flops = flops_lib.mean_step_flops(
+      steps_per_length, aug=spec.aug, objective=spec.objective,
+      teacher=teacher_model.config if teacher_model else None, student=model.config,
+      batch=cfg.batch_size, shift_degree=spec.augment.shift_degree,
+      aug_copies=spec.augment.aug_copies, cached_teacher_logits=spec.cached_teacher_logits,
+      fgsm_loss=spec.augment.fgsm_loss)
   writers = Writers(workdir, distributed.is_main_process(), start_step)
   writers.write(start_step, "compile", {"seconds": compile_seconds, **memory,
-                                        "flops_per_step": step_flops["total"]})
+                                        "flops_per_step": step_flops["total"],
+                                        "seconds_per_length": run_step.compile_seconds})
   timer = StepTimer()
   logger = MetricLogger(cfg, writers, schedule, step_flops["total"], timer)
   best: dict[str, Any] = {}
@@ -331,7 +361,8 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   summary = build_summary(ctx, final_state, dev=dev, best=best, start_step=start_step,
                           num_steps=num_steps, timer=timer, compile_seconds=compile_seconds,
                           step_flops=step_flops, aug=aug)
-  return final_state.params, {**summary, **(extra_summary or {})}
+  buckets = bucket_summary(ctx, final_state, steps_per_length, run_step.compile_seconds)
+  return final_state.params, {**summary, **buckets, **(extra_summary or {})}
 
 
 def build_summary(ctx: evaluation.Context, final_state: step_lib.TrainState, *, dev: dict,

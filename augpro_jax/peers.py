@@ -187,11 +187,14 @@ def hf_flax_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
 
 
 def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float = 5e-5,
-                    fixed_batch: bool = False) -> PeerRun:
+                    fixed_batch: bool = False,
+                    batches: Optional[list[dict[str, np.ndarray]]] = None) -> PeerRun:
   """The KD step on `FlaxBertForSequenceClassification`, `jax.jit` on one device.
 
   `learning_rate` and `fixed_batch` (always the first batch) exist for the tests' does-it-train
-  check; the benchmark leaves them alone. Raises RuntimeError if HF's Flax BERT cannot be used.
+  check; the benchmark leaves them alone. `batches`: host batches to rotate through (default
+  `make_batches`); each new sequence length compiles the step again, as `jax.jit` does.
+  Raises RuntimeError if HF's Flax BERT cannot be used.
   """
   try:
     import jax  # pylint: disable=g-import-not-at-top
@@ -222,7 +225,7 @@ def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float =
   # the second call see new shardings and compile the step a second time, inside the timing.
   opt_state = jax.device_put(tx.init(student_params), device)
   batches = [jax.device_put({k: jnp.asarray(v) for k, v in b.items()}, device)
-             for b in make_batches(shapes, seed)]
+             for b in (batches or make_batches(shapes, seed))]
 
   def train_step(params, state, t_params, batch, dropout_rng):
     """One KD update; returns (params, opt_state, loss, next dropout rng)."""
@@ -278,9 +281,11 @@ def hf_torch_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
 
 
 def prepare_hf_torch(shapes: PeerShapes, *, seed: int = 0, device: Optional[str] = None,
-                     learning_rate: float = 5e-5, fixed_batch: bool = False) -> PeerRun:
+                     learning_rate: float = 5e-5, fixed_batch: bool = False,
+                     batches: Optional[list[dict[str, np.ndarray]]] = None) -> PeerRun:
   """The KD step on PyTorch `BertForSequenceClassification`, eager, on `device`.
 
+  `batches`: host batches to rotate through (default `make_batches`), of any sequence lengths.
   `device` defaults to cuda when available, else cpu. bfloat16 uses torch.autocast on cuda only;
   elsewhere the step runs in float32 and the note says so.
   """
@@ -317,8 +322,8 @@ def prepare_hf_torch(shapes: PeerShapes, *, seed: int = 0, device: Optional[str]
     initial = [p.detach().clone() for p in student.parameters()]
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate,
                                   weight_decay=_WEIGHT_DECAY)
-    batches = [{k: torch.from_numpy(v).long().to(dev) for k, v in b.items()}
-               for b in make_batches(shapes, seed)]
+    batches = [{k: torch.from_numpy(np.asarray(v)).long().to(dev) for k, v in b.items()}
+               for b in (batches or make_batches(shapes, seed))]
     losses = []
 
     def step(i: int) -> None:

@@ -97,7 +97,8 @@ def _logits(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated
   if split.num_truncated and distributed.is_main_process():
     print(f"warning: {split.num_truncated} of {len(split)} examples of {source} are longer than "
           f"--max_seq_len={ctx.cfg.max_seq_len} tokens and were truncated", file=sys.stderr)
-  return evaluation.predict(ctx, model, replicated, split)
+  buckets = evaluation.choose_length_buckets(ctx.cfg, split, ctx.layout, ctx.cfg.eval_batch_size)
+  return evaluation.predict(ctx, model, replicated, split, buckets=buckets)
 
 
 def format_rows(task: tasks_lib.TaskSpec, logits: np.ndarray, out_format: str) -> str:

@@ -142,7 +142,7 @@ def cache_teacher_logits(ctx: Context, teacher: model_lib.BertClassifier, teache
   """
   cfg = ctx.cfg
   start = time.perf_counter()
-  rows = pipeline.rows_drawn(len(ctx.train), cfg.batch_size, cfg.seed, 0, num_steps)
+  rows = pipeline.rows_drawn(ctx.train, cfg.batch_size, cfg.seed, 0, num_steps, ctx.buckets)
   cached = np.zeros((len(ctx.train), teacher.config.num_labels), np.float32)
   if len(rows):
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Any, Callable, Optional
 
 import flax
@@ -38,6 +39,14 @@ from augpro_jax.config import Config
 from augpro_jax.config import LossConfig
 from augpro_jax.model import BertClassifier, word_embedding_table
 
+# Random bits (dropout masks above all) from the original threefry scheme rather than the
+# "partitionable" one that JAX uses by default: on CPU the partitionable one is about 5x slower per
+# bit, and the student's attention-dropout masks ([batch, heads, seq, seq] per layer) were a large
+# part of its step. The partitionable scheme only matters for random arrays sharded by `jit`; this
+# code parallelises with `pmap`, where each device draws its own bits. Random streams, and hence
+# results, differ from those of the partitionable scheme (docs/benchmarks.md).
+jax.config.update("jax_threefry_partitionable", False)
+
 AXIS = "batch"  # the pmap axis: data parallelism over devices (and processes)
 Params = Any
 
@@ -53,6 +62,9 @@ class TrainState:
   shift_steps: jax.Array  # [] int32: steps that measured a shift
   profile_counts: jax.Array  # [len(token_profile.COUNTS)] f32: the projections' profile, summed
   nonfinite_steps: jax.Array  # [] int32: steps skipped because the loss or gradient was not finite
+  # Tokens of the original examples over all steps (f32: no overflow; exact below 2^24):
+  real_tokens: jax.Array  # [] f32: real (attention mask 1)
+  padded_tokens: jax.Array  # [] f32: processed, i.e. examples x the batch's sequence length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +132,8 @@ def init_state(params: Params, optimizer: optax.GradientTransformation, seed: in
                     rng=jax.random.PRNGKey(seed), shift_sum=jnp.zeros((), jnp.float32),
                     shift_steps=jnp.zeros((), jnp.int32),
                     profile_counts=jnp.zeros((len(token_profile.COUNTS),), jnp.float32),
-                    nonfinite_steps=jnp.zeros((), jnp.int32))
+                    nonfinite_steps=jnp.zeros((), jnp.int32),
+                    real_tokens=jnp.zeros((), jnp.float32), padded_tokens=jnp.zeros((), jnp.float32))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,14 +295,15 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
     grads = grads_b if grads is None else jax.tree.map(jnp.add, grads, grads_b)
     per_all = jnp.concatenate(per_example + [per_b])
     shifts = [m.shift for m in made if m.shift is not None]
+    tokens = (jnp.sum(mask > 0).astype(jnp.float32), jnp.asarray(mask.size, jnp.float32))
     profiled = [m for m in made if m.ids is not None]
     profile = None
     if profiled:  # summed over copies here, over devices in `_update`
       profile = (sum(token_profile.profile_counts(ids, m.ids, inputs.eligible, m.met, *flags)
                      for m in profiled),
                  any(m.met is not None for m in profiled))
-    return _update(state, optimizer, grads, loss, per_all[:n], per_all[n:], shifts, profile,
-                   token_flags is not None)
+    return _update(state, optimizer, grads, loss, per_all[:n], per_all[n:], shifts, tokens,
+                   profile, token_flags is not None)
 
   return step_fn
 
@@ -317,15 +331,17 @@ def _projection_table(spec: StepSpec, params: Params, teacher_params: Params) ->
 
 def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: Params,
             loss: jax.Array, per_orig: jax.Array, per_aug: jax.Array,
-            shifts: list[tuple[jax.Array, jax.Array]],
+            shifts: list[tuple[jax.Array, jax.Array]], tokens: tuple[jax.Array, jax.Array],
             profile: Optional[tuple[jax.Array, bool]] = None,
             with_token_flags: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """All-reduce the gradients, apply AdamW unless they are non-finite, update the run counters.
 
+  tokens: (real, processed) tokens of this device's original examples.
   profile: (this device's projection-profile counts [len(COUNTS)], whether a partner was mixed).
   """
   with jax.named_scope("update"):
-    grads = jax.lax.pmean(grads, AXIS)
+    if jax.lax.axis_size(AXIS) > 1:  # on one device the all-reduce would only copy every gradient
+      grads = jax.lax.pmean(grads, AXIS)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(jax.lax.pmean(loss, AXIS))
 
@@ -355,6 +371,8 @@ def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: P
     total, count = jax.lax.psum((total, count.astype(jnp.float32)), AXIS)
     metrics["measured_shift"] = total / jnp.maximum(count, 1.0)
     shift_sum, shift_steps = shift_sum + metrics["measured_shift"], shift_steps + 1
+  real, processed = jax.lax.psum(tokens, AXIS)
+  metrics["token_utilisation"] = real / processed  # how much of the step's work is not padding
   profile_counts = state.profile_counts
   if profile is not None:
     counts = jax.lax.psum(profile[0], AXIS)
@@ -363,6 +381,8 @@ def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: P
   new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt_state,
                             shift_sum=shift_sum, shift_steps=shift_steps,
                             profile_counts=profile_counts,
+                            real_tokens=state.real_tokens + real,
+                            padded_tokens=state.padded_tokens + processed,
                             nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
   metrics["nonfinite_steps"] = new_state.nonfinite_steps  # over the whole run, resumes included
   return new_state, metrics
@@ -371,6 +391,34 @@ def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: P
 def pmap_train_step(step_fn: Callable) -> Callable:
   """pmap over local devices; the state is donated (updated in place), the teacher is not."""
   return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=(0,))
+
+
+class CompiledSteps:
+  """The pmapped step compiled once per sequence length (one per length bucket).
+
+  `compile` builds the executable of a batch's length ahead of the loop; a call with a length not
+  seen yet compiles it then (a host augmentation can lengthen a batch past its bucket). With
+  `aot`, calls go to the executables; otherwise (multi-process, where pmap must wrap each
+  process's arrays as global ones) to the pmapped function, whose own cache the compile filled.
+  """
+
+  def __init__(self, p_step: Callable, aot: bool = True):
+    self.p_step = p_step
+    self.aot = aot
+    self.executables: dict[int, Any] = {}  # sequence length -> compiled step
+    self.compile_seconds: dict[int, float] = {}
+
+  def compile(self, state: TrainState, teacher_params: Params, batch: dict[str, jax.Array]) -> Any:
+    length = batch["input_ids"].shape[-1]
+    if length not in self.executables:
+      start = time.perf_counter()
+      self.executables[length] = self.p_step.lower(state, teacher_params, batch).compile()
+      self.compile_seconds[length] = time.perf_counter() - start
+    return self.executables[length]
+
+  def __call__(self, state: TrainState, teacher_params: Params, batch: dict[str, jax.Array]):
+    compiled = self.compile(state, teacher_params, batch)
+    return (compiled if self.aot else self.p_step)(state, teacher_params, batch)
 
 
 @functools.lru_cache(maxsize=None)

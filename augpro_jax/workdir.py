@@ -62,7 +62,8 @@ MAY_DIFFER: dict[str, str] = {
 }
 # --mode=benchmark writes no workdir; its knobs never matter to a training run.
 _BENCHMARK_ONLY = ("benchmark_steps", "benchmark_warmup", "benchmark_rounds", "benchmark_augs",
-                   "benchmark_peers", "benchmark_out", "teacher_layers", "teacher_hidden")
+                   "benchmark_peers", "benchmark_out", "benchmark_data", "teacher_layers",
+                   "teacher_hidden")
 _STUDENT = ("aug", "shift_degree", "aug_copies", "mix_alpha", "fgsm_eps", "projection_metric",
             "projection_table", "projection_chunk", "exclude_original", "knn_k", "shift_rounding",
             "temperature", "alpha_ce", "aug_weight", "num_epochs", "num_train_steps",

@@ -190,6 +190,9 @@ def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> 
                train_examples=summary.get("train_examples"),
                examples_per_sec=summary.get("examples_per_sec"),
                wallclock_seconds=float(wall.read_text()) if wall.exists() else None)
+    if summary.get("length_buckets"):  # rows written before length buckets had fixed padding
+      row.update(length_buckets=" ".join(map(str, summary["length_buckets"])),
+                 train_token_utilisation=summary["token_utilisation"]["train"])
     rows.append(row)
   csv_path.parent.mkdir(parents=True, exist_ok=True)
   bundle_predictions(runs, root, predictions_path(csv_path), {row["run"] for row in rows})
@@ -245,7 +248,7 @@ def load_predictions(path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
 # differ from the papers'): MiniLM teacher (6x384), a 2x384 student initialised from it, 64 tokens.
 COMMON = {"max_seq_len": 64, "batch_size": 32, "eval_batch_size": 128, "student_layers": 2,
           "learning_rate": 1e-4, "teacher_learning_rate": 5e-5, "log_every": 50,
-          "checkpoint_every": 0, "keep_checkpoints": 1}
+          "checkpoint_every": 0, "keep_checkpoints": 1, "length_buckets": "auto"}
 TINY = {"max_seq_len": 16, "batch_size": 8, "eval_batch_size": 64, "student_layers": 1,
         "train_size": 32, "eval_size": 64, "num_train_steps": 2, "teacher_num_epochs": 0.25,
         "log_every": 1, "checkpoint_every": 0, "keep_checkpoints": 1}

@@ -1,9 +1,11 @@
 """`--mode=benchmark` on tiny shapes over the 8 fake devices: every method, the parts, the JSON
-fields docs/benchmarks.md promises, and the markdown table."""
+fields docs/benchmarks.md promises, and the markdown table; with --benchmark_data=task, the same
+real examples for every contender, each padded its own way."""
 
 import json
 import math
 
+import numpy as np
 import pytest
 
 from augpro_jax import benchmark
@@ -99,3 +101,76 @@ def test_a_failing_peer_step_is_kept_not_raised():
   call(0)
   call(1)
   assert calls == [1] and str(errors["hf_torch"]) == "peer broke"
+
+
+# ----------------------------------------------------------------------------------------------
+# --benchmark_data=task: the run's own batches of real text.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def task_report(glue, tmp_path_factory):
+  out = tmp_path_factory.mktemp("task_bench") / "bench.json"
+  cfg = Config(mode="benchmark", benchmark_data="task", task="sst2", glue_dir=str(glue),
+               train_size=200, batch_size=16, max_seq_len=32, teacher_layers=2, teacher_hidden=64,
+               student_layers=1, student_hidden=64, student_heads=2, benchmark_steps=4,
+               benchmark_warmup=1, benchmark_rounds=2, benchmark_augs=("none", "augpro_mix"),
+               benchmark_peers=("hf_flax", "hf_torch"), benchmark_out=str(out)).validate()
+  return benchmark.run(cfg), out
+
+
+def test_task_benchmark_times_the_same_examples_for_everyone(task_report):
+  report, out = task_report
+  assert json.loads(out.read_text())["ratios"] == report["ratios"]
+  methods = {m["name"]: m for m in report["methods"]}
+  assert list(methods) == ["none", "none@max_seq_len", "augpro_mix", "augpro_mix@max_seq_len"]
+  peers = {p["name"]: p for p in report["peers"]}
+  assert {p.get("padding") for p in peers.values()} == {"peer_fixed", "peer_dynamic"}, peers
+  everyone = list(methods.values()) + list(peers.values())
+  # The same examples: every contender processed the same number of real tokens.
+  real = {round(r["real_tokens_per_sec"] * r["seconds"]) for r in everyone}
+  assert len(real) == 1, real
+  for r in everyone:
+    assert r["steps"] == 4
+    assert math.isclose(r["examples_per_sec"], 16 * 4 / r["seconds"], rel_tol=1e-9)
+    assert math.isclose(r["tokens_per_sec"] * r["token_utilisation"], r["real_tokens_per_sec"],
+                        rel_tol=1e-9)
+  # Padding: buckets and each random batch's longest example both beat --max_seq_len.
+  fixed = methods["none@max_seq_len"]["token_utilisation"]
+  assert peers["hf_flax"]["token_utilisation"] == fixed
+  assert fixed < methods["none"]["token_utilisation"]
+  assert fixed < peers["hf_torch"]["token_utilisation"] < 1
+  assert set(report["data"]["batch_lengths"]) <= set(report["data"]["length_buckets"])
+  assert 0.2 < methods["augpro_mix"]["measured_shift"] < 0.4
+  assert methods["none"]["measured_shift"] is None
+  ratios = report["ratios"]
+  assert ratios["buckets_over_max_seq_len"]["none"] == pytest.approx(
+      methods["none"]["examples_per_sec"] / methods["none@max_seq_len"]["examples_per_sec"])
+  assert ratios["none_over_hf_torch"] == pytest.approx(
+      methods["none"]["examples_per_sec"] / peers["hf_torch"]["examples_per_sec"])
+  table = out.with_suffix(".md").read_text()
+  assert "| ours augpro_mix | length buckets |" in table and "| peer hf_torch |" in table
+
+
+def test_padded_views_hold_the_same_examples():
+  from augpro_jax import benchmark_task  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(3, 12, size=(3, 4))
+  batches = []
+  for i in range(3):
+    mask = (np.arange(16)[None] < lengths[i][:, None]).astype(np.int32)
+    ids = rng.integers(5, 100, size=(4, 16)).astype(np.int32) * mask
+    batches.append({"input_ids": ids.reshape(2, 2, 16), "attention_mask": mask.reshape(2, 2, 16),
+                    "token_type_ids": np.zeros((2, 2, 16), np.int32),
+                    "label": ids[:, 0].reshape(2, 2), "example_id": np.arange(4).reshape(2, 2)})
+  views = benchmark_task.padded_views(batches, 24, seed=0)
+  rows = lambda view: sorted(tuple(r[r > 0]) for b in view for r in b["input_ids"].reshape(-1, b["input_ids"].shape[-1]))
+  assert rows(views["fixed"]) == rows(batches) == rows(views["peer_fixed"]) == rows(views["peer_dynamic"])
+  assert not all(np.array_equal(a["input_ids"][..., :16], b["input_ids"])  # re-batched
+                 for a, b in zip(views["fixed"], batches))
+  for fixed, peer_fixed, dynamic in zip(views["fixed"], views["peer_fixed"], views["peer_dynamic"]):
+    assert fixed["input_ids"].shape == (2, 2, 24) and peer_fixed["input_ids"].shape == (4, 24)
+    np.testing.assert_array_equal(fixed["example_id"].reshape(-1), np.arange(4))
+    np.testing.assert_array_equal(fixed["label"].reshape(-1), fixed["input_ids"].reshape(4, 24)[:, 0])
+    longest = fixed["attention_mask"].reshape(4, 24).sum(1).max()
+    np.testing.assert_array_equal(dynamic["input_ids"], peer_fixed["input_ids"][:, :longest])

@@ -92,6 +92,12 @@ FLAG_CASES = [
     (["--projection_vocab=dev"], "projection_vocab"),
     (["--projection_search=fast"], "projection_search"),
     (["--projection_recall=0"], "projection_recall"),
+    (["--length_buckets=16,8"], "--length_buckets"),
+    (["--length_buckets=big"], "--length_buckets"),
+    (["--length_buckets=16,256"], "longer than --max_seq_len"),
+    (["--max_length_buckets=0"], "max_length_buckets"),
+    (["--mode=benchmark", "--benchmark_data=real"], "benchmark_data"),
+    (["--mode=benchmark", "--benchmark_data=task", "--task=stsb"], "regression"),
 ]
 
 
@@ -231,5 +237,6 @@ def test_help_lists_every_flag():
                "--max_seq_len", "--batch_size", "--num_epochs", "--num_train_steps",
                "--learning_rate", "--teacher", "--teacher_ckpt", "--teacher_num_epochs",
                "--student_layers", "--student_hidden", "--temperature", "--alpha_ce",
-               "--eval_every", "--checkpoint_every", "--dtype", "--seed"):
+               "--eval_every", "--checkpoint_every", "--dtype", "--seed", "--length_buckets",
+               "--max_length_buckets", "--benchmark_data"):
     assert flag in result.stdout + result.stderr, flag

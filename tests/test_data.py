@@ -664,13 +664,15 @@ def test_bad_custom_task_without_files():
 
 def test_rows_drawn_are_the_examples_the_steps_use():
   n, batch, seed = 100, 8, 3  # 12 steps per epoch, 4 examples dropped per epoch
-  half = pipeline.rows_drawn(n, batch, seed, 0, 6)
+  ids = np.ones((n, 4), np.int32)
+  split = pipeline.Tokenized(ids, ids, 0 * ids, np.zeros(n, np.int32), 0, [("x",)] * n)
+  half = pipeline.rows_drawn(split, batch, seed, 0, 6)
   assert len(half) == 48 and np.array_equal(half, np.unique(np.concatenate(
       [pipeline.global_batch_indices(s, n, batch, seed) for s in range(6)])))
-  resumed = pipeline.rows_drawn(n, batch, seed, 6, 12)
+  resumed = pipeline.rows_drawn(split, batch, seed, 6, 12)
   assert len(resumed) == 48 and not set(half) & set(resumed)  # one epoch: no repeats
-  assert len(pipeline.rows_drawn(n, batch, seed, 0, 36)) > 96  # other permutations fill the gaps
-  assert len(pipeline.rows_drawn(n, batch, seed, 5, 5)) == 0
+  assert len(pipeline.rows_drawn(split, batch, seed, 0, 36)) > 96  # other permutations fill the gaps
+  assert len(pipeline.rows_drawn(split, batch, seed, 5, 5)) == 0
 
 
 @pytest.mark.parametrize("num_examples,batch,seed", [(100, 8, 0), (64, 16, 3), (37, 5, 11)])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from augpro_jax import config as config_lib
+from augpro_jax import evaluation
 from augpro_jax import train
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
@@ -111,3 +112,29 @@ def test_regression_task_distils(glue, tmp_path):
   assert set(summary["teacher_dev"]) == {"pearson", "spearmanr"}
   assert (tmp_path / "teacher" / "final" / "model.json").exists()
   assert summary["measured_shift"] is not None and summary["flops_per_step"]["teacher_forward"] > 0
+
+
+def test_token_utilisation_is_what_the_batches_hold(glue, tmp_path):
+  """summary.json and metrics.jsonl report real tokens / tokens processed of the very batches the
+  run trained and evaluated on, recomputed here from the input pipeline."""
+  from augpro_jax import input_pipeline as pipeline  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.Config(task="sst2", mode="finetune", aug="none", glue_dir=str(glue),
+                          workdir=str(tmp_path), bucket_compile_steps=0.0,
+                          **{**TINY, "max_seq_len": 48, "num_train_steps": 3})
+  summary = train.run(cfg)
+  ctx = evaluation.build_context(cfg)
+  assert summary["length_buckets"] == list(ctx.buckets) and len(ctx.buckets) > 1
+  real, processed, per_step = 0, 0, []
+  for step in range(3):
+    batch = pipeline.train_batch(ctx.train, step, cfg.batch_size, cfg.seed, ctx.layout,
+                                 buckets=ctx.buckets)
+    mask = batch["attention_mask"]
+    real, processed = real + mask.sum(), processed + mask.size
+    per_step.append(mask.sum() / mask.size)
+  assert summary["token_utilisation"]["train"] == pytest.approx(real / processed, rel=1e-6)
+  lines = map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+  logged = [line["token_utilisation"] for line in lines if line["kind"] == "train"]
+  assert logged == pytest.approx(per_step, rel=1e-6)
+  assert summary["token_utilisation"]["eval"] == pytest.approx(
+      pipeline.eval_token_utilisation(list(ctx.dev.values()), cfg.eval_batch_size, ctx.buckets))
+  assert sum(int(v) for v in summary["steps_per_length"].values()) == 3

@@ -54,6 +54,7 @@ def test_tiny_grid_writes_one_row_per_run(tiny_grids, glue, name):
     assert 0.0 <= float(row["dev_accuracy"]) <= 1.0
     assert int(row["steps"]) == 2
     assert float(row["wallclock_seconds"]) > 0
+    assert row["length_buckets"] and 0 < float(row["train_token_utilisation"]) <= 1
     if row["aug"] != "none":
       assert float(row["measured_shift"]) > 0
   # Resumable: a second call finds every summary.json and runs nothing.

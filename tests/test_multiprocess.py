@@ -135,7 +135,12 @@ def setup(tmp_path_factory) -> dict:
       f"--num_train_steps={STEPS}",
       # The teacher: 1 epoch of 64 examples = 4 steps, like the student.
       "--checkpoint_every=2", "--teacher_num_epochs=1", f"--teacher_learning_rate={LEARNING_RATE}",
-      "--progress=false", "--seed=0"]
+      # Compiles are free here: 4 steps alone would not pay for a second bucket's compile, and the
+      # runs are meant to use two buckets (8 and 16 tokens).
+      "--bucket_compile_steps=0",
+      # Seed 1: at seed 0 the length-bucketed batches leave the 4-step students predicting one
+      # class (MCC 0), and constant predictions could not show a misplaced row.
+      "--progress=false", "--seed=1"]
   teacher = root / "teacher"
   _run_group([_job(flags + ["--mode=train_teacher", f"--workdir={teacher}"], teacher)])
   return {"root": root, "bert": bert, "flags": flags, "teacher": teacher}
@@ -262,6 +267,10 @@ def _assert_same_run(one: pathlib.Path, two: pathlib.Path, bert: pathlib.Path) -
   s1, s2 = _summary(one), _summary(two)
   assert (s1["processes"], s1["devices"]) == (1, 8)
   assert (s2["processes"], s2["devices"]) == (2, 8)
+  # Length buckets: both layouts trained and evaluated on batches of 8 and of 16 tokens.
+  assert s1["length_buckets"] == s2["length_buckets"] == [8, 16]
+  assert s1["steps_per_length"] == s2["steps_per_length"] and len(s1["steps_per_length"]) == 2
+  assert s2["token_utilisation"] == pytest.approx(s1["token_utilisation"])
   # Every dev example counted exactly once, and its logits gathered to the right example, in both
   # layouts (predict() asserts the first in each run). A non-zero MCC means the predictions differ
   # between examples, so a misplaced row would change the metrics.

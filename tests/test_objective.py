@@ -105,7 +105,8 @@ def _augmented_ids(aug_name, devices, step=0, table=None, **knobs):
                               rng=jax.random.PRNGKey(0), shift_sum=jnp.zeros(()),
                               shift_steps=jnp.zeros((), jnp.int32),
                               profile_counts=jnp.zeros((len(token_profile.COUNTS),)),
-                              nonfinite_steps=jnp.zeros((), jnp.int32))
+                              nonfinite_steps=jnp.zeros((), jnp.int32),
+                              real_tokens=jnp.zeros(()), padded_tokens=jnp.zeros(()))
   out = jax.pmap(fn, axis_name=step_lib.AXIS, devices=devices)(
       step_lib.replicate(state, devices), step_lib.shard(tts.make_batch(0, len(devices)), devices))
   out = np.asarray(out)  # [devices, copies, per_device, S]

@@ -82,3 +82,22 @@ def test_bad_arguments():
     peers.PeerShapes(batch=4, seq_len=16, dtype="float16")
   with pytest.raises(ValueError):
     peers.hf_torch_kd(TINY, steps=0, warmup=1)
+
+
+@pytest.mark.parametrize("name", sorted(peers.PREPARE))
+def test_peers_take_given_batches_of_any_length(name):
+  """The task benchmark hands each peer its own padding of real batches."""
+  batches = []
+  for length in (5, 9):
+    mask = np.ones((4, length), np.int32)
+    mask[0, 3:] = 0
+    batches.append({"input_ids": np.full((4, length), 1500, np.int32) * mask,
+                    "attention_mask": mask, "token_type_ids": np.zeros((4, length), np.int32)})
+  run = peers.PREPARE[name](TINY, seed=0, batches=batches)
+  try:
+    for i in range(3):
+      run.step(i)
+    result = run.summary(1.0, [1.0, 1.0])
+  finally:
+    run.close()
+  assert result["student_param_delta"] > 0 and math.isfinite(result["last_loss"])

@@ -4,6 +4,9 @@ corrupt latest checkpoint falls back to the previous one; a partial save is neve
 loss stops with one line and keeps the last good checkpoint; a full disk is one line, not a
 traceback.
 
+The data mixes short and long sentences, so that runs use two length buckets (8 and 16 tokens) in
+random order; one test repeats the SIGKILL resume with fixed padding (--length_buckets=none).
+
 Every run is a real CLI subprocess. To keep the file to a few minutes on two busy cores the teacher
 is a tiny random BERT (2 layers x 32, MiniLM's tokenizer) fine-tuned once per module, the student
 has one layer, and the file's runs share a persistent XLA compilation cache, so only the first run
@@ -52,7 +55,10 @@ def _write_data(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
   rows = ["sentence\tlabel"]
   for i in range(64):
     label = i % 2
-    rows.append(f"a {words[(i * 3) % 8]} film , {words[label * 4 + i % 4]} acting number {i}\t{label}")
+    if i % 3 == 0:  # 5 tokens with [CLS] and [SEP]: the short bucket
+      rows.append(f"{words[label * 4 + i % 4]} film {i}\t{label}")
+    else:
+      rows.append(f"a {words[(i * 3) % 8]} film , {words[label * 4 + i % 4]} acting number {i}\t{label}")
   train, dev = root / "train.tsv", root / "dev.tsv"
   train.write_text("\n".join(rows) + "\n")
   dev.write_text("\n".join(rows[:25]) + "\n")
@@ -104,7 +110,9 @@ def lab(tmp_path_factory) -> Lab:
 def _common(train, dev, bert) -> list[str]:
   return ["--task=custom", f"--train_file={train}", f"--eval_file={dev}", "--text_fields=sentence",
           "--label_field=label", f"--teacher={bert}", "--max_seq_len=16", "--batch_size=8",
-          "--progress=false"]
+          # Compiles are free here: 12 steps would not pay for a second bucket's compile, and the
+          # runs are meant to mix the two buckets.
+          "--bucket_compile_steps=0", "--progress=false"]
 
 
 def distill_args(lab: Lab, workdir: pathlib.Path, *extra: str, teacher_ckpt=None) -> list[str]:
@@ -210,6 +218,7 @@ def reference(lab) -> dict:
   got = summary(workdir)
   assert got["resumed_from_step"] == 0 and got["measured_shift_steps"] == STEPS
   assert train_steps(workdir) == list(range(1, STEPS + 1))
+  assert got["length_buckets"] == [8, 16] and len(got["steps_per_length"]) == 2, got
   return got
 
 
@@ -263,6 +272,22 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_exact(lab, reference, tm
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"resuming {workdir} from step" in result.stdout, result.stdout[-2000:]
   assert_same_as_reference(workdir, reference)
+
+
+def test_sigkill_then_resume_with_fixed_padding_is_bitwise_exact(lab, tmp_path):
+  fixed = ("--length_buckets=none",)
+  reference_run = tmp_path / "reference"
+  result = _run(lab.env, distill_args(lab, reference_run, *fixed))
+  assert result.returncode == 0, result.stderr[-3000:]
+  reference_none = summary(reference_run)
+  assert reference_none["length_buckets"] == [16]
+  workdir = tmp_path / "run"
+  run = Background(lab, workdir, distill_args(lab, workdir, *fixed))
+  assert run.signal_after_step(random.Random(KILL_SEED).randint(3, STEPS - 3),
+                               signal.SIGKILL) == -signal.SIGKILL
+  result = _run(lab.env, distill_args(lab, workdir, *fixed))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert_same_as_reference(workdir, reference_none)
 
 
 def test_sigterm_finishes_the_step_checkpoints_exits_3(preempted):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from augpro_jax import input_pipeline as pipeline
 from augpro_jax import losses
 from augpro_jax import model as model_lib
 from augpro_jax import train_step as step_lib
@@ -178,19 +179,46 @@ def test_augmentation_is_deterministic():
   assert [m["loss"] for m in first] == [m["loss"] for m in again]
 
 
-def test_nothing_recompiles_after_the_first_step():
+def bucketed_split(n=96, seed=0):
+  """A tokenized split of the tiny vocabulary with lengths from 3 to SEQ, mostly short."""
+  rng = np.random.default_rng(seed)
+  lengths = np.minimum(3 + rng.geometric(0.2, size=n), SEQ)
+  mask = (np.arange(SEQ)[None] < lengths[:, None]).astype(np.int32)
+  ids = rng.integers(5, VOCAB, size=(n, SEQ)).astype(np.int32)
+  ids[:, 0] = 2
+  ids[np.arange(n), lengths - 1] = 3
+  return pipeline.Tokenized(ids * mask, mask, np.zeros_like(ids), rng.integers(0, 2, n), 0,
+                            [("x",)] * n)
+
+
+@pytest.mark.parametrize("buckets,aot", [((SEQ,), True), ((8, 12, SEQ), True), ((8, 12, SEQ), False)])
+def test_one_compile_per_bucket_and_never_again(buckets, aot):
+  """Two epochs of real pipeline batches: the step compiles once per bucket length the first epoch
+  uses and never again. aot: the executables `fit` calls (one process); otherwise the pmapped
+  function itself (multi-process runs)."""
   compiles = []
   listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     p_step, state, teacher, _ = setup("augpro_mix")
-    state, _ = p_step(state, teacher, step_lib.shard(make_batch(0, 8)))
-    after_first = len(compiles)
-    for step in range(1, 4):
-      state, metrics = p_step(state, teacher, step_lib.shard(make_batch(step, 8)))
-    jax.block_until_ready(metrics)
-    assert after_first >= 1
-    assert len(compiles) == after_first, "the step recompiled after the first call"
+    run_step = step_lib.CompiledSteps(p_step, aot=aot)
+    data, layout = bucketed_split(), pipeline.Layout(0, 1, 8)
+    per_epoch = len(data) // BATCH
+    seen = []
+    for epoch in range(2):
+      before = len(compiles)
+      for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
+        batch = pipeline.train_batch(data, step, BATCH, 0, layout, buckets=buckets)
+        seen.append(batch["input_ids"].shape[-1])
+        state, metrics = run_step(state, teacher, step_lib.shard(batch))
+        assert np.isfinite(np.asarray(metrics["loss"])).all()
+      jax.block_until_ready(metrics)
+      if epoch == 0:
+        assert len(compiles) - before == len(set(seen)), (len(compiles) - before, seen)
+        assert sorted(run_step.compile_seconds) == sorted(set(seen))
+      else:
+        assert len(compiles) == before, "the step recompiled in the second epoch"
+    assert len(set(seen)) == len(buckets)  # the epoch used every bucket
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
 
