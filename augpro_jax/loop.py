@@ -11,6 +11,7 @@ the checkpointed `TrainState`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -251,6 +252,55 @@ def restore_or_init(manager: Any, state: step_lib.TrainState) -> tuple[int, step
   return start_step, state
 
 
+class Saver:
+  """A run's checkpoints: saves through orbax and remembers the newest step on disk."""
+
+  def __init__(self, manager: Any, step: int):
+    self.manager, self.step = manager, step
+
+  def save(self, step: int, r_state: Any, metrics: Optional[dict[str, float]] = None) -> None:
+    interrupts.requested("save")  # a signal during a save is honoured after it
+    checkpoints.save(self.manager, step, jax.device_get(step_lib.unreplicate(r_state)), metrics)
+    self.step = step
+
+  def ensure(self, step: int, r_state: Any) -> None:
+    """Save `step` unless it is on disk already (orbax refuses a second save of one step)."""
+    if self.step != step:
+      self.save(step, r_state)
+
+
+def evaluate_and_log(ctx: evaluation.Context, model: model_lib.BertClassifier, predict_step,
+                     r_state: Any, step: int, *, writers: Writers, best: dict, saver: Saver,
+                     predictions: Optional[dict[str, np.ndarray]] = None) -> dict[str, float]:
+  """Dev metrics at `step`, logged and tracked for the best; a signal between evaluation batches
+  checkpoints the step and stops the run."""
+  try:
+    metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step, predictions)
+  except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
+    saver.ensure(step, r_state)
+    raise Preempted(f"stopped by {exc.signal_name} during {exc.during} at step {step}; checkpoint "
+                    f"saved in {pathlib.Path(saver.manager.directory).parent}; run the same "
+                    "command again to resume") from None
+  writers.write(step, "eval", metrics)
+  _track_best(best, metrics, evaluation.main_metric_key(ctx), step)
+  return metrics
+
+
+def run_flops(ctx: evaluation.Context, spec: step_lib.StepSpec, model: model_lib.BertClassifier,
+              teacher_model: Optional[model_lib.BertClassifier], num_steps: int
+              ) -> tuple[dict[int, int], dict[str, float]]:
+  """(steps per bucket length, analytic FLOPs of the run's mean step by part)."""
+  cfg = ctx.cfg
+  steps_per_length = pipeline.bucket_steps(ctx.train, cfg.batch_size, cfg.seed, 0, num_steps,
+                                           ctx.buckets)
+  return steps_per_length, flops_lib.mean_step_flops(
+      steps_per_length, aug=spec.aug, objective=spec.objective,
+      teacher=teacher_model.config if teacher_model else None, student=model.config,
+      batch=cfg.batch_size, shift_degree=spec.augment.shift_degree,
+      aug_copies=spec.augment.aug_copies, cached_teacher_logits=spec.cached_teacher_logits,
+      fgsm_loss=spec.augment.fgsm_loss)
+
+
 def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
         params: Any, spec: step_lib.StepSpec, num_steps: int, learning_rate: float,
         teacher: Optional[tuple[model_lib.BertClassifier, Any]] = None,
@@ -272,7 +322,6 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   aug = augmentations.get(spec.aug)
   p_step = step_lib.pmap_train_step(step_lib.make_train_step(
       spec, model, teacher_model, optimizer, ctx.is_special, ctx.is_candidate, ctx.token_flags))
-  predict_step = step_lib.make_predict_step(model)
   host_augment = aug.make_host_augment(cfg) if aug.make_host_augment else None
   r_state, r_teacher = step_lib.replicate(state), step_lib.replicate(teacher_params)
 
@@ -284,14 +333,7 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   run_step, compile_seconds, memory = compile_steps(
       ctx, p_step, r_state, r_teacher, make_batch(min(start_step, num_steps - 1)), start_step,
       num_steps)
-  steps_per_length = pipeline.bucket_steps(ctx.train, cfg.batch_size, cfg.seed, 0, num_steps,
-                                           ctx.buckets)
-  step_flops = flops_lib.mean_step_flops(
-      steps_per_length, aug=spec.aug, objective=spec.objective,
-      teacher=teacher_model.config if teacher_model else None, student=model.config,
-      batch=cfg.batch_size, shift_degree=spec.augment.shift_degree,
-      aug_copies=spec.augment.aug_copies, cached_teacher_logits=spec.cached_teacher_logits,
-      fgsm_loss=spec.augment.fgsm_loss)
+  steps_per_length, step_flops = run_flops(ctx, spec, model, teacher_model, num_steps)
   writers = Writers(workdir, distributed.is_main_process(), start_step)
   writers.write(start_step, "compile", {"seconds": compile_seconds, **memory,
                                         "flops_per_step": step_flops["total"],
@@ -299,26 +341,9 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   timer = StepTimer()
   logger = MetricLogger(cfg, writers, schedule, step_flops["total"], timer)
   best: dict[str, Any] = {}
-  saved = {"step": start_step}  # the newest step on disk
-
-  def save(step, metrics=None):
-    interrupts.requested("save")  # a signal during a save is honoured after it
-    checkpoints.save(manager, step, jax.device_get(step_lib.unreplicate(r_state)), metrics)
-    saved["step"] = step
-
-  def evaluate_and_log(step, predictions=None):
-    try:
-      metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step, predictions)
-    except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
-      if saved["step"] != step:
-        save(step)
-      raise Preempted(f"stopped by {exc.signal_name} during {exc.during} at step {step}; "
-                      f"checkpoint saved in {workdir}; run the same command again to resume"
-                      ) from None
-    writers.write(step, "eval", metrics)
-    _track_best(best, metrics, evaluation.main_metric_key(ctx), step)
-    return metrics
-
+  saver = Saver(manager, start_step)
+  evaluate = functools.partial(evaluate_and_log, ctx, model, step_lib.make_predict_step(model),
+                               writers=writers, best=best, saver=saver)
   progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
                                    cfg.progress and distributed.is_main_process())
   try:
@@ -340,22 +365,21 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
         if eval_now or save_now:
           logger.flush(done)
           with timer.paused():
-            last_eval = evaluate_and_log(done) if eval_now else None
+            last_eval = evaluate(r_state, done) if eval_now else None
             if save_now:
-              save(done, last_eval)
+              saver.save(done, r_state, last_eval)
         if _preemption_requested(preempt_flag, done, ctx.layout.process_count):
           logger.flush(done)
-          if saved["step"] != done:  # a signal during a checkpoint step: orbax refuses a 2nd save
-            save(done)
+          saver.ensure(done, r_state)  # a signal during a checkpoint step has its checkpoint
           raise Preempted(f"stopped at step {done} by {interrupts.received() or 'a signal'}; "
                           f"checkpoint saved in {workdir}; run the same command again to resume")
       logger.flush(num_steps)
   finally:
     progress.close()
-  dev = evaluate_and_log(num_steps, predictions := {})
+  dev = evaluate(r_state, num_steps, predictions=(predictions := {}))
   evaluation.write_dev_predictions(workdir / "dev_predictions.npz", ctx, predictions)
   if start_step < num_steps:
-    save(num_steps, dev)
+    saver.save(num_steps, r_state, dev)
   writers.close()
   final_state = jax.device_get(step_lib.unreplicate(r_state))
   summary = build_summary(ctx, final_state, dev=dev, best=best, start_step=start_step,
