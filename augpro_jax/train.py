@@ -201,8 +201,8 @@ def run(cfg: Config) -> dict[str, Any]:
   """Run one mode end to end and return its summary (also written to `<workdir>/summary.json`)."""
   cfg.validate()
   if cfg.mode == "benchmark":
-    from augpro_jax import benchmark  # pylint: disable=g-import-not-at-top
-    return benchmark.run(cfg)
+    from augpro_jax import bench  # pylint: disable=g-import-not-at-top
+    return bench.run(cfg)
   with interrupts.handle_signals(jax.process_count()):
     if cfg.mode in ("eval", "predict"):
       from augpro_jax import predict  # pylint: disable=g-import-not-at-top

@@ -65,17 +65,17 @@ def main(argv):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_experimental_ynn_fusion_type=").strip()
   import jax  # pylint: disable=g-import-not-at-top
-  from augpro_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from augpro_jax.bench import synthetic  # pylint: disable=g-import-not-at-top
   from augpro_jax import input_pipeline as pipeline  # pylint: disable=g-import-not-at-top
   from augpro_jax import train_step as step_lib  # pylint: disable=g-import-not-at-top
   from augpro_jax.config import Config  # pylint: disable=g-import-not-at-top
 
   cfg = Config(batch_size=FLAGS.batch_size, max_seq_len=FLAGS.max_seq_len)
-  models, tokenizer = benchmark.build_models(cfg)
+  models, tokenizer = synthetic.build_models(cfg)
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
-  batches = benchmark.synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, jax.local_device_count())
+  batches = synthetic.synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, jax.local_device_count())
   optimizer, _ = step_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
-  call, _ = benchmark.prepare_step(cfg, models, FLAGS.aug, "kd", batches, masks, optimizer)
+  call, _ = synthetic.prepare_step(cfg, models, FLAGS.aug, "kd", batches, masks, optimizer)
   for i in range(3):
     jax.block_until_ready(call(i))
   trace_dir = os.path.join(FLAGS.trace_dir, FLAGS.aug)

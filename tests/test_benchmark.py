@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from augpro_jax import benchmark
+from augpro_jax import bench
+from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
@@ -24,7 +25,7 @@ def report(tmp_path_factory):
                teacher_hidden=64, student_layers=1, student_hidden=64, student_heads=2,
                benchmark_steps=2, benchmark_warmup=1, benchmark_augs=AUGS, benchmark_peers=(),
                benchmark_out=str(out)).validate()
-  result = benchmark.run(cfg)
+  result = bench.run(cfg)
   return result, out
 
 
@@ -65,15 +66,15 @@ def test_parts_memory_and_table(report):
 
 def test_synonym_and_indivisible_batch_are_user_errors():
   with pytest.raises(UserError, match="synonym"):
-    benchmark.run(Config(mode="benchmark", benchmark_augs=("synonym",), batch_size=16))
+    bench.run(Config(mode="benchmark", benchmark_augs=("synonym",), batch_size=16))
   with pytest.raises(UserError, match="divisible"):
-    benchmark.run(Config(mode="benchmark", batch_size=12))
+    bench.run(Config(mode="benchmark", batch_size=12))
 
 
 def test_time_interleaved_runs_every_call_in_rounds():
   order = []
   calls = {name: (lambda i, name=name: order.append((name, i))) for name in ("a", "b")}
-  timing = benchmark.time_interleaved(calls, steps=5, warmup=1, rounds=2, pause_seconds=0.0)
+  timing = synthetic.time_interleaved(calls, steps=5, warmup=1, rounds=2, pause_seconds=0.0)
   # Warm-up of each call first, then rounds of 3 and 2 timed steps, a's block before b's.
   names = [name for name, _ in order]
   assert names == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2
@@ -97,7 +98,7 @@ def test_a_failing_peer_step_is_kept_not_raised():
     calls.append(i)
     raise RuntimeError("peer broke")
 
-  call = benchmark._guarded(step, errors, "hf_torch")  # pylint: disable=protected-access
+  call = synthetic.guarded(step, errors, "hf_torch")
   call(0)
   call(1)
   assert calls == [1] and str(errors["hf_torch"]) == "peer broke"
@@ -116,7 +117,7 @@ def task_report(glue, tmp_path_factory):
                student_layers=1, student_hidden=64, student_heads=2, benchmark_steps=4,
                benchmark_warmup=1, benchmark_rounds=2, benchmark_augs=("none", "augpro_mix"),
                benchmark_peers=("hf_flax", "hf_torch"), benchmark_out=str(out)).validate()
-  return benchmark.run(cfg), out
+  return bench.run(cfg), out
 
 
 def test_task_benchmark_times_the_same_examples_for_everyone(task_report):
@@ -153,7 +154,7 @@ def test_task_benchmark_times_the_same_examples_for_everyone(task_report):
 
 
 def test_padded_views_hold_the_same_examples():
-  from augpro_jax import benchmark_task  # pylint: disable=import-outside-toplevel
+  from augpro_jax.bench import task as benchmark_task  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   lengths = rng.integers(3, 12, size=(3, 4))
   batches = []

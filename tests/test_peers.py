@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from augpro_jax import peers
+from augpro_jax.bench import peers
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 

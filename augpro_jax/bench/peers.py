@@ -1,6 +1,6 @@
 """Peers for the throughput benchmark: our KD step re-written on Hugging Face BERT models.
 
-Both peers run the step that `augpro_jax.benchmark` times for `--aug=none`, at the same shapes:
+Both peers run the step that `bench.synthetic` times for `--aug=none`, at the same shapes:
 - teacher forward in eval mode, no gradient -> logits [B, C];
 - student forward (dropout on) and backward of T^2 * KL(softmax(t / T) || softmax(s / T)),
   averaged over the batch (T = 1; the CE term has weight 0 in KD, so it is not computed);

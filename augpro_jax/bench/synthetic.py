@@ -1,13 +1,13 @@
-"""Throughput benchmark: the full distillation step per augmentation, its parts, and peers.
+"""The synthetic benchmark: the full distillation step per augmentation, its parts, and peers.
 
-`python main.py --mode=benchmark` times, in one process and on the same synthetic batches:
+`python main.py --mode=benchmark` (with `--benchmark_data=synthetic`, the default) times, in one process and on the same synthetic batches:
 - the pmapped KD step for each `--benchmark_augs` value, after compilation and warm-up, as a
   median over `--benchmark_steps` steps, and its ratio to `--aug=none`;
 - the parts: teacher forward, the augmentation alone (projection) with the exact search and with
   `jax.lax.approx_max_k` (`_approx`), and the student forward+backward+update;
 - compile time, XLA's memory analysis, peak device memory (where reported), host RSS, parameter
   counts, analytic FLOPs per step and MFU (when the device's peak FLOP/s is known);
-- peers (`augpro_jax.peers`): the same KD step on Hugging Face's Flax and PyTorch BERT.
+- peers (`bench.peers`): the same KD step on Hugging Face's Flax and PyTorch BERT.
 Writes `--benchmark_out` (JSON) and a markdown table beside it, and prints the table.
 """
 
@@ -206,9 +206,6 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
 
 
 def run(cfg: Config) -> dict[str, Any]:
-  if cfg.benchmark_data == "task":
-    from augpro_jax import benchmark_task  # pylint: disable=g-import-not-at-top
-    return benchmark_task.run(cfg)
   devices = jax.local_device_count()
   if cfg.batch_size % devices:
     raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
@@ -249,7 +246,7 @@ def run(cfg: Config) -> dict[str, Any]:
                                                              masks, optimizer)
   peer_runs, peers, peer_errors = {}, [], {}
   if cfg.benchmark_peers:
-    from augpro_jax import peers as peers_lib  # pylint: disable=g-import-not-at-top
+    from augpro_jax.bench import peers as peers_lib  # pylint: disable=g-import-not-at-top
     t, s = models.teacher.config, models.student.config
     shapes = peers_lib.PeerShapes(
         batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=NUM_LABELS,
@@ -265,9 +262,9 @@ def run(cfg: Config) -> dict[str, Any]:
         start = time.perf_counter()
         run_.step(0)  # compilation (Flax) or lazy allocation (torch): untimed, reported
         peer_runs[name] = (run_, time.perf_counter() - start)
-        calls["peer:" + name] = _guarded(run_.step, peer_errors, name)
+        calls["peer:" + name] = guarded(run_.step, peer_errors, name)
       except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
-        peers.append(_peer_error(name, exc))
+        peers.append(peer_error(name, exc))
 
   print(f"  timing {len(calls)} calls, {cfg.benchmark_steps} steps each in "
         f"{cfg.benchmark_rounds} interleaved rounds", flush=True)
@@ -321,7 +318,7 @@ def run(cfg: Config) -> dict[str, Any]:
       peer = run_.summary(first_seconds, timing["peer:" + name]["times_ms"])
       peer["ratio_ours_to_peer"] = methods[0]["examples_per_sec"] / peer["examples_per_sec"]
     except Exception as exc:  # pylint: disable=broad-except
-      peer = _peer_error(name, exc)
+      peer = peer_error(name, exc)
     peers.append(peer)
     print(f"  peer {name:8s} {peer.get('examples_per_sec') or float('nan'):8.1f} ex/s", flush=True)
 
@@ -359,7 +356,7 @@ def run(cfg: Config) -> dict[str, Any]:
   return report
 
 
-def _guarded(step: Callable[[int], None], errors: dict[str, BaseException],
+def guarded(step: Callable[[int], None], errors: dict[str, BaseException],
              name: str, offset: int = 1) -> Callable[[int], None]:
   """A peer's step for `time_interleaved`: a failure is kept (the peer is reported unavailable)
   instead of ending the benchmark, and later calls do nothing. call(i) runs step(i + offset)."""
@@ -379,7 +376,7 @@ def _public(timing: dict[str, Any]) -> dict[str, float]:
   return {k: v for k, v in timing.items() if k != "times_ms"}
 
 
-def _peer_error(name: str, exc: BaseException) -> dict[str, Any]:
+def peer_error(name: str, exc: BaseException) -> dict[str, Any]:
   return {"name": name, "examples_per_sec": None, "ratio_ours_to_peer": None,
           "error": str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}
 

@@ -1,6 +1,6 @@
 """`--mode=benchmark --benchmark_data=task`: throughput on the task's real training batches.
 
-The synthetic benchmark (`benchmark.py`) times full-length batches, so it cannot see padding. This
+The synthetic benchmark (`bench/synthetic.py`) times full-length batches, so it cannot see padding. This
 one times the run's own batches: the first `--benchmark_warmup + --benchmark_steps` global batches
 that training with `--length_buckets` would draw from `--task`'s training examples. Every
 contender trains on these same examples, each as often, batched and padded its own way:
@@ -17,7 +17,7 @@ contender trains on these same examples, each as often, batched and padded its o
     Trainer's default collator pads.
 
 Every step runs the teacher on all its examples (no cached logits), as the peers do. Steps are
-timed interleaved (`benchmark.time_interleaved`); as batch lengths differ, throughput is total
+timed interleaved (`synthetic.time_interleaved`); as batch lengths differ, throughput is total
 examples (or real tokens) over total time, not a median.
 """
 
@@ -33,13 +33,13 @@ import jax
 import numpy as np
 
 from augpro_jax import augmentations
-from augpro_jax import benchmark
 from augpro_jax import buckets as buckets_lib
 from augpro_jax import data as data_lib
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import train_step as step_lib
+from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
@@ -137,7 +137,7 @@ def _tokens(batches: list[Batch]) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(real), np.asarray(processed)
 
 
-def prepare_step(cfg: Config, models: benchmark.Models, aug: str, batches: list[Batch], masks,
+def prepare_step(cfg: Config, models: synthetic.Models, aug: str, batches: list[Batch], masks,
                  optimizer, num_labels: int) -> tuple[Callable[[int], Any], dict[str, Any], dict]:
   """Our KD step (teacher on every example) compiled once per length of `batches`; returns
   (call(i) on batch i, compile facts, holder of the live state)."""
@@ -185,7 +185,7 @@ def run(cfg: Config) -> dict[str, Any]:
                       "a device step to benchmark")
   task = classification_task(cfg)
   num_labels = task.num_labels
-  models, tokenizer = benchmark.build_models(cfg, num_labels)
+  models, tokenizer = synthetic.build_models(cfg, num_labels)
   batches, buckets, data_facts = task_batches(cfg, task, tokenizer, devices)
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
   optimizer, _ = step_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
@@ -211,7 +211,7 @@ def run(cfg: Config) -> dict[str, Any]:
   print(f"  timing {len(calls)} calls, {cfg.benchmark_steps} steps each in "
         f"{cfg.benchmark_rounds} interleaved rounds", flush=True)
   try:
-    timing = benchmark.time_interleaved(calls, cfg.benchmark_steps, cfg.benchmark_warmup,
+    timing = synthetic.time_interleaved(calls, cfg.benchmark_steps, cfg.benchmark_warmup,
                                         cfg.benchmark_rounds)
   finally:
     for run_, _, _ in peer_runs.values():
@@ -246,7 +246,7 @@ def run(cfg: Config) -> dict[str, Any]:
       peer = {**run_.summary(first_seconds, times), "padding": view,
               **_throughput(times, cfg.batch_size, *tokens[view], cfg.benchmark_warmup)}
     except Exception as exc:  # pylint: disable=broad-except  # reported, not raised
-      peer = benchmark._peer_error(name, exc)  # pylint: disable=protected-access
+      peer = synthetic.peer_error(name, exc)
     peers.append(peer)
 
   report = {
@@ -277,7 +277,7 @@ def run(cfg: Config) -> dict[str, Any]:
   return report
 
 
-def _prepare_peers(cfg: Config, models: benchmark.Models, views: dict[str, list[Batch]],
+def _prepare_peers(cfg: Config, models: synthetic.Models, views: dict[str, list[Batch]],
                    num_labels: int, calls: dict[str, Callable[[int], Any]]):
   """Build each peer on its padding of the batches and add its guarded step to `calls`.
 
@@ -286,7 +286,7 @@ def _prepare_peers(cfg: Config, models: benchmark.Models, views: dict[str, list[
   runs, errors, failed = {}, {}, []
   if not cfg.benchmark_peers:
     return runs, errors, failed
-  from augpro_jax import peers as peers_lib  # pylint: disable=g-import-not-at-top
+  from augpro_jax.bench import peers as peers_lib  # pylint: disable=g-import-not-at-top
   t, s = models.teacher.config, models.student.config
   shapes = peers_lib.PeerShapes(
       batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=num_labels,
@@ -304,9 +304,9 @@ def _prepare_peers(cfg: Config, models: benchmark.Models, views: dict[str, list[
       run_.step(0)  # compilation (Flax) or lazy allocation (torch): untimed, reported
       runs[name] = (run_, time.perf_counter() - start, padding[name])
       # call(i) is batch i, as for our steps: the same examples in the same order.
-      calls["peer:" + name] = benchmark._guarded(run_.step, errors, name, offset=0)  # pylint: disable=protected-access
+      calls["peer:" + name] = synthetic.guarded(run_.step, errors, name, offset=0)
     except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
-      failed.append(benchmark._peer_error(name, exc))  # pylint: disable=protected-access
+      failed.append(synthetic.peer_error(name, exc))
   return runs, errors, failed
 
 
