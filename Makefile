@@ -35,11 +35,10 @@ demo: setup
 	  --teacher_num_epochs=1 --num_epochs=2 --learning_rate=1e-4 --log_every=25 \
 	  --checkpoint_every=100 --student_layers=2
 
-# One process: the multi-process and end-to-end tests start several JAX processes of their own, and
-# two xdist workers beside them can exhaust a 24 GiB machine. `-n 2 --dist loadscope` is faster
-# where memory allows (a module's tests stay on one worker, so its fixtures are built once).
+# Two workers, a module's tests on one worker (--dist loadscope) so its fixtures are built once;
+# the slowest tests are listed at the end of the run.
 test: setup-dev
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope --durations=25 tests
 
 # The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end or benchmark).
 test-fast: setup-dev
