@@ -104,6 +104,9 @@ class Augmentation:
   make_host_augment: Optional[Callable[[Any], HostAugment]] = None
   # check(knobs, student_width, teacher_width or None): raise UserError if the models cannot run it.
   check: Optional[Callable[[AugmentConfig, int, Optional[int]], None]] = None
+  # Distinct candidate tokens a projection needs (--projection_vocab=task): the own token is
+  # excluded, so at least one more; knn draws among k neighbours.
+  candidates_needed: Callable[[AugmentConfig], int] = lambda knobs: 2
   help: str = ""
 
   @property
@@ -276,6 +279,7 @@ register(Augmentation("augpro_fgsm", "token", _augpro_fgsm, needs_input_grad=Tru
                       check=_augpro_fgsm_check,
                       help="AugPro-FGSM: an FGSM step at chosen positions, projected to tokens."))
 register(Augmentation("knn", "token", _knn, projects=True,
+                      candidates_needed=lambda knobs: knobs.knn_k + 1,
                       help="Each chosen token becomes one of its k nearest tokens."))
 register(Augmentation("synonym", "token", _synonym, make_host_augment=_synonym_host,
                       help="WordNet synonym replacement on the host."))

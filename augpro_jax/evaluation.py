@@ -93,8 +93,8 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
   vocab_size = tokenizer.get_vocab_size()
   is_special, is_candidate = pipeline.vocab_masks(tokenizer, vocab_size)
   if cfg.projection_vocab == "task" and train is not None:
-    needed = cfg.knn_k + 1 if augmentations.resolve(cfg.aug) == "knn" else 2
-    is_candidate = pipeline.task_candidates(is_candidate, is_special, train, needed)
+    is_candidate = pipeline.task_candidates(is_candidate, is_special, train,
+                                            augmentations.get(cfg.aug).candidates_needed(cfg))
   if need_train and distributed.is_main_process():
     for text in data_lib.label_warnings(cfg, task):
       print(f"warning: {text}", file=sys.stderr)

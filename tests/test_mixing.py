@@ -220,3 +220,11 @@ def test_approx_search_recall_meets_its_target():
   assert recall >= 0.95, recall
   with pytest.raises(ValueError):
     augment.nearest_tokens(vectors, table, search="fast")
+
+
+def test_each_entry_declares_the_candidates_its_projection_needs():
+  from augpro_jax import augmentations  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import AugmentConfig  # pylint: disable=import-outside-toplevel
+  knobs = AugmentConfig(knn_k=7)
+  assert augmentations.get("knn").candidates_needed(knobs) == 8
+  assert augmentations.get("augpro_mix").candidates_needed(knobs) == 2

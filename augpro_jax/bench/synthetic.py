@@ -343,17 +343,21 @@ def run(cfg: Config) -> dict[str, Any]:
       "peak_device_memory_mb": _peak_device_mb(),
       "host_rss_mb": _host_rss_mb(),
   }
-  table = markdown_table(report)
-  print(table, flush=True)
-  if cfg.benchmark_out:
-    out = pathlib.Path(cfg.benchmark_out)
-    try:
-      out.parent.mkdir(parents=True, exist_ok=True)
-      out.write_text(json.dumps(report, indent=2, default=float))
-      out.with_suffix(".md").write_text(table + "\n")
-    except OSError as exc:
-      raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+  write_report(report, markdown_table(report), cfg.benchmark_out)
   return report
+
+
+def write_report(report: dict[str, Any], table: str, out: Optional[str]) -> None:
+  """Print the markdown table; with `out` (--benchmark_out) write the JSON there, the table beside."""
+  print(table, flush=True)
+  if out:
+    path = pathlib.Path(out)
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps(report, indent=2, default=float))
+      path.with_suffix(".md").write_text(table + "\n")
+    except OSError as exc:
+      raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def guarded(step: Callable[[int], None], errors: dict[str, BaseException],

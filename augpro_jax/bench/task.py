@@ -24,8 +24,6 @@ examples (or real tokens) over total time, not a median.
 from __future__ import annotations
 
 import dataclasses
-import json
-import pathlib
 import time
 from typing import Any, Callable
 
@@ -264,16 +262,7 @@ def run(cfg: Config) -> dict[str, Any]:
                  "rounds": max(1, min(cfg.benchmark_rounds, cfg.benchmark_steps)),
                  "interleaved": True, "throughput": "total examples / total time"},
   }
-  table = markdown_table(report)
-  print(table, flush=True)
-  if cfg.benchmark_out:
-    out = pathlib.Path(cfg.benchmark_out)
-    try:
-      out.parent.mkdir(parents=True, exist_ok=True)
-      out.write_text(json.dumps(report, indent=2, default=float))
-      out.with_suffix(".md").write_text(table + "\n")
-    except OSError as exc:
-      raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+  synthetic.write_report(report, markdown_table(report), cfg.benchmark_out)
   return report
 
 
