@@ -2,10 +2,10 @@
 
 Command (seconds): .venv/bin/python experiments/report.py
 Reads experiments/results/{augpro_comparison,shift_degree,aug_copies}.csv and the paired
-protocol's {paired_comparison,paired_shift,paired_copies}.csv with their *_predictions.npz
-(whichever exist) and writes experiments/results/report.md and *.png beside them. It also writes
+protocol's {paired_comparison,paired_shift,paired_copies}.csv and bucket_accuracy.csv with their
+*_predictions.npz (whichever exist) and writes experiments/results/report.md and *.png beside them. It also writes
 each table into experiments/README.md, between `<!-- report:NAME:begin -->` and
-`<!-- report:NAME:end -->` (NAME is comparison, shift, copies or claims), and leaves the text outside those markers alone: the
+`<!-- report:NAME:end -->` (NAME is comparison, shift, copies, claims or buckets), and leaves the text outside those markers alone: the
 results tables there are never edited by hand. With another `--results`, no README is touched
 unless `--readme` names one.
 """
@@ -22,6 +22,7 @@ import statistics
 from collections import defaultdict
 
 from augpro_jax import tasks as tasks_lib
+from experiments import bucket_accuracy
 from experiments import grid
 from experiments import protocol
 
@@ -33,12 +34,13 @@ PAIRED = ("paired_comparison", "paired_shift", "paired_copies")  # the protocol'
 MAIN_METRIC = {name: "dev_" + task.main_metric for name, task in tasks_lib.TASKS.items()}
 
 
-def read(path: pathlib.Path) -> list[dict[str, str]]:
-  """The student runs of one CSV (teacher rows are referenced through `teacher_*` columns)."""
+def read(path: pathlib.Path, teachers: bool = False) -> list[dict[str, str]]:
+  """The student runs of one CSV (teacher rows are referenced through `teacher_*` columns), or
+  every run with `teachers`."""
   if not path.exists():
     return []
   with open(path, encoding="utf-8") as f:
-    return [row for row in csv.DictReader(f) if row.get("mode") != "teacher"]
+    return [row for row in csv.DictReader(f) if teachers or row.get("mode") != "teacher"]
 
 
 def num(value) -> float:
@@ -240,11 +242,15 @@ def main():
                           ""] + protocol.claims_table(
         lambda study: read(results / f"{study}.csv"),
         lambda study: grid.load_predictions(grid.predictions_path(results / f"{study}.csv")))
+  buckets = results / "bucket_accuracy.csv"
+  if buckets.exists():
+    sections["buckets"] = bucket_accuracy.report_section(
+        lambda: read(buckets, teachers=True), lambda: grid.load_predictions(grid.predictions_path(buckets)))
   text = "\n\n".join("\n".join(s) for s in sections.values()) or "No results yet."
   if readme_text is not None:
     prefix = pathlib.Path(os.path.relpath(results.resolve(), readme.resolve().parent)).as_posix()
     blocks = {name: "\n".join(_relink(lines, prefix)) for name, lines in sections.items()}
-    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies", "claims")
+    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies", "claims", "buckets")
                    if name not in blocks})
     try:
       filled = fill_blocks(readme_text, blocks)

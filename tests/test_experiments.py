@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("augpro_comparison", "shift_degree", "aug_copies")
+SCRIPTS = ("augpro_comparison", "shift_degree", "aug_copies", "bucket_accuracy")
 
 
 def _run(args, cwd=REPO, timeout=900):
@@ -82,7 +82,7 @@ def test_report_writes_tables_and_plot(tiny_grids):
   report = _run([str(REPO / "experiments" / "report.py"), f"--results={results}"], timeout=300)
   assert report.returncode == 0, report.stderr[-2000:]
   text = (results / "report.md").read_text()
-  for heading in ("augpro_mix", "shift", "copies"):
+  for heading in ("augpro_mix", "shift", "copies", "Length buckets"):
     assert heading in text, text
   assert (results / "shift_degree.png").stat().st_size > 1000
 
@@ -243,7 +243,7 @@ def test_report_markers_in_the_experiments_readme_are_the_report_tables():
   from experiments import report  # pylint: disable=g-import-not-at-top
   text = (REPO / "experiments" / "README.md").read_text(encoding="utf-8")
   names = set(re.findall(r"<!-- report:([a-z]+):begin -->", text))
-  assert names == {"comparison", "shift", "copies", "claims"}, names
+  assert names == {"comparison", "shift", "copies", "claims", "buckets"}, names
   report_md = (REPO / "experiments" / "results" / "report.md").read_text(encoding="utf-8")
   for match in report.BLOCK.finditer(text):
     block = match.group(0).split("\n", 1)[1].rsplit("\n", 1)[0].strip()
