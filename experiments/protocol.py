@@ -46,7 +46,8 @@ def teacher(task: str, tiny: bool) -> grid.Run:
   if tiny:
     return grid.teacher_run(task, dict(grid.TINY), 0.25, name=f"teacher-strong-{task}")
   size, epochs = STRONG_TEACHERS[task]
-  flags = {**STUDENT, "max_seq_len": MAX_SEQ_LEN[task]}
+  # Checkpoints every 500 steps: a teacher run is long enough to be worth resuming.
+  flags = {**STUDENT, "max_seq_len": MAX_SEQ_LEN[task], "checkpoint_every": 500}
   if size is not None:
     flags["train_size"] = size
   return grid.teacher_run(task, flags, epochs, name=f"teacher-strong-{task}")
