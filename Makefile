@@ -40,7 +40,8 @@ demo: setup
 test: setup-dev
 	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope --durations=25 tests
 
-# The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end or benchmark).
+# The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end, benchmark, or
+# test that compiles many steps).
 test-fast: setup-dev
 	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
 

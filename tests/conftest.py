@@ -28,3 +28,23 @@ def glue() -> pathlib.Path:
     pytest.skip("GLUE data not found: set GLUE_DIR to a glue_data directory "
                 "(CI uses ../shared/data/glue)")
   return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def xla_compilation_cache(tmp_path_factory) -> str:
+  """One persistent XLA compilation cache for the whole run, shared by the xdist workers and every
+  subprocess they start: the many runs of the same tiny models compile each program once.
+
+  It lives in pytest's base temp directory (pruned by pytest), so every run starts cold and
+  compiles everything at least once. A cache hit is the same executable, so it cannot hide a bug;
+  tests that count compiles count cache hits too. $JAX_COMPILATION_CACHE_DIR overrides it.
+  """
+  import jax  # after the environment above is set
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "xla-cache"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the small ones add up
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+  return os.environ["JAX_COMPILATION_CACHE_DIR"]

@@ -238,6 +238,21 @@ def test_metrics_classification_tasks():
   assert mnli == pytest.approx({"accuracy": 3 / 5})
 
 
+def test_accuracy_f1_and_mcc_agree_with_scikit_learn():
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for n, positive in [(1, 0.5), (2, 0.0), (7, 0.9), (50, 0.3), (400, 0.5)]:
+    labels = (rng.random(n) < positive).astype(np.int64)
+    predictions = (rng.random(n) < positive).astype(np.int64)
+    got = tasks.compute_metrics(tasks.get_task("mrpc"), predictions, labels)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(labels, predictions))
+    assert got["f1"] == pytest.approx(skm.f1_score(labels, predictions, zero_division=0.0))
+    mcc = tasks.compute_metrics(tasks.get_task("cola"), predictions, labels)["mcc"]
+    with warnings.catch_warnings():  # scikit-learn warns about a single class; ours does not
+      warnings.simplefilter("ignore")
+      assert mcc == pytest.approx(skm.matthews_corrcoef(labels, predictions))
+
+
 def test_metrics_regression():
   stsb = tasks.get_task("stsb")
   labels = np.array([1.0, 2.0, 3.0, 4.0], np.float32)

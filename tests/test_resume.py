@@ -521,9 +521,10 @@ def test_full_disk_during_export_keeps_the_old_export(how, small_disk, tmp_path,
 
 def test_full_disk_writing_summary_or_metrics_is_one_line(tmp_path, monkeypatch):
   from augpro_jax import loop  # pylint: disable=import-outside-toplevel
+  from augpro_jax import run_log  # pylint: disable=import-outside-toplevel
   from augpro_jax.errors import UserError  # pylint: disable=import-outside-toplevel
 
-  writers = loop.Writers(tmp_path, enabled=True)
+  writers = run_log.Writers(tmp_path, enabled=True)
   writers.write(0, "train", {"loss": 1.0})
   monkeypatch.setattr(writers.jsonl, "write", _enospc)
   with pytest.raises(UserError, match="(?i)cannot write metrics.*no space left on device"):

@@ -166,6 +166,7 @@ def test_regression_kd_step_is_mse_to_the_teacher_score():
   np.testing.assert_allclose(float(np.asarray(metrics["loss_orig"])[0]), expected, rtol=1e-4)
 
 
+@pytest.mark.slow  # several step compiles: the full suite only
 def test_aug_copies_grow_the_augmented_batch():
   _, hist_1 = run_steps("augpro_mix", jax.local_devices(), steps=1, aug_copies=1)
   _, hist_3 = run_steps("augpro_mix", jax.local_devices(), steps=1, aug_copies=3)
@@ -191,6 +192,7 @@ def bucketed_split(n=96, seed=0):
                             [("x",)] * n)
 
 
+@pytest.mark.slow  # several step compiles: the full suite only
 @pytest.mark.parametrize("buckets,aot", [((SEQ,), True), ((8, 12, SEQ), True), ((8, 12, SEQ), False)])
 def test_one_compile_per_bucket_and_never_again(buckets, aot):
   """Two epochs of real pipeline batches: the step compiles once per bucket length the first epoch
@@ -266,6 +268,7 @@ def test_attack_losses():
                              ce + kd, rtol=1e-6)
 
 
+@pytest.mark.slow  # several step compiles: the full suite only
 def test_fgsm_loss_chooses_the_direction_in_distillation_only():
   """ce moves the embeddings another way than kd in distillation; fine-tuning has one loss."""
   def one_step(objective, fgsm_loss):
@@ -303,6 +306,7 @@ def test_the_step_profiles_augpro_mix(value, partner_expected):
   assert 0.1 < profile["continuation_share"] < 0.6 and 0.0 < profile["non_ascii_share"] < 0.45
 
 
+@pytest.mark.slow  # several step compiles: the full suite only
 def test_gradient_free_and_fgsm_entries_profile_without_a_partner():
   for aug in ("knn", "augpro_fgsm"):
     p_step, state, teacher, _ = setup(aug, shift_degree=0.3)
