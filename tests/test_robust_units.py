@@ -364,3 +364,16 @@ print("still running")
   else:
     assert result.stderr.splitlines() == [f"error: {words}; checkpoints written so far are kept: "
                                           "restart every process with the same command to resume"]
+
+
+def test_the_command_line_starts_without_scipy_scikit_learn_or_torch():
+  """Every run pays for what it imports at start-up (the suite starts about 150 runs): the train
+  path, evaluation and the TensorBoard writer must not pull in scipy, scikit-learn or torch."""
+  code = ("import sys, main\n"
+          "from augpro_jax import evaluation, loop, predict, run_log, train\n"
+          "run_log._summary_writer_class()\n"
+          "print(sorted(m for m in ('torch', 'scipy', 'sklearn') if m in sys.modules))\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "[]", result.stdout
