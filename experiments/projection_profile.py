@@ -14,7 +14,8 @@ about 6 min on 2 CPU cores):
       --keep_checkpoints=1 --workdir=runs/experiments/teacher-sst2
   .venv/bin/python experiments/projection_profile.py \\
       --teacher_ckpt=runs/experiments/teacher-sst2/final
-Writes experiments/results/projection_profile.{json,md}. Runtime: 1,413 s on a 2-core CPU VM (50 variants).
+Writes experiments/results/projection_profile.{json,md} and projection_profile_summary.md (the
+tables docs/augmentations.md shows; `--tables_only` rewrites both from the JSON). Runtime: 1,413 s on a 2-core CPU VM (50 variants).
 """
 
 from __future__ import annotations
@@ -159,6 +160,73 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
+def _cells(p: dict, keys: tuple[str, ...], bold: tuple[str, ...] = ()) -> str:
+  """The shift and the shares in `keys`; a variant that changed (almost) nothing says so."""
+  if p["changed_tokens"] < 10:
+    n = p["changed_tokens"]
+    said = "(nothing changed)" if n == 0 else f"({n} token{'s' * (n > 1)} changed)"
+    return f"{p['measured_shift']:.3f} | {said} |" + " |" * (len(keys) - 1)
+  cells = [f"{100 * p[k]:.1f}%" if p[k] is not None else "-" for k in keys]
+  cells = [f"**{c}**" if k in bold else c for k, c in zip(keys, cells)]
+  return f"{p['measured_shift']:.3f} | " + " | ".join(cells) + " |"
+
+
+def summary_markdown(report: dict) -> str:
+  """The two tables docs/augmentations.md discusses, from the sweep: AugPro-Mix by λ rule (wrap,
+  one λ per example), then AugPro-FGSM (kd loss) by ε, and knn; the defaults in bold."""
+  find = {(r["aug"], tuple(sorted(r["knobs"].items()))): r["profile"] for r in report["variants"]}
+  b = lambda text, on: f"**{text}**" if on else text
+  yes_no = lambda x: "yes" if x else "no"
+  mix_keys = ("partner_share", "nearest_share", "other_share", "continuation_share",
+              "non_ascii_share")
+  lines = ["AugPro-Mix (`wrap`, λ per example):", "",
+           "| λ | excl. | candidates | shift | partner | nearest | other | ## | non-ASCII |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+  for vocab in VOCABS:
+    for exclude in (True, False):
+      for rule in ("folded", "beta", "fixed"):
+        knobs = {"mix_lambda": rule, "mix_lambda_per": "example", "exclude_original": exclude,
+                 "mix_partner_align": "wrap", "projection_vocab": vocab}
+        profile = find.get(("augpro_mix", tuple(sorted(knobs.items()))))
+        if profile is None:
+          continue
+        default = rule == "beta" and exclude and vocab == "task"
+        name = "fixed 0.5" if rule == "fixed" else rule
+        lines.append(f"| {b(name, default)} | {b(yes_no(exclude), default)} | {b(vocab, default)} | "
+                     + _cells(profile, mix_keys,
+                              ("partner_share", "nearest_share") if default else ()))
+  fgsm_keys = ("nearest_share", "other_share", "continuation_share", "non_ascii_share",
+               "distinct_share")
+  lines += ["", "AugPro-FGSM (`--fgsm_loss=kd`) and `knn`:", "",
+            "| method | ε | excl. | candidates | shift | nearest | other | ## | non-ASCII | distinct |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+  for vocab in reversed(VOCABS):
+    for exclude in (True, False):
+      for eps in EPSILONS:
+        knobs = {"fgsm_eps": eps, "fgsm_loss": "kd", "exclude_original": exclude,
+                 "projection_vocab": vocab}
+        profile = find.get(("augpro_fgsm", tuple(sorted(knobs.items()))))
+        if profile is None:
+          continue
+        default = eps == 0.1 and exclude and vocab == "task"
+        lines.append(f"| {b('augpro_fgsm', default)} | {b(eps, default)} | "
+                     f"{b(yes_no(exclude), default)} | {b(vocab, default)} | "
+                     + _cells(profile, fgsm_keys))
+  for vocab in reversed(VOCABS):
+    profile = find.get(("knn", (("projection_vocab", vocab),)))
+    if profile is not None:
+      lines.append(f"| knn | | | {vocab} | " + _cells(profile, fgsm_keys))
+  return "\n".join(lines)
+
+
+def write_tables(report: dict, out: pathlib.Path) -> str:
+  """<out>.md (every variant) and <out>_summary.md (the docs' two tables); returns the first."""
+  table = markdown(report)
+  out.with_suffix(".md").write_text(table + "\n")
+  out.with_name(out.stem + "_summary.md").write_text(summary_markdown(report) + "\n")
+  return table
+
+
 def main() -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"))
@@ -169,7 +237,16 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=str(RESULTS / "projection_profile.json"))
   p.add_argument("--only", default=None, help="Run only variants whose label contains this.")
+  p.add_argument("--tables_only", action="store_true",
+                 help="Rewrite the markdown tables from the JSON at --out; run nothing.")
   args = p.parse_args()
+  if args.tables_only:
+    try:
+      report = json.loads(pathlib.Path(args.out).read_text())
+    except (OSError, ValueError) as e:
+      p.error(f"cannot read --out {args.out}: {e}")
+    write_tables(report, pathlib.Path(args.out))
+    return 0
   if not args.glue_dir:
     p.error("--glue_dir (or $GLUE_DIR) is required")
   start = time.perf_counter()
@@ -220,9 +297,7 @@ def main() -> int:
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(report, indent=2))
-  table = markdown(report)
-  out.with_suffix(".md").write_text(table + "\n")
-  print(table)
+  print(write_tables(report, out))
   return 0
 
 

@@ -251,3 +251,52 @@ def test_report_markers_in_the_experiments_readme_are_the_report_tables():
       assert not any((report.RESULTS / f"{s}.csv").exists() for s in report.PAIRED)
       continue
     assert block.replace("](results/", "](") in report_md, match.group(2)
+
+
+def test_docs_tables_are_the_generated_files():
+  """Every <!-- generated:PATH --> block in README.md and docs/ is that results file, unedited."""
+  from experiments import docs_tables  # pylint: disable=g-import-not-at-top
+  blocks = sum(docs_tables.BLOCK.findall(doc.read_text(encoding="utf-8")) != []
+               for doc in docs_tables.documents())
+  assert blocks >= 2
+  for doc in docs_tables.documents():
+    text = doc.read_text(encoding="utf-8")
+    assert docs_tables.fill(text) == text, f"{doc}: run experiments/docs_tables.py"
+
+
+def test_docs_tables_fill_and_refuse(tmp_path):
+  from experiments import docs_tables  # pylint: disable=g-import-not-at-top
+  (tmp_path / "experiments" / "results").mkdir(parents=True)
+  (tmp_path / "experiments" / "results" / "t.md").write_text("| a |\n|---|\n| 1 |\n")
+  block = "<!-- generated:experiments/results/t.md:begin -->\nhand-typed\n" \
+          "<!-- generated:experiments/results/t.md:end -->"
+  assert docs_tables.fill(f"x\n{block}\ny\n", tmp_path) == (
+      "x\n<!-- generated:experiments/results/t.md:begin -->\n\n| a |\n|---|\n| 1 |\n\n"
+      "<!-- generated:experiments/results/t.md:end -->\ny\n")
+  for bad, message in [("<!-- generated:experiments/results/t.md:begin -->\nx\n", "end marker"),
+                       (block.replace("results/t.md", "results/u.md"), "does not exist"),
+                       (block.replace("experiments/results/t.md", "README.md"), "not under")]:
+    with pytest.raises(ValueError, match=message):
+      docs_tables.fill(bad, tmp_path)
+
+
+def test_projection_profile_summary_bolds_the_defaults_and_says_when_nothing_changed():
+  from experiments import projection_profile  # pylint: disable=g-import-not-at-top
+  def row(aug, profile, **knobs):
+    return {"aug": aug, "knobs": knobs, "profile": profile}
+  shares = {"partner_share": 0.5, "nearest_share": 0.25, "other_share": 0.25,
+            "continuation_share": 0.1, "non_ascii_share": 0.0, "distinct_share": 0.3,
+            "measured_shift": 0.3, "changed_tokens": 500}
+  nothing = {**shares, "measured_shift": 0.0, "changed_tokens": 0}
+  mix = dict(mix_lambda_per="example", mix_partner_align="wrap", projection_vocab="task")
+  report = {"variants": [
+      row("augpro_mix", shares, mix_lambda="beta", exclude_original=True, **mix),
+      row("augpro_mix", nothing, mix_lambda="folded", exclude_original=False, **mix),
+      row("augpro_fgsm", shares, fgsm_eps=0.3, fgsm_loss="kd", exclude_original=True,
+          projection_vocab="task"),
+      row("knn", shares, projection_vocab="full")]}
+  lines = projection_profile.summary_markdown(report).splitlines()
+  assert "| **beta** | **yes** | **task** | 0.300 | **50.0%** | **25.0%** | 25.0% | 10.0% | 0.0% |" in lines
+  assert "| folded | no | task | 0.000 | (nothing changed) | | | | |" in lines
+  assert "| augpro_fgsm | 0.3 | yes | task | 0.300 | 25.0% | 25.0% | 10.0% | 0.0% | 30.0% |" in lines
+  assert "| knn | | | full | 0.300 | 25.0% | 25.0% | 10.0% | 0.0% | 30.0% |" in lines
