@@ -5,7 +5,7 @@ Reads experiments/results/{augpro_comparison,shift_degree,aug_copies}.csv and th
 protocol's {paired_comparison,paired_shift,paired_copies}.csv and bucket_accuracy.csv with their
 *_predictions.npz (whichever exist) and writes experiments/results/report.md and *.png beside them. It also writes
 each table into experiments/README.md, between `<!-- report:NAME:begin -->` and
-`<!-- report:NAME:end -->` (NAME is comparison, shift, copies, claims or buckets), and leaves the text outside those markers alone: the
+`<!-- report:NAME:end -->` (NAME is comparison, shift, copies, claims, buckets or teachers), and leaves the text outside those markers alone: the
 results tables there are never edited by hand. With another `--results`, no README is touched
 unless `--readme` names one.
 """
@@ -190,6 +190,24 @@ def copies_table(rows) -> list[str]:
   return lines
 
 
+def teachers_table(rows: list[dict[str, str]]) -> list[str]:
+  """The protocol's strong teachers: data, steps, buckets, dev metric and wall clock, one per run."""
+  lines = ["| teacher | training examples | steps | length buckets | dev metric | wall clock |",
+           "|---|---:|---:|---|---|---:|"]
+  seen = set()
+  for row in rows:
+    if row.get("mode") != "teacher" or row["run"] in seen:
+      continue
+    seen.add(row["run"])
+    metric = MAIN_METRIC.get(row.get("task", ""), "dev_accuracy")
+    value = num(row.get(metric))
+    wall = num(row.get("wallclock_seconds"))
+    lines.append(f"| {row['run']} | {int(num(row['train_examples'])):,} | {row['steps']} | "
+                 f"{row.get('length_buckets') or 'none'} | {metric[4:]} {100 * value:.1f} | "
+                 f"{wall / 60:.0f} min |")
+  return lines if len(lines) > 2 else ["No teacher trained yet."]
+
+
 def fill_blocks(text: str, blocks: dict[str, str]) -> str:
   """`text` with every marker block replaced by `blocks[NAME]`; the text outside is kept as is.
 
@@ -242,6 +260,9 @@ def main():
                           ""] + protocol.claims_table(
         lambda study: read(results / f"{study}.csv"),
         lambda study: grid.load_predictions(grid.predictions_path(results / f"{study}.csv")))
+  teacher_rows = [row for study in PAIRED for row in read(results / f"{study}.csv", teachers=True)]
+  if teacher_rows:
+    sections["teachers"] = teachers_table(teacher_rows)
   buckets = results / "bucket_accuracy.csv"
   if buckets.exists():
     sections["buckets"] = bucket_accuracy.report_section(
@@ -250,7 +271,7 @@ def main():
   if readme_text is not None:
     prefix = pathlib.Path(os.path.relpath(results.resolve(), readme.resolve().parent)).as_posix()
     blocks = {name: "\n".join(_relink(lines, prefix)) for name, lines in sections.items()}
-    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies", "claims", "buckets")
+    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies", "claims", "buckets", "teachers")
                    if name not in blocks})
     try:
       filled = fill_blocks(readme_text, blocks)

@@ -243,7 +243,7 @@ def test_report_markers_in_the_experiments_readme_are_the_report_tables():
   from experiments import report  # pylint: disable=g-import-not-at-top
   text = (REPO / "experiments" / "README.md").read_text(encoding="utf-8")
   names = set(re.findall(r"<!-- report:([a-z]+):begin -->", text))
-  assert names == {"comparison", "shift", "copies", "claims", "buckets"}, names
+  assert names == {"comparison", "shift", "copies", "claims", "buckets", "teachers"}, names
   report_md = (REPO / "experiments" / "results" / "report.md").read_text(encoding="utf-8")
   for match in report.BLOCK.finditer(text):
     block = match.group(0).split("\n", 1)[1].rsplit("\n", 1)[0].strip()
