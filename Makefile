@@ -41,9 +41,11 @@ test: setup-dev
 	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope --durations=25 tests
 
 # The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end, benchmark, or
-# test that compiles many steps).
+# test that compiles many steps). Its XLA compilation cache outlives the run (in .pytest_cache), so
+# the next run reuses every program the edit did not change; `make test` always starts cold.
 test-fast: setup-dev
-	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
+	$(TEST_ENV) JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.pytest_cache/xla-test-fast \
+	  $(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
 
 # The synthetic step benchmark, then the same steps on SST-2's real training batches: ours with
 # length buckets and at --max_seq_len, against the peers' padding (docs/benchmarks.md).

@@ -252,26 +252,6 @@ COMMON = {"max_seq_len": 64, "batch_size": 32, "eval_batch_size": 128, "student_
 TINY = {"max_seq_len": 16, "batch_size": 8, "eval_batch_size": 64, "student_layers": 1,
         "train_size": 32, "eval_size": 64, "num_train_steps": 2, "teacher_num_epochs": 0.25,
         "log_every": 1, "checkpoint_every": 0, "keep_checkpoints": 1}
-# Teacher data per task: (training examples or None for all, epochs); other tasks: all, 2 epochs.
-# Large sets: the teacher sees a subset once. CoLA: 4,000 examples for one epoch gave a teacher
-# that predicts one class (dev MCC 0.0, loss 0.62 -> 0.61), so it sees all 8,551 for 3 epochs.
-TEACHER_DATA = {"sst2": (4000, 1.0), "stsb": (4000, 1.0), "cola": (None, 3.0)}
-
-
-def teachers(tasks: Iterable[str], tiny: bool) -> dict[str, Run]:
-  out = {}
-  for task in tasks:
-    if tiny:
-      out[task] = teacher_run(task, dict(TINY), 0.25)
-      continue
-    flags = dict(COMMON)
-    size, epochs = TEACHER_DATA.get(task, (None, 2.0))
-    if size is not None:
-      flags["train_size"] = size
-    out[task] = teacher_run(task, flags, epochs)
-  return out
-
-
 def main(description: str, make_runs, csv_name: str, default_seeds: int = 3) -> int:
   """The shared command line of every experiment script."""
   p = parser(description, "experiments")

@@ -1,12 +1,13 @@
 """Turn the experiment CSVs into markdown tables (mean ± std over seeds) and PNG plots.
 
 Command (seconds): .venv/bin/python experiments/report.py
-Reads experiments/results/{augpro_comparison,shift_degree,aug_copies}.csv and the paired
-protocol's {paired_comparison,paired_shift,paired_copies}.csv and bucket_accuracy.csv with their
-*_predictions.npz (whichever exist) and writes experiments/results/report.md and *.png beside them. It also writes
-each table into experiments/README.md, between `<!-- report:NAME:begin -->` and
-`<!-- report:NAME:end -->` (NAME is comparison, shift, copies, claims, buckets or teachers), and leaves the text outside those markers alone: the
-results tables there are never edited by hand. With another `--results`, no README is touched
+Reads the paired protocol's {paired_comparison,paired_shift,paired_copies}.csv and
+bucket_accuracy.csv with their *_predictions.npz (whichever exist) in experiments/results/ and
+writes report.md and one plot per study (paired_comparison.png, paired_shift.png,
+paired_copies.png) beside them. It also writes each table into experiments/README.md, between
+`<!-- report:NAME:begin -->` and `<!-- report:NAME:end -->` (NAME is comparison, shift, copies,
+claims, buckets or teachers), and leaves the text outside those markers alone: the results tables
+there are never edited by hand. With another `--results`, no README is touched
 unless `--readme` names one.
 """
 
@@ -20,17 +21,20 @@ import pathlib
 import re
 import statistics
 from collections import defaultdict
+from typing import Optional
 
 from augpro_jax import tasks as tasks_lib
 from experiments import bucket_accuracy
 from experiments import grid
 from experiments import protocol
+from experiments import stats
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 README = RESULTS.parent / "README.md"
 BLOCK = re.compile(r"(<!-- report:([a-z]+):begin -->\n).*?(<!-- report:\2:end -->)", re.DOTALL)
 # The CSV column of each task's main metric (the task specs say which metric that is).
 PAIRED = ("paired_comparison", "paired_shift", "paired_copies")  # the protocol's CSVs
+MODES = ("finetune", "distill")
 MAIN_METRIC = {name: "dev_" + task.main_metric for name, task in tasks_lib.TASKS.items()}
 
 
@@ -66,27 +70,74 @@ def fmt(values: list[float], scale: float = 100.0) -> str:
   return f"{scale * mean:.1f} ± {scale * std:.1f}" + ("" if n >= 3 else f" (n={n})")
 
 
-def comparison_table(rows) -> list[str]:
+def comparison_tables_and_plot(rows, teacher_rows, out_png: pathlib.Path) -> list[str]:
+  """The paired comparison: per task, each arm's dev metric over seeds and its paired difference
+  from `none` (same seeds) with a 95% t interval; one plot of those differences."""
   tasks = [t for t in MAIN_METRIC if any(r["task"] == t for r in rows)]
-  augs = list(dict.fromkeys(r["aug"] for r in rows))
-  lines = ["### AugPro comparison (KD, shift 0.3; dev metric x100, mean ± std over seeds)", "",
-           "| method | " + " | ".join(f"{t} ({MAIN_METRIC[t][4:]})" for t in tasks)
-           + " | avg | wall s/run |", "|---" * (len(tasks) + 3) + "|"]
-  teacher_cells = []
-  for t in tasks:
-    vals = [num(r.get("teacher_" + MAIN_METRIC[t][4:])) for r in rows if r["task"] == t]
-    teacher_cells.append(f"{100 * vals[0]:.1f}" if vals else "-")
-  lines.append("| teacher (reference) | " + " | ".join(teacher_cells) + " | | |")
-  for aug in augs:
-    cells, means = [], []
-    for t in tasks:
-      vals = [num(r.get(MAIN_METRIC[t])) for r in rows if r["task"] == t and r["aug"] == aug]
-      cells.append(fmt(vals))
-      means.append(mean_std(vals)[0])
-    wall = mean_std([num(r["wallclock_seconds"]) for r in rows if r["aug"] == aug])[0]
-    avg = statistics.mean(means) if means and not any(math.isnan(m) for m in means) else math.nan
-    lines.append(f"| {aug} | " + " | ".join(cells) + f" | {100 * avg:.1f} | {wall:.0f} |")
+  teachers = {r["task"]: num(r.get(MAIN_METRIC.get(r["task"], "dev_accuracy")))
+              for r in teacher_rows if r.get("mode") == "teacher"}
+  lines = ["### AugPro comparison (KD at 2,000 examples, shift 0.3; dev metric x100)", ""]
+  differences = {}  # task -> [(arm, PairedDifference)]
+  for task in tasks:
+    metric = MAIN_METRIC[task]
+    task_rows = [r for r in rows if r["task"] == task]
+    by_arm = defaultdict(dict)  # arm -> seed -> metric
+    for r in task_rows:
+      by_arm[r.get("arm") or r["aug"]][r["seed"]] = num(r.get(metric))
+    teacher = teachers.get(task, math.nan)
+    lines += [f"**{task}** (teacher {100 * teacher:.1f})" if not math.isnan(teacher) else
+              f"**{task}**", "",
+              f"| arm | seeds | {metric[4:]} (mean ± std) | arm − none (95% CI) | measured shift "
+              "| wall s/run |", "|---|---:|---:|---|---:|---:|"]
+    none = by_arm.get("none", {})
+    for arm, values in by_arm.items():
+      if arm == "none":
+        diff_cell = "-"
+      else:
+        seeds = sorted(set(values) & set(none))
+        d = stats.paired_difference([values[s] for s in seeds], [none[s] for s in seeds])
+        diff_cell = (f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1
+                     else f"{100 * d.mean:+.2f} (one seed)" if d.n else "-")
+        if d.n > 1:
+          differences.setdefault(task, []).append((arm, d))
+      arm_rows = [r for r in task_rows if (r.get("arm") or r["aug"]) == arm]
+      shift = mean_std([num(r.get("measured_shift")) for r in arm_rows])[0]
+      wall = mean_std([num(r.get("wallclock_seconds")) for r in arm_rows])[0]
+      lines.append(f"| {arm} | {len(values)} | {fmt(list(values.values()))} | {diff_cell} | "
+                   + ("-" if math.isnan(shift) else f"{shift:.3f}")
+                   + " | " + ("-" if math.isnan(wall) else f"{wall:.0f}") + " |")
+    lines.append("")
+  if differences:
+    _plot_differences(differences, out_png)
+    lines.append(f"![paired comparison]({out_png.name})")
   return lines
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def _plot_differences(differences, out_png):
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(differences), figsize=(5 * len(differences), 3.5),
+                           squeeze=False)
+  for ax, (task, arms) in zip(axes[0], differences.items()):
+    ys = range(len(arms))
+    means = [100 * d.mean for _, d in arms]
+    errors = [[100 * (d.mean - d.low) for _, d in arms], [100 * (d.high - d.mean) for _, d in arms]]
+    ax.errorbar(means, list(ys), xerr=errors, fmt="o", capsize=3)
+    ax.axvline(0, color="grey", linewidth=1)
+    ax.set_yticks(list(ys), [arm for arm, _ in arms])
+    ax.invert_yaxis()
+    ax.set_title(f"{task}: arm − none (95% CI over seeds)")
+    ax.set_xlabel("dev accuracy difference (points)")
+    ax.grid(alpha=0.3, axis="x")
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
 
 
 def shift_tables_and_plot(rows, out_png: pathlib.Path) -> list[str]:
@@ -150,9 +201,7 @@ def kd_minus_finetune_table(rows, sizes, degrees) -> list[str]:
 
 
 def _plot_shift(series, sizes, degrees, out_png):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _pyplot()
   fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False, sharey=True)
   # One colour per method across panels (mode is the line style), and a legend on every panel:
   # the panels need not hold the same methods.
@@ -179,21 +228,43 @@ def _plot_shift(series, sizes, degrees, out_png):
   plt.close(fig)
 
 
-def copies_table(rows) -> list[str]:
+def copies_table_and_plot(rows, out_png: Optional[pathlib.Path] = None) -> list[str]:
   copies = sorted({int(r["aug_copies"]) for r in rows})
   lines = ["### Augmented copies per example (augpro_mix, shift 0.3; SST-2 dev accuracy x100)", "",
            "| copies | finetune | distill |", "|---:|---:|---:|"]
-  for c in copies:
-    cells = [fmt([num(r["dev_accuracy"]) for r in rows if int(r["aug_copies"]) == c and
-                  r["mode"] == mode]) for mode in ("finetune", "distill")]
-    lines.append(f"| {c} | " + " | ".join(cells) + " |")
+  series = {mode: [[num(r["dev_accuracy"]) for r in rows if int(r["aug_copies"]) == c and
+                    r["mode"] == mode] for c in copies] for mode in MODES}
+  for i, c in enumerate(copies):
+    lines.append(f"| {c} | " + " | ".join(fmt(series[mode][i]) for mode in MODES) + " |")
+  if out_png is not None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for mode, style in zip(MODES, ("--", "-")):
+      points = [(c, mean_std(v)) for c, v in zip(copies, series[mode]) if mean_std(v)[2]]
+      if points:
+        ax.errorbar([c for c, _ in points], [100 * m for _, (m, _, _) in points],
+                    yerr=[100 * s for _, (_, s, _) in points], linestyle=style, marker="o",
+                    capsize=3, label=mode)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(copies, [str(c) for c in copies])
+    ax.set_xlabel("augmented copies per example")
+    ax.set_ylabel("dev accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    lines += ["", f"![augmented copies]({out_png.name})"]
   return lines
 
 
-def teachers_table(rows: list[dict[str, str]]) -> list[str]:
-  """The protocol's strong teachers: data, steps, buckets, dev metric and wall clock, one per run."""
-  lines = ["| teacher | training examples | steps | length buckets | dev metric | wall clock |",
-           "|---|---:|---:|---|---|---:|"]
+def teachers_table(rows: list[dict[str, str]], lead_size: int = protocol.SHIFT_SIZES[-1]) -> list[str]:
+  """The protocol's strong teachers: data, steps, buckets, dev metric and wall clock, one per run,
+  and the teacher's lead over students fine-tuned without augmentation on `lead_size` examples
+  (mean over their seeds; the shift study's p = 0 fine-tuning arm)."""
+  lines = ["| teacher | training examples | steps | length buckets | dev metric | wall clock | "
+           f"lead over a student fine-tuned on {lead_size:,} |",
+           "|---|---:|---:|---|---|---:|---|"]
   seen = set()
   for row in rows:
     if row.get("mode") != "teacher" or row["run"] in seen:
@@ -202,9 +273,15 @@ def teachers_table(rows: list[dict[str, str]]) -> list[str]:
     metric = MAIN_METRIC.get(row.get("task", ""), "dev_accuracy")
     value = num(row.get(metric))
     wall = num(row.get("wallclock_seconds"))
+    students = {r["run"]: num(r.get(metric)) for r in rows
+                if r.get("task") == row.get("task") and r.get("mode") == "finetune"
+                and r.get("aug") == "none" and num(r.get("train_size")) == lead_size}
+    mean, _, n = mean_std(list(students.values()))
+    lead = (f"{100 * (value - mean):+.1f} ({100 * mean:.1f}, " + (f"{n} seeds)" if n > 1 else "one seed)")
+            if n else "-")
     lines.append(f"| {row['run']} | {int(num(row['train_examples'])):,} | {row['steps']} | "
                  f"{row.get('length_buckets') or 'none'} | {metric[4:]} {100 * value:.1f} | "
-                 f"{wall / 60:.0f} min |")
+                 f"{wall / 60:.0f} min | {lead} |")
   return lines if len(lines) > 2 else ["No teacher trained yet."]
 
 
@@ -246,15 +323,17 @@ def main():
     except OSError as e:
       p.error(f"cannot read --readme {readme}: {e.strerror or e}")
   sections = {}
-  comparison = read(results / "augpro_comparison.csv")
-  if comparison:
-    sections["comparison"] = comparison_table(comparison)
-  shift = read(results / "shift_degree.csv")
+  comparison = read(results / "paired_comparison.csv", teachers=True)
+  if any(row.get("mode") != "teacher" for row in comparison):
+    sections["comparison"] = comparison_tables_and_plot(
+        [row for row in comparison if row.get("mode") != "teacher"], comparison,
+        results / "paired_comparison.png")
+  shift = read(results / "paired_shift.csv")
   if shift:
-    sections["shift"] = shift_tables_and_plot(shift, results / "shift_degree.png")
-  copies = read(results / "aug_copies.csv")
+    sections["shift"] = shift_tables_and_plot(shift, results / "paired_shift.png")
+  copies = read(results / "paired_copies.csv")
   if copies:
-    sections["copies"] = copies_table(copies)
+    sections["copies"] = copies_table_and_plot(copies, results / "paired_copies.png")
   if any((results / f"{study}.csv").exists() for study in PAIRED):
     sections["claims"] = ["### Claims (paired by seed; verdicts by the rule in experiments/README.md)",
                           ""] + protocol.claims_table(

@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("augpro_comparison", "shift_degree", "aug_copies", "bucket_accuracy")
+SCRIPTS = ("paired_comparison", "paired_shift", "paired_copies", "bucket_accuracy")
 
 
 def _run(args, cwd=REPO, timeout=900):
@@ -82,9 +82,12 @@ def test_report_writes_tables_and_plot(tiny_grids):
   report = _run([str(REPO / "experiments" / "report.py"), f"--results={results}"], timeout=300)
   assert report.returncode == 0, report.stderr[-2000:]
   text = (results / "report.md").read_text()
-  for heading in ("augpro_mix", "shift", "copies", "Length buckets"):
+  for heading in ("AugPro comparison", "Shift degree", "Augmented copies", "Claims",
+                  "Length buckets"):
     assert heading in text, text
-  assert (results / "shift_degree.png").stat().st_size > 1000
+  # One plot per study. The tiny comparison has one seed per arm, so no interval to plot.
+  for plot in ("paired_shift.png", "paired_copies.png"):
+    assert (results / plot).stat().st_size > 1000, plot
 
 
 def test_profile_summary_adds_op_events_by_kind():
@@ -157,8 +160,8 @@ def test_runs_recorded_in_the_csv_are_skipped_and_their_teacher_only_retrained_i
 
 
 @pytest.mark.parametrize("name,bad", [
-    ("augpro_comparison", "--only=("), ("shift_degree", "--seeds=0"), ("aug_copies", "--csv=DIR"),
-    ("shift_degree", "--csv=FOREIGN")])
+    ("paired_comparison", "--only=("), ("paired_shift", "--seeds=0"), ("paired_copies", "--csv=DIR"),
+    ("paired_shift", "--csv=FOREIGN")])
 def test_bad_arguments_are_a_one_line_usage_error_and_touch_nothing(name, bad, tmp_path):
   foreign = tmp_path / "foreign.csv"
   foreign.write_text("a,b\n1,2\n")
@@ -207,7 +210,7 @@ def test_report_fills_readme_marker_blocks_and_keeps_the_text_around_them(tmp_pa
   """experiments/README.md's results tables are written by report.py, between marker comments."""
   results = tmp_path / "results"
   results.mkdir()
-  with open(results / "aug_copies.csv", "w", newline="", encoding="utf-8") as f:
+  with open(results / "paired_copies.csv", "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(["run", "mode", "aug_copies", "seed", "dev_accuracy"])
     writer.writerows([["a", "finetune", "1", "0", "0.75"], ["b", "distill", "1", "0", "0.8"]])
@@ -225,7 +228,8 @@ def test_report_fills_readme_marker_blocks_and_keeps_the_text_around_them(tmp_pa
   assert first.returncode == 0, first.stderr[-2000:]
   text = readme.read_text()
   assert text.startswith(before + "<!-- report:copies:begin -->\n\n### Augmented copies"), text
-  assert "| 1 | 75.0 (n=1) | 80.0 (n=1) |\n\n<!-- report:copies:end -->" + after in text, text
+  assert ("| 1 | 75.0 (n=1) | 80.0 (n=1) |\n\n![augmented copies](results/paired_copies.png)\n\n"
+          "<!-- report:copies:end -->" + after) in text, text
   assert "stale" not in text and "99.9" not in text, text
   assert text.endswith("<!-- report:shift:begin -->\n\nNo results yet.\n\n"
                        "<!-- report:shift:end -->\n"), text
@@ -247,8 +251,10 @@ def test_report_markers_in_the_experiments_readme_are_the_report_tables():
   report_md = (REPO / "experiments" / "results" / "report.md").read_text(encoding="utf-8")
   for match in report.BLOCK.finditer(text):
     block = match.group(0).split("\n", 1)[1].rsplit("\n", 1)[0].strip()
-    if match.group(2) == "claims" and block == "No results yet.":
-      assert not any((report.RESULTS / f"{s}.csv").exists() for s in report.PAIRED)
+    if block == "No results yet.":  # only where the study has no results to report
+      heading = {"comparison": "### AugPro comparison", "shift": "### Shift degree",
+                 "copies": "### Augmented copies", "claims": "### Claims"}[match.group(2)]
+      assert heading not in report_md, match.group(2)
       continue
     assert block.replace("](results/", "](") in report_md, match.group(2)
 
