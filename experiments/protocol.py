@@ -136,10 +136,15 @@ def claims() -> list[Claim]:
     for arm in COMPARISON_AUGS[1:] + ("augpro_mix_folded",):
       out.append(Claim("paired_comparison", f"{task}: KD with {arm} beats KD without augmentation",
                        {"task": task, "arm": arm}, {"task": task, "arm": "none"}))
-    out.append(Claim("paired_comparison", f"{task}: AugPro-Mix beats KNN replacement",
-                     {"task": task, "arm": "augpro_mix"}, {"task": task, "arm": "knn"}))
-    out.append(Claim("paired_comparison", f"{task}: AugPro-FGSM beats FGSM on embeddings",
-                     {"task": task, "arm": "augpro_fgsm"}, {"task": task, "arm": "fgsm"}))
+    # AugPro against its representation-level base, and against token replacement.
+    for augpro, name, base, base_name in (("augpro_mix", "AugPro-Mix", "mixup", "MixUp"),
+                                          ("augpro_fgsm", "AugPro-FGSM", "fgsm", "FGSM")):
+      out.append(Claim("paired_comparison", f"{task}: {name} beats {base_name} on embeddings",
+                       {"task": task, "arm": augpro}, {"task": task, "arm": base}))
+      for replacement, replacement_name in (("knn", "KNN"), ("synonym", "synonym")):
+        out.append(Claim("paired_comparison",
+                         f"{task}: {name} beats {replacement_name} replacement",
+                         {"task": task, "arm": augpro}, {"task": task, "arm": replacement}))
   for size in SHIFT_SIZES:
     for method in SHIFT_METHODS:
       def arm(mode, p, m=method):
