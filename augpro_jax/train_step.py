@@ -122,9 +122,24 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_fraction: floa
         lambda path, _: not any(getattr(k, "key", "") in ("bias", "scale") for k in path), params)
 
   optimizer = optax.chain(
-      optax.clip_by_global_norm(1.0),
+      clip_by_global_norm(1.0),
       optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-6, weight_decay=weight_decay, mask=decay_mask))
   return optimizer, schedule
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+  """`optax.clip_by_global_norm`, with the same state and arithmetic, that takes the norm from the
+  caller (`update(..., grad_norm=n)`) when it has one. The step computes the norm anyway (for the
+  non-finite guard and the metrics); inside the guard's `cond` XLA cannot reuse it, so optax's
+  clip would compute it a second time. The same `select` as optax's: results stay bit for bit.
+  """
+  def update_fn(updates, state, params=None, *, grad_norm=None, **extra_args):
+    del params, extra_args
+    norm = optax.tree.norm(updates) if grad_norm is None else jnp.asarray(grad_norm)
+    clip = lambda t: jax.lax.select(norm < max_norm, t, (t / norm.astype(t.dtype)) * max_norm)
+    return jax.tree.map(clip, updates), state
+
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
 
 def init_state(params: Params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
@@ -349,7 +364,7 @@ def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: P
     # to stop (default) or skip it (--skip_nonfinite_steps). `cond` rather than a `where` over
     # every parameter and moment: the skip costs nothing on the (usual) finite path.
     def apply_update(params, opt_state):
-      updates, new_opt_state = optimizer.update(grads, opt_state, params)
+      updates, new_opt_state = optimizer.update(grads, opt_state, params, grad_norm=grad_norm)
       return optax.apply_updates(params, updates), new_opt_state
     new_params, new_opt_state = jax.lax.cond(
         finite, apply_update, lambda params, opt_state: (params, opt_state),

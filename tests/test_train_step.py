@@ -5,6 +5,7 @@ parameters change, nothing recompiles."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from augpro_jax import input_pipeline as pipeline
@@ -233,6 +234,25 @@ def test_nonfinite_step_leaves_parameters_untouched():
   params = jax.device_get(step_lib.unreplicate(state.params))
   for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0])  # below and above the clipping norm
+def test_clip_takes_the_step_norm_and_matches_optax(scale):
+  rng = np.random.default_rng(0)
+  grads = {"a": jnp.asarray(rng.normal(size=(5, 3)) * scale, jnp.float32),
+           "b": {"c": jnp.asarray(rng.normal(size=(7,)) * scale, jnp.float32)}}
+  ours, theirs = step_lib.clip_by_global_norm(1.0), optax.clip_by_global_norm(1.0)
+  assert ours.init(grads) == theirs.init(grads)  # the same (empty) state: checkpoints keep layout
+  want, _ = theirs.update(grads, theirs.init(grads))
+  norm = optax.tree.norm(grads)
+  for kwargs in ({}, {"grad_norm": norm}):
+    got, _ = ours.update(grads, ours.init(grads), **kwargs)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, rtol=1e-6)
+  # The norm given is the one used (the step passes the norm it has already computed).
+  got, _ = ours.update(grads, ours.init(grads), grad_norm=2 * max(float(norm), 1.0))
+  for g, x in zip(jax.tree.leaves(got), jax.tree.leaves(grads)):
+    np.testing.assert_allclose(g, x / (2 * max(float(norm), 1.0)), rtol=1e-6)
 
 
 def test_value_grad_and_input_grad_matches_two_separate_gradients():
