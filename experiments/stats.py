@@ -19,7 +19,6 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 # A claim's effect must clear this (in metric points x100) to be called supported; an interval
 # that lies inside (-MARGIN, +MARGIN) rules out an effect of that size.
@@ -46,6 +45,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float],
   mean = float(d.mean())
   if n == 1:
     return PairedDifference(mean, -math.inf, math.inf, 1)
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top  # slow; report only
   half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
   return PairedDifference(mean, mean - half, mean + half, n)
 
@@ -67,6 +67,7 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
   n = a_only + b_only
   if n == 0:
     return McNemar(0, 0, 1.0)
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
   p = float(scipy_stats.binomtest(min(a_only, b_only), n, 0.5, alternative="two-sided").pvalue)
   return McNemar(a_only, b_only, min(1.0, p))
 
