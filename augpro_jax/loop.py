@@ -30,6 +30,7 @@ from augpro_jax import interrupts
 from augpro_jax import model as model_lib
 from augpro_jax import progress as progress_lib
 from augpro_jax.run_log import MetricLogger, StepTimer, Writers
+from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -183,8 +184,8 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   """
   cfg = ctx.cfg
   evaluation.ensure_workdir(workdir)
-  optimizer, schedule = step_lib.make_optimizer(learning_rate, num_steps, cfg.warmup_fraction,
-                                                cfg.weight_decay)
+  optimizer, schedule = optimizer_lib.make_optimizer(learning_rate, num_steps,
+                                                     cfg.warmup_fraction, cfg.weight_decay)
   manager = checkpoints.make_manager(workdir / "checkpoints", keep=cfg.keep_checkpoints,
                                      best_metric=evaluation.main_metric_key(ctx))
   start_step, state = restore_or_init(manager, step_lib.init_state(params, optimizer, cfg.seed))

@@ -67,6 +67,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from augpro_jax.bench import synthetic  # pylint: disable=g-import-not-at-top
   from augpro_jax import input_pipeline as pipeline  # pylint: disable=g-import-not-at-top
+  from augpro_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from augpro_jax import train_step as step_lib  # pylint: disable=g-import-not-at-top
   from augpro_jax.config import Config  # pylint: disable=g-import-not-at-top
 
@@ -74,7 +75,7 @@ def main(argv):
   models, tokenizer = synthetic.build_models(cfg)
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
   batches = synthetic.synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, jax.local_device_count())
-  optimizer, _ = step_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
+  optimizer, _ = optimizer_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
   call, _ = synthetic.prepare_step(cfg, models, FLAGS.aug, "kd", batches, masks, optimizer)
   for i in range(3):
     jax.block_until_ready(call(i))

@@ -32,6 +32,7 @@ from augpro_jax import hf_io
 from augpro_jax import mixing
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
+from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -218,7 +219,7 @@ def run(cfg: Config) -> dict[str, Any]:
   # whatever --projection_vocab says; a mask costs the same search either way.
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
   batches = synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, devices, cfg.seed)
-  optimizer, _ = step_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
+  optimizer, _ = optimizer_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
   peak = flops_lib.device_peak_flops()
   device_kind = jax.local_devices()[0].device_kind
   print(f"benchmark on {devices} x {device_kind}: teacher {models.teacher.config.num_layers}x"

@@ -36,6 +36,7 @@ from augpro_jax import data as data_lib
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import tasks as tasks_lib
+from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
@@ -186,7 +187,7 @@ def run(cfg: Config) -> dict[str, Any]:
   models, tokenizer = synthetic.build_models(cfg, num_labels)
   batches, buckets, data_facts = task_batches(cfg, task, tokenizer, devices)
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
-  optimizer, _ = step_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
+  optimizer, _ = optimizer_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
   views = padded_views(batches, cfg.max_seq_len, cfg.seed, cfg.benchmark_warmup)
   tokens = {name: _tokens(view) for name, view in views.items()}
   device_kind = jax.local_devices()[0].device_kind
