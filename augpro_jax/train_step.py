@@ -165,6 +165,9 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
   profile counts neither.
   """
   aug = augmentations.get(spec.aug)
+  # The update passes the step's gradient norm (`optimizer.clip_by_global_norm` takes it); a plain
+  # optax optimizer is wrapped to accept and ignore it. The state layout is unchanged.
+  optimizer = optax.with_extra_args_support(optimizer)
   is_special, is_candidate = jnp.asarray(is_special), jnp.asarray(is_candidate)
   if token_flags is None:
     flags = (jnp.zeros_like(is_special), jnp.zeros_like(is_special))

@@ -45,7 +45,7 @@ def make_batch(step, devices, batch=BATCH, regression=False):
 
 
 def setup(aug="none", objective="kd", devices=None, regression=False, token_flags=None,
-          **spec_kwargs):
+          optimizer=None, **spec_kwargs):
   devices = devices or jax.local_devices()
   labels = 1 if regression else 2
   t_config, s_config = tiny(2, labels=labels), tiny(1, labels=labels)
@@ -53,7 +53,8 @@ def setup(aug="none", objective="kd", devices=None, regression=False, token_flag
   student = model_lib.BertClassifier(s_config)
   t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
   s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1))
-  optimizer, _ = optimizer_lib.make_optimizer(1e-3, 100, 0.0, 0.01)
+  if optimizer is None:
+    optimizer, _ = optimizer_lib.make_optimizer(1e-3, 100, 0.0, 0.01)
   spec = step_lib.StepSpec.create(objective=objective, aug=aug, num_labels=labels,
                            is_regression=regression, projection_chunk=50, **spec_kwargs)
   fn = step_lib.make_train_step(spec, student, teacher if objective == "kd" else None, optimizer,
@@ -235,6 +236,20 @@ def test_nonfinite_step_leaves_parameters_untouched():
   params = jax.device_get(step_lib.unreplicate(state.params))
   for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_plain_optax_optimizer_trains():
+  # The step hands its gradient norm to the optimizer; one whose update takes no extra arguments
+  # (the base optax interface, here SGD) must still train.
+  sgd = optax.sgd(0.5)
+  plain = optax.GradientTransformation(sgd.init, lambda g, s, p=None: sgd.update(g, s, p))
+  devices = jax.local_devices()[:1]
+  p_step, state, teacher, initial = setup("none", devices=devices, optimizer=plain)
+  state, metrics = p_step(state, teacher, step_lib.shard(make_batch(0, 1), devices))
+  assert np.asarray(metrics["nonfinite"])[0] == 0
+  params = jax.device_get(step_lib.unreplicate(state.params))
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(params))]
+  assert any(moved)
 
 
 @pytest.mark.parametrize("scale", [0.1, 10.0])  # below and above the clipping norm
