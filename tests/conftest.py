@@ -2,8 +2,11 @@
 
 import os
 
-# Must happen before jax is imported anywhere: multi-device code is exercised on 8 fake CPU devices.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from xla_env import with_compile_flags, xla_flags
+
+# Must happen before jax is imported anywhere: multi-device code is exercised on 8 fake CPU devices
+# (unless XLA_FLAGS says otherwise), compiled with the test compile flags (tests/xla_env.py).
+os.environ["XLA_FLAGS"] = with_compile_flags(os.environ.get("XLA_FLAGS", xla_flags(8)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Test programs are tiny and run a few steps, so compile time dominates: XLA's optimisation passes

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from xla_env import xla_flags
 
 PYTHON = sys.executable
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
@@ -105,7 +106,7 @@ FLAG_CASES = [
 def test_bad_flags(args, needle, tmp_path, glue):
   workdir = tmp_path / "run"
   result = run_main(f"--workdir={workdir}", f"--glue_dir={glue}", *args,
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                    env={"XLA_FLAGS": xla_flags(8)})
   assert_one_line_error(result, needle, workdir=workdir)
 
 

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from xla_env import xla_flags
+
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -17,7 +19,7 @@ SCRIPTS = ("paired_comparison", "paired_shift", "paired_copies", "bucket_accurac
 
 
 def _run(args, cwd=REPO, timeout=900):
-  env = {**os.environ, "XLA_FLAGS": ""}  # one device: the runs are single-process CLIs
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1)}  # one device: the runs are single-process CLIs
   return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=timeout)
 

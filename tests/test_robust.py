@@ -25,6 +25,7 @@ import pytest
 
 from conftest import REPO
 from test_resume import _write_data, _write_tiny_bert, train_steps  # pylint: disable=g-importing-member
+from xla_env import xla_flags
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
@@ -46,7 +47,7 @@ class Lab:
 def lab(tmp_path_factory) -> Lab:
   root = tmp_path_factory.mktemp("robust")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "XLA_FLAGS": xla_flags(2),
          "JAX_COMPILATION_CACHE_DIR": str(root / "xla_cache")}
   env.pop("AUGPRO_JAX_SIGNAL_AT", None)
   train, dev = _write_data(root)
