@@ -28,9 +28,9 @@ from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
 from augpro_jax import model as model_lib
+from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import progress as progress_lib
 from augpro_jax.run_log import MetricLogger, StepTimer, Writers
-from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError

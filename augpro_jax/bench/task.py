@@ -35,8 +35,8 @@ from augpro_jax import buckets as buckets_lib
 from augpro_jax import data as data_lib
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
-from augpro_jax import tasks as tasks_lib
 from augpro_jax import optimizer as optimizer_lib
+from augpro_jax import tasks as tasks_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
