@@ -7,6 +7,11 @@ row in the results CSV is skipped too (`--rerun` runs it again): workdirs are sc
 committed CSV is the record, so a fresh checkout resumes the grid where the CSV left it. Teachers
 are fine-tuned once per task (and seed 0) and shared by every student run through `--teacher_ckpt`;
 a teacher is retrained only when a student that still has to run needs its checkpoint.
+
+The runs share a persistent XLA compilation cache (`--xla_cache`, default `<root>/xla-cache`):
+a program compiled once (the evaluation step, the teacher-logit pass, a train step another seed
+already compiled at the same lengths) is loaded, not compiled again. A hit is the same executable,
+so results are bit for bit those of a cold run; only the wall clock, compile time included, drops.
 """
 
 from __future__ import annotations
@@ -107,6 +112,9 @@ def parser(description: str, default_root: str) -> argparse.ArgumentParser:
                  help="Also run selected runs that have a CSV row but no workdir here.")
   p.add_argument("--tiny", action="store_true", help="A 2-run grid with a few steps (tests).")
   p.add_argument("--seeds", type=_positive_int, default=3)
+  p.add_argument("--xla_cache", default=None,
+                 help="Persistent XLA compilation cache shared by the runs (default "
+                      "$JAX_COMPILATION_CACHE_DIR, else <root>/xla-cache; empty: none).")
   return p
 
 
@@ -119,12 +127,17 @@ def recorded_runs(csv_path: pathlib.Path) -> set[str]:
 
 
 def execute(runs: list[Run], root: pathlib.Path, *, only: Optional[str], dry_run: bool,
-            glue_dir: str, recorded: frozenset[str] = frozenset()) -> list[Run]:
+            glue_dir: str, recorded: frozenset[str] = frozenset(),
+            xla_cache: Optional[str] = None) -> list[Run]:
   """Run what is missing, teachers first. Returns the selected runs.
 
   `recorded`: runs with a row in the results CSV; they are skipped unless a student that still
-  has to run needs them (a teacher's checkpoint is a file, not a row).
+  has to run needs them (a teacher's checkpoint is a file, not a row). `xla_cache`: the persistent
+  compilation cache directory every run uses (None or empty: none).
   """
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  if xla_cache:
+    env["JAX_COMPILATION_CACHE_DIR"] = xla_cache
   root.mkdir(parents=True, exist_ok=True)
   finished = lambda run: (root / run.name / "summary.json").exists()
   selected = [r for r in runs if only is None or re.search(only, r.name)]
@@ -145,7 +158,7 @@ def execute(runs: list[Run], root: pathlib.Path, *, only: Optional[str], dry_run
       continue
     print(f"[{i + 1}/{len(selected)}] {run.name}", flush=True)
     start = time.time()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     seconds = time.time() - start
     if result.returncode != 0:
       print(f"  FAILED ({result.returncode}) after {seconds:.0f}s: "
@@ -264,8 +277,11 @@ def main(description: str, make_runs, csv_name: str, default_seeds: int = 3) -> 
     p.error(problem)
   all_runs = make_runs(args.seeds, args.tiny, root)
   recorded = frozenset() if args.rerun else frozenset(recorded_runs(csv_path))
+  xla_cache = args.xla_cache
+  if xla_cache is None:
+    xla_cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "xla-cache")
   selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run, glue_dir=args.glue_dir,
-                     recorded=recorded)
+                     recorded=recorded, xla_cache=xla_cache)
   if not args.dry_run:
     collect(all_runs, root, csv_path)
   return 0 if selected else 1

@@ -161,6 +161,24 @@ def test_runs_recorded_in_the_csv_are_skipped_and_their_teacher_only_retrained_i
   assert grid.recorded_runs(tmp_path / "absent.csv") == set()
 
 
+def test_every_run_of_a_grid_gets_the_shared_compilation_cache(tmp_path, monkeypatch):
+  from experiments import grid  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def fake_run(command, **kwargs):
+    seen.append(kwargs["env"].get("JAX_COMPILATION_CACHE_DIR"))
+    return subprocess.CompletedProcess(command, 1, "", "failed on purpose")
+
+  monkeypatch.setattr(grid.subprocess, "run", fake_run)
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/from/the/environment")
+  runs = [grid.Run(f"s{i}", (), (("seed", i),)) for i in range(2)]
+  grid.execute(runs, tmp_path, only=None, dry_run=False, glue_dir="unused",
+               xla_cache=str(tmp_path / "cache"))
+  assert seen == [str(tmp_path / "cache")] * 2
+  grid.execute(runs, tmp_path, only=None, dry_run=False, glue_dir="unused", xla_cache="")
+  assert seen[2:] == [None] * 2  # no cache, not even the caller's
+
+
 @pytest.mark.parametrize("name,bad", [
     ("paired_comparison", "--only=("), ("paired_shift", "--seeds=0"), ("paired_copies", "--csv=DIR"),
     ("paired_shift", "--csv=FOREIGN")])
