@@ -8,8 +8,8 @@ committed CSV is the record, so a fresh checkout resumes the grid where the CSV 
 are fine-tuned once per task (and seed 0) and shared by every student run through `--teacher_ckpt`;
 a teacher is retrained only when a student that still has to run needs its checkpoint.
 
-The runs share a persistent XLA compilation cache (`--xla_cache`, default `<root>/xla-cache`):
-a program compiled once (the evaluation step, the teacher-logit pass, a train step another seed
+The runs share a persistent XLA compilation cache (`--xla_cache`; default $JAX_COMPILATION_CACHE_DIR,
+else `<root>/xla-cache`): a program compiled once (the evaluation step, the teacher-logit pass, a train step another seed
 already compiled at the same lengths) is loaded, not compiled again. A hit is the same executable,
 so results are bit for bit those of a cold run; only the wall clock, compile time included, drops.
 """
@@ -280,6 +280,8 @@ def main(description: str, make_runs, csv_name: str, default_seeds: int = 3) -> 
   xla_cache = args.xla_cache
   if xla_cache is None:
     xla_cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "xla-cache")
+  if xla_cache and pathlib.Path(xla_cache).exists() and not pathlib.Path(xla_cache).is_dir():
+    p.error(f"--xla_cache={xla_cache} is a file, not a directory")
   selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run, glue_dir=args.glue_dir,
                      recorded=recorded, xla_cache=xla_cache)
   if not args.dry_run:

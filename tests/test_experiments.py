@@ -181,7 +181,7 @@ def test_every_run_of_a_grid_gets_the_shared_compilation_cache(tmp_path, monkeyp
 
 @pytest.mark.parametrize("name,bad", [
     ("paired_comparison", "--only=("), ("paired_shift", "--seeds=0"), ("paired_copies", "--csv=DIR"),
-    ("paired_shift", "--csv=FOREIGN")])
+    ("paired_shift", "--csv=FOREIGN"), ("paired_copies", "--xla_cache=FOREIGN")])
 def test_bad_arguments_are_a_one_line_usage_error_and_touch_nothing(name, bad, tmp_path):
   foreign = tmp_path / "foreign.csv"
   foreign.write_text("a,b\n1,2\n")
