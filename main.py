@@ -72,14 +72,18 @@ def config_from_flags() -> config_lib.Config:
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # Imported late so that --help works without touching JAX.
+  from augpro_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  try:
+    cfg = config_from_flags().validate()
+  except UserError as exc:  # before any process joins a job: there is no partner to tell
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    return 2
+  # Imported late so that --help and bad flags answer at once, without starting JAX.
   from augpro_jax import distributed  # pylint: disable=g-import-not-at-top
   from augpro_jax import rendezvous  # pylint: disable=g-import-not-at-top
   from augpro_jax import train  # pylint: disable=g-import-not-at-top
-  from augpro_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
   try:
-    cfg = config_from_flags().validate()
     distributed.initialize(cfg)
     summary = train.run(cfg)
   except UserError as exc:

@@ -15,13 +15,18 @@ pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: no
 
 TINY = dict(max_seq_len=16, batch_size=8, eval_batch_size=16, student_layers=1, num_train_steps=2,
             train_size=48, eval_size=24, log_every=1, checkpoint_every=0, progress=False)
+# A random 1x64 student: the runs that check an augmentation's or a mode's wiring do not need the
+# 1x384 student initialised from MiniLM's layers (eight copies of whose embedding table and Adam
+# moments, one per fake device, make up most of a step's time). The AugPro-Mix distillation, the
+# representation-level ones and the fine-tuning run keep the 1x384 student from MiniLM.
+NARROW = dict(student_hidden=64, student_heads=2)
 
 
 @pytest.fixture(scope="module")
 def teacher(glue, tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp("teacher")
   cfg = config_lib.Config(task="sst2", mode="train_teacher", glue_dir=str(glue), workdir=str(workdir),
-                          teacher_num_epochs=1.0, **TINY)
+                          teacher_num_epochs=0.25, **TINY)  # 2 steps
   summary = train.run(cfg)
   assert (workdir / "final" / "model.json").exists()
   assert (workdir / "final" / "hf" / "model.safetensors").exists()  # also for transformers
@@ -42,8 +47,11 @@ def _wordnet_or_skip():
 def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
   if aug == "synonym":
     _wordnet_or_skip()
+  # Representation-level entries move both models' embeddings, so they need equal widths.
+  width = {} if aug in ("augpro_mix", "mixup", "fgsm") else NARROW
   cfg = config_lib.Config(task="sst2", mode="distill", aug=aug, shift_degree=0.3,
-                          glue_dir=str(glue), workdir=str(tmp_path), teacher_ckpt=str(teacher), **TINY)
+                          glue_dir=str(glue), workdir=str(tmp_path), teacher_ckpt=str(teacher),
+                          **TINY, **width)
   train.run(cfg)
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["aug"] == aug and summary["steps"] == 2
@@ -90,7 +98,7 @@ def test_custom_tsv_distillation_and_eval(tmp_path, teacher):
                             f"{'pos' if i % 2 else 'neg'}" for i in range(40)]
   (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
   (tmp_path / "dev.tsv").write_text("\n".join(rows[:17]) + "\n")
-  settings = {**TINY, "train_size": None, "eval_size": None}
+  settings = {**TINY, **NARROW, "train_size": None, "eval_size": None}
   cfg = config_lib.Config(task="custom", mode="distill", aug="knn", train_file=str(tmp_path / "train.tsv"),
                           eval_file=str(tmp_path / "dev.tsv"), text_fields=("text",),
                           label_field="score", workdir=str(tmp_path / "run"),
@@ -105,7 +113,7 @@ def test_regression_task_distils(glue, tmp_path):
   """STS-B end to end in distill mode: a regression teacher is trained in the workdir, then its
   scores are distilled (MSE) into the student with AugPro-FGSM."""
   cfg = config_lib.Config(task="stsb", mode="distill", aug="augpro_fgsm", glue_dir=str(glue),
-                          workdir=str(tmp_path), teacher_num_epochs=0.4, **TINY)
+                          workdir=str(tmp_path), teacher_num_epochs=0.1, **TINY, **NARROW)  # 1 step
   summary = train.run(cfg)
   assert summary["mode"] == "distill"
   assert set(summary["dev"]) == {"pearson", "spearmanr"}
@@ -120,7 +128,7 @@ def test_token_utilisation_is_what_the_batches_hold(glue, tmp_path):
   from augpro_jax import input_pipeline as pipeline  # pylint: disable=import-outside-toplevel
   cfg = config_lib.Config(task="sst2", mode="finetune", aug="none", glue_dir=str(glue),
                           workdir=str(tmp_path), bucket_compile_steps=0.0,
-                          **{**TINY, "max_seq_len": 48, "num_train_steps": 3})
+                          **{**TINY, **NARROW, "max_seq_len": 48, "num_train_steps": 3})
   summary = train.run(cfg)
   ctx = evaluation.build_context(cfg)
   assert summary["length_buckets"] == list(ctx.buckets) and len(ctx.buckets) > 1

@@ -42,18 +42,21 @@ def test_measured_shift_matches_the_requested_degree(sst2, method, p):
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(11), i))(jnp.arange(n))
   eligible = augment.eligible_positions(ids, mask, is_special)
   common = dict(shift_degree=p, metric="l2", candidate_mask=is_candidate, chunk_size=4096)
+  # The table and the FGSM direction are arguments, not constants folded into the program.
   if method == "augpro_mix":
     lam = augment.mix_coefficients(keys, 0.4, keep_major=True)
-    fn = lambda: augment.augpro_mix(keys, ids, eligible, jnp.roll(jnp.arange(n), 1), lam, table,
-                                    exclude_original=True, **common)
+    grad = None
+    fn = lambda table, _: augment.augpro_mix(keys, ids, eligible, jnp.roll(jnp.arange(n), 1), lam,
+                                             table, exclude_original=True, **common)
   elif method == "augpro_fgsm":
     # A sign step as FGSM produces; the direction's source does not change which positions move.
     grad = jax.random.normal(jax.random.PRNGKey(3), ids.shape + (table.shape[1],))
-    fn = lambda: augment.augpro_perturb(keys, ids, eligible, augment.fgsm_delta(grad, 0.1), table,
-                                        exclude_original=True, **common)
+    fn = lambda table, grad: augment.augpro_perturb(
+        keys, ids, eligible, augment.fgsm_delta(grad, 0.1), table, exclude_original=True, **common)
   else:
-    fn = lambda: augment.knn_replace(keys, ids, eligible, table, k=10, **common)
-  new = jax.jit(fn)()
+    grad = None
+    fn = lambda table, _: augment.knn_replace(keys, ids, eligible, table, k=10, **common)
+  new = jax.jit(fn)(table, grad)
   shift, ok = augment.measured_shift(ids, new, eligible)
   measured = float(jnp.sum(jnp.where(ok, shift, 0)) / jnp.sum(ok))
   assert abs(measured - p) <= 0.02, measured
@@ -63,21 +66,27 @@ def test_measured_shift_matches_the_requested_degree(sst2, method, p):
 
 
 def _copy(aug, knobs, data, table, is_special, candidates, batch=32, delta=None):
-  """The registry entry's copy of `data`, made as the step makes it, in device batches of 32.
-  Returns (original ids, augmented ids, partner token met [N, S] or None, eligible)."""
+  """The registry entry's copy of `data`, made as the step makes it, in device batches of 32
+  (one compiled program for every batch, as in the step). Returns (original ids, augmented ids,
+  partner token met [N, S] or None, eligible)."""
   entry = augmentations.get(aug)
-  out = []
-  for start in range(0, len(data) - batch + 1, batch):
-    ids = jnp.asarray(data.input_ids[start:start + batch])
-    mask = jnp.asarray(data.attention_mask[start:start + batch])
+
+  @jax.jit  # the tables are arguments, not constants folded into the program
+  def one_batch(ids, mask, batch_delta, key, table, is_special, candidates):  # ids: [batch, seq]
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(5), i))(jnp.arange(batch))
     inputs = augmentations.StepInputs(
         ids=ids, mask=mask, types=jnp.zeros_like(ids),
         eligible=augment.eligible_positions(ids, mask, is_special), gold=jnp.zeros((batch, 2)),
-        batch={}, table=table, candidate_mask=candidates, knobs=knobs,
-        delta=None if delta is None else delta[start:start + batch])
-    copy = entry.make_copy(inputs, 0, keys, jax.random.PRNGKey(start))
-    out.append((ids, copy.ids, copy.met, inputs.eligible))
+        batch={}, table=table, candidate_mask=candidates, knobs=knobs, delta=batch_delta)
+    copy = entry.make_copy(inputs, 0, keys, key)
+    return ids, copy.ids, copy.met, inputs.eligible
+
+  out = []
+  for start in range(0, len(data) - batch + 1, batch):
+    rows = slice(start, start + batch)
+    out.append(one_batch(jnp.asarray(data.input_ids[rows]), jnp.asarray(data.attention_mask[rows]),
+                         None if delta is None else delta[rows], jax.random.PRNGKey(start), table,
+                         is_special, candidates))
   return [None if parts[0] is None else np.concatenate([np.asarray(p) for p in parts])
           for parts in zip(*out)]
 
