@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
   except UserError as exc:  # before any process joins a job: there is no partner to tell
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2
-  # Imported late so that --help and bad flags answer at once, without starting JAX.
+  # Imported late so that --help and bad flags answer before Flax, Orbax and the training code load.
   from augpro_jax import distributed  # pylint: disable=g-import-not-at-top
   from augpro_jax import rendezvous  # pylint: disable=g-import-not-at-top
   from augpro_jax import train  # pylint: disable=g-import-not-at-top

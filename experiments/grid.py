@@ -8,9 +8,10 @@ committed CSV is the record, so a fresh checkout resumes the grid where the CSV 
 are fine-tuned once per task (and seed 0) and shared by every student run through `--teacher_ckpt`;
 a teacher is retrained only when a student that still has to run needs its checkpoint.
 
-The runs share a persistent XLA compilation cache (`--xla_cache`; default $JAX_COMPILATION_CACHE_DIR,
-else `<root>/xla-cache`): a program compiled once (the evaluation step, the teacher-logit pass, a train step another seed
-already compiled at the same lengths) is loaded, not compiled again. A hit is the same executable,
+The runs share a persistent XLA compilation cache (`--xla_cache`; default
+$JAX_COMPILATION_CACHE_DIR, else `<root>/xla-cache`): a program compiled once (the evaluation step,
+the teacher-logit pass, a train step another seed already compiled at the same lengths) is loaded,
+not compiled again. A hit is the same executable,
 so results are bit for bit those of a cold run; only the wall clock, compile time included, drops.
 """
 
