@@ -35,17 +35,18 @@ demo: setup
 	  --teacher_num_epochs=1 --num_epochs=2 --learning_rate=1e-4 --log_every=25 \
 	  --checkpoint_every=100 --student_layers=2
 
-# Two workers, a module's tests on one worker (--dist loadscope) so its fixtures are built once;
+# Two workers, a module's tests on one worker (--dist loadscope) so its fixtures are built once,
+# longest modules first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order);
 # the slowest tests are listed at the end of the run.
 test: setup-dev
-	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope --durations=25 tests
+	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=25 tests
 
 # The quick tier for the edit-run loop: unit tests only (no subprocess, end-to-end, benchmark, or
 # test that compiles many steps). Its XLA compilation cache outlives the run (in .pytest_cache), so
 # the next run reuses every program the edit did not change; `make test` always starts cold.
 test-fast: setup-dev
 	$(TEST_ENV) JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.pytest_cache/xla-test-fast \
-	  $(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" tests
+	  $(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder -m "not slow" tests
 
 # The synthetic step benchmark, then the same steps on SST-2's real training batches: ours with
 # length buckets and at --max_seq_len, against the peers' padding (docs/benchmarks.md).

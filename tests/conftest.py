@@ -56,3 +56,18 @@ def xla_compilation_cache(tmp_path_factory) -> str:
   jax.config.update("jax_persistent_cache_min_compile_time_secs",
                     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
   return os.environ["JAX_COMPILATION_CACHE_DIR"]
+
+
+# The modules that take longest, longest first (per-module sums of a `--durations=0` run on the
+# 2-core VM). `make test` runs modules whole on two workers (`--dist loadscope
+# --no-loadscope-reorder`) in collection order, so starting the long ones first keeps one worker
+# from finishing a long module alone at the end. Only the order changes; a stale list costs time,
+# never coverage.
+LONGEST_FIRST = ("test_e2e", "test_robust", "test_multiprocess", "test_benchmark", "test_train_step",
+                 "test_resume", "test_experiments", "test_cli", "test_shift_real", "test_objective",
+                 "test_hf_io")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: file order otherwise
