@@ -155,6 +155,10 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   warmup_fraction: float = knob(0.1, "Fraction of steps of linear warm-up.")
   weight_decay: float = knob(0.01, "AdamW weight decay (not on biases/LayerNorm).")
   dropout: float = knob(0.1, "Dropout of the model being trained.")
+  dropout_bits: int = knob(
+      32, "Random bits per dropout decision: 32 (a float Bernoulli draw, as flax's Dropout) or "
+      "16 (two decisions per random word: half the random-number work; the keep probability is "
+      "rounded to a multiple of 1/65536).")
   seed: int = knob(0, "Seed of data order, initialisation, dropout, augmentation.")
 
   # Models.
@@ -260,6 +264,8 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
         raise UserError(f"--{name} must be >= 0, got {value}")
     if not 0.0 <= self.dropout < 1.0:
       raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+    if self.dropout_bits not in (16, 32):
+      raise UserError(f"--dropout_bits must be 16 or 32, got {self.dropout_bits}")
     if not 0.0 <= self.warmup_fraction < 1.0:
       raise UserError(f"--warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
     if not self.mix_alpha > 0:

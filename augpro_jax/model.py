@@ -59,6 +59,7 @@ class BertConfig:
   num_labels: int = 2  # 1 means regression (one output)
   dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"; params always stay float32
   pad_token_id: int = 0
+  dropout_bits: int = 32  # random bits per dropout decision: 32 or 16 (see `Dropout`)
 
   @property
   def head_dim(self) -> int:
@@ -88,6 +89,35 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
 # ----------------------------------------------------------------------------------------------
 
 
+class Dropout(nn.Module):
+  """Inverted dropout: keep each element with probability 1 - rate and scale it by 1 / (1 - rate).
+
+  bits=32 is `nn.Dropout` exactly (same module name, same key, same mask). bits=16 splits every
+  32-bit random word into two 16-bit draws, so a mask costs half the threefry work; an element is
+  kept when its draw is below round((1 - rate) * 2^16), a keep probability within 2^-17 of
+  1 - rate. On CPU the masks are a large part of the student's step (docs/benchmarks.md).
+  """
+
+  rate: float
+  bits: int = 32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep_prob = 1.0 - self.rate
+    key = self.make_rng("dropout")
+    if self.bits == 32:
+      keep = jax.random.bernoulli(key, p=keep_prob, shape=x.shape)
+    elif self.bits == 16:
+      words = jax.random.bits(key, (-(-x.size // 2),), jnp.uint32)  # [ceil(size / 2)]
+      draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:x.size].reshape(x.shape)
+      keep = draws < jnp.uint32(round(keep_prob * 65536))
+    else:
+      raise UserError(f"dropout bits must be 16 or 32, got {self.bits}")
+    return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
+
+
 class Embeddings(nn.Module):
   """Word, position and token-type tables plus the embedding LayerNorm."""
 
@@ -105,7 +135,7 @@ class Embeddings(nn.Module):
     self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=jnp.float32,
                                           param_dtype=jnp.float32, embedding_init=init)
     self.layer_norm = _layer_norm(cfg, "layer_norm")
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def words(self, input_ids: jax.Array) -> jax.Array:
     return self.word_embeddings(input_ids)  # [batch, seq, hidden] f32
@@ -143,7 +173,8 @@ class SelfAttention(nn.Module):
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
       scores = scores / math.sqrt(cfg.head_dim) + bias  # [batch, heads, seq_q, seq_k] f32
       probs = jax.nn.softmax(scores, axis=-1)
-    probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=deterministic).astype(dtype)
+    probs = Dropout(cfg.dropout_rate, cfg.dropout_bits)(probs, deterministic)  # [b, h, q, k]
+    probs = probs.astype(dtype)
     context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
     context = context.reshape(batch, seq, cfg.hidden_size)
     return _dense(cfg.hidden_size, dtype, "output")(context)  # [batch, seq, hidden]
@@ -158,7 +189,7 @@ class Layer(nn.Module):
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
     cfg = self.config
     dtype = cfg.compute_dtype
-    dropout = nn.Dropout(cfg.dropout_rate)
+    dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
     # x is the float32 residual stream; Dense casts its input to the compute dtype.
     attn = SelfAttention(cfg, name="attention")(x, bias, deterministic)
     x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(attn, deterministic=deterministic))
@@ -193,7 +224,7 @@ class BertClassifier(nn.Module):
     self.pooler = _dense(cfg.hidden_size, cfg.compute_dtype, "pooler")
     # The classifier is tiny; float32 keeps the logits (and KD targets) precise.
     self.classifier = _dense(cfg.num_labels, jnp.float32, "classifier")
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
     """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, hidden] f32."""
@@ -319,7 +350,8 @@ def student_config(cfg: Any, teacher_config: BertConfig, num_labels: int) -> Ber
   return dataclasses.replace(
       teacher_config, num_layers=cfg.student_layers, hidden_size=cfg.student_hidden,
       num_heads=cfg.student_heads, intermediate_size=cfg.student_intermediate_size,
-      num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype)
+      num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype,
+      dropout_bits=cfg.dropout_bits)
 
 
 def select_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:

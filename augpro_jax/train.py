@@ -45,8 +45,9 @@ Preempted = loop.Preempted
 
 
 def _pretrained(ctx: Context):
-  return hf_io.load_pretrained(str(ctx.teacher_dir), num_labels=ctx.task.num_labels,
-                               dropout_rate=ctx.cfg.dropout, dtype=ctx.cfg.dtype)
+  config, params = hf_io.load_pretrained(str(ctx.teacher_dir), num_labels=ctx.task.num_labels,
+                                         dropout_rate=ctx.cfg.dropout, dtype=ctx.cfg.dtype)
+  return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits), params
 
 
 def _export(ctx: Context, workdir: pathlib.Path, config: model_lib.BertConfig, params: Any,

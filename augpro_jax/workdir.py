@@ -72,6 +72,9 @@ _STUDENT = ("aug", "shift_degree", "aug_copies", "mix_alpha", "fgsm_eps", "proje
             "teacher_ckpt")
 _KD_ONLY = ("temperature", "alpha_ce", "teacher_ckpt", "teacher_num_epochs",
             "teacher_learning_rate", "cache_teacher_logits")
+# Settings added after workdirs were first written, with the value that runs before them had in
+# effect (which is not always today's default).
+VALUE_BEFORE_ADDED: dict[str, Any] = {"dropout_bits": 32}
 # Settings recorded but not compared because the mode does not read them.
 NOT_READ_BY: dict[str, tuple[str, ...]] = {
     "train_teacher": _STUDENT,
@@ -179,8 +182,9 @@ def describe_differences(recorded: dict[str, Any], current: dict[str, Any]) -> l
         continue
       if name in NOT_READ_BY.get(current["mode"], ()):
         continue
-      # A setting added after the workdir was written had its default there.
-      before, after = old.get(name, defaults[name]), new.get(name, defaults[name])
+      # A setting added after the workdir was written had its old value (or default) there.
+      missing = VALUE_BEFORE_ADDED.get(name, defaults[name])
+      before, after = old.get(name, missing), new.get(name, defaults[name])
       if before != after:
         out.append(f"--{name}: {_show(before)} in the workdir, {_show(after)} now")
     if recorded.get("label_names") != current["label_names"] and not any(

@@ -282,3 +282,59 @@ def test_forward_flops_hand_count():
   per_token = flops.forward_flops(minilm, 1, 128) / 128
   dense = 2 * 6 * (4 * 384**2 + 2 * 384 * 1536)
   assert dense < per_token < 1.2 * dense
+
+
+class _TwoDropouts(flax.linen.Module):
+  """One dropout module called twice, as `Layer` does: the second call must draw a new mask."""
+
+  make: object
+
+  @flax.linen.compact
+  def __call__(self, x):
+    dropout = self.make()
+    return dropout(x, deterministic=False), dropout(x, deterministic=False)
+
+
+def _dropped(make, x, seed=0):
+  return _TwoDropouts(make).apply({}, x, rngs={"dropout": jax.random.PRNGKey(seed)})
+
+
+def test_dropout_32_bits_is_flax_dropout_bit_for_bit():
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 3, 16, 16))
+  ours = _dropped(lambda: model_lib.Dropout(0.1, bits=32), x)
+  theirs = _dropped(lambda: flax.linen.Dropout(0.1), x)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.array_equal(np.asarray(ours[0]), np.asarray(ours[1]))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_dropout_16_bits_keeps_the_right_share_and_scales(rate):
+  x = jnp.ones((8, 12, 64, 65))  # odd total size: the last 16-bit half is unused
+  first, second = _dropped(lambda: model_lib.Dropout(rate, bits=16), x)
+  for out in (first, second):
+    out = np.asarray(out)
+    kept = out != 0
+    # Only 0 and 1 / keep_prob; the kept share within 5 standard errors of 1 - rate.
+    np.testing.assert_allclose(out[kept], 1.0 / (1.0 - rate), rtol=1e-6)
+    std_err = np.sqrt(rate * (1 - rate) / out.size)
+    assert abs(kept.mean() - (1.0 - rate)) < 5 * std_err
+  # Independent masks for the two calls and for another seed; the same seed gives the same masks.
+  assert 0.5 < np.mean((np.asarray(first) != 0) == (np.asarray(second) != 0)) < 0.95
+  again = _dropped(lambda: model_lib.Dropout(rate, bits=16), x)
+  np.testing.assert_array_equal(np.asarray(first), np.asarray(again[0]))
+  other = _dropped(lambda: model_lib.Dropout(rate, bits=16), x, seed=1)
+  assert not np.array_equal(np.asarray(first), np.asarray(other[0]))
+
+
+def test_dropout_16_bits_halves_of_a_word_are_independent():
+  # Row 0 takes the low 16 bits of the 1,000 words and row 1 the high 16 bits.
+  x = jnp.ones((2, 1000))
+  kept = np.asarray(_dropped(lambda: model_lib.Dropout(0.5, bits=16), x)[0]) != 0  # [2, 1000]
+  assert 0.4 < kept[0].mean() < 0.6 and 0.4 < kept[1].mean() < 0.6
+  assert 0.4 < np.mean(kept[0] == kept[1]) < 0.6
+
+
+def test_dropout_bits_other_than_16_or_32_are_rejected():
+  with pytest.raises(UserError, match="dropout bits must be 16 or 32"):
+    _dropped(lambda: model_lib.Dropout(0.1, bits=8), jnp.ones((2, 4)))

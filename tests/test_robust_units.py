@@ -157,6 +157,11 @@ def test_differences_are_one_clause_per_flag():
   del old["settings"]["knn_k"]
   assert workdir_lib.describe_differences(old, _identity(config_lib.Config(
       aug="augpro_mix", num_train_steps=3, knn_k=3))) == ["--knn_k: 10 in the workdir, 3 now"]
+  # ... unless it is one whose value before it existed is recorded: dropout masks were 32-bit.
+  del old["settings"]["dropout_bits"]
+  for bits, expected in ((32, []), (16, ["--dropout_bits: 32 in the workdir, 16 now"])):
+    assert workdir_lib.describe_differences(old, _identity(config_lib.Config(
+        aug="augpro_mix", num_train_steps=3, dropout_bits=bits))) == expected
 
 
 def test_identity_is_recorded_then_enforced(tmp_path):
