@@ -7,8 +7,9 @@ Command (resumable, splittable by --only):
 Grid (experiments/protocol.py): SST-2, fine-tuning and KD, shift 0 (no augmentation), 0.1, 0.3,
 0.5 and 0.7 with augpro_mix and knn, 1,000 and 10,000 training examples trained for the same 625
 steps, 3 seeds. 109 runs (with the shared teacher); each run's runtime is in the CSV. Measured on
-the 2-core VM: one part (a size and a seed, 18 runs, e.g. --only='-n1000-s0$') takes about 80
-minutes, 2.5 to 6 minutes per run.
+the 2-core VM: one part (a size and a seed, 18 runs, e.g. --only='-n1000-s0$') takes 57 to 86
+minutes on a quiet machine, 2 to 6 minutes per run; the 108 student runs, 7.4 hours in all (the
+teacher's 33 minutes apart).
 """
 
 import sys
