@@ -159,6 +159,10 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
       32, "Random bits per dropout decision: 32 (a float Bernoulli draw, as flax's Dropout) or "
       "16 (two decisions per random word: half the random-number work; the keep probability is "
       "rounded to a multiple of 1/65536).")
+  attention_dropout_mask: str = knob(
+      "per_head", "Attention-dropout masks: 'per_head' (one per example and head, as BERT) or "
+      "'shared' (one [query, key] mask for the whole batch and every head, as HF's Flax BERT: "
+      "fewer random numbers, a different regulariser).")
   seed: int = knob(0, "Seed of data order, initialisation, dropout, augmentation.")
 
   # Models.
@@ -266,6 +270,7 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
       raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
     if self.dropout_bits not in (16, 32):
       raise UserError(f"--dropout_bits must be 16 or 32, got {self.dropout_bits}")
+    _one_of("attention_dropout_mask", self.attention_dropout_mask, ("per_head", "shared"))
     if not 0.0 <= self.warmup_fraction < 1.0:
       raise UserError(f"--warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
     if not self.mix_alpha > 0:

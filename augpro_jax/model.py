@@ -60,6 +60,9 @@ class BertConfig:
   dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"; params always stay float32
   pad_token_id: int = 0
   dropout_bits: int = 32  # random bits per dropout decision: 32 or 16 (see `Dropout`)
+  # "per_head": one attention-dropout mask per example and head, as BERT; "shared": one [q, k]
+  # mask for the whole batch and all heads, as HF's Flax BERT (broadcast_dropout).
+  attention_dropout_mask: str = "per_head"
 
   @property
   def head_dim(self) -> int:
@@ -96,10 +99,12 @@ class Dropout(nn.Module):
   32-bit random word into two 16-bit draws, so a mask costs half the threefry work; an element is
   kept when its draw is below round((1 - rate) * 2^16), a keep probability within 2^-17 of
   1 - rate. On CPU the masks are a large part of the student's step (docs/benchmarks.md).
+  `broadcast_dims` share one decision along those axes, as in `nn.Dropout`.
   """
 
   rate: float
   bits: int = 32
+  broadcast_dims: tuple[int, ...] = ()
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -107,14 +112,17 @@ class Dropout(nn.Module):
       return x
     keep_prob = 1.0 - self.rate
     key = self.make_rng("dropout")
+    shape = tuple(1 if axis in self.broadcast_dims else size for axis, size in enumerate(x.shape))
     if self.bits == 32:
-      keep = jax.random.bernoulli(key, p=keep_prob, shape=x.shape)
+      keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
     elif self.bits == 16:
-      words = jax.random.bits(key, (-(-x.size // 2),), jnp.uint32)  # [ceil(size / 2)]
-      draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:x.size].reshape(x.shape)
+      count = math.prod(shape)
+      words = jax.random.bits(key, (-(-count // 2),), jnp.uint32)  # [ceil(count / 2)]
+      draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:count].reshape(shape)
       keep = draws < jnp.uint32(round(keep_prob * 65536))
     else:
       raise UserError(f"dropout bits must be 16 or 32, got {self.bits}")
+    keep = jnp.broadcast_to(keep, x.shape)
     return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
 
 
@@ -173,7 +181,11 @@ class SelfAttention(nn.Module):
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
       scores = scores / math.sqrt(cfg.head_dim) + bias  # [batch, heads, seq_q, seq_k] f32
       probs = jax.nn.softmax(scores, axis=-1)
-    probs = Dropout(cfg.dropout_rate, cfg.dropout_bits)(probs, deterministic)  # [b, h, q, k]
+    if cfg.attention_dropout_mask not in ("per_head", "shared"):
+      raise UserError("attention dropout mask must be per_head or shared, "
+                      f"got {cfg.attention_dropout_mask!r}")
+    shared = (0, 1) if cfg.attention_dropout_mask == "shared" else ()  # one [q, k] mask
+    probs = Dropout(cfg.dropout_rate, cfg.dropout_bits, shared)(probs, deterministic)  # [b,h,q,k]
     probs = probs.astype(dtype)
     context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
     context = context.reshape(batch, seq, cfg.hidden_size)
@@ -351,7 +363,7 @@ def student_config(cfg: Any, teacher_config: BertConfig, num_labels: int) -> Ber
       teacher_config, num_layers=cfg.student_layers, hidden_size=cfg.student_hidden,
       num_heads=cfg.student_heads, intermediate_size=cfg.student_intermediate_size,
       num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype,
-      dropout_bits=cfg.dropout_bits)
+      dropout_bits=cfg.dropout_bits, attention_dropout_mask=cfg.attention_dropout_mask)
 
 
 def select_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:

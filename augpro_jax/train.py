@@ -47,7 +47,8 @@ Preempted = loop.Preempted
 def _pretrained(ctx: Context):
   config, params = hf_io.load_pretrained(str(ctx.teacher_dir), num_labels=ctx.task.num_labels,
                                          dropout_rate=ctx.cfg.dropout, dtype=ctx.cfg.dtype)
-  return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits), params
+  return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits,
+                             attention_dropout_mask=ctx.cfg.attention_dropout_mask), params
 
 
 def _export(ctx: Context, workdir: pathlib.Path, config: model_lib.BertConfig, params: Any,

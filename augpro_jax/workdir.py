@@ -74,7 +74,7 @@ _KD_ONLY = ("temperature", "alpha_ce", "teacher_ckpt", "teacher_num_epochs",
             "teacher_learning_rate", "cache_teacher_logits")
 # Settings added after workdirs were first written, with the value that runs before them had in
 # effect (which is not always today's default).
-VALUE_BEFORE_ADDED: dict[str, Any] = {"dropout_bits": 32}
+VALUE_BEFORE_ADDED: dict[str, Any] = {"dropout_bits": 32, "attention_dropout_mask": "per_head"}
 # Settings recorded but not compared because the mode does not read them.
 NOT_READ_BY: dict[str, tuple[str, ...]] = {
     "train_teacher": _STUDENT,

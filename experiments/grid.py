@@ -263,8 +263,9 @@ def load_predictions(path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
 COMMON = {"max_seq_len": 64, "batch_size": 32, "eval_batch_size": 128, "student_layers": 2,
           "learning_rate": 1e-4, "teacher_learning_rate": 5e-5, "log_every": 50,
           "checkpoint_every": 0, "keep_checkpoints": 1, "length_buckets": "auto",
-          # Every recorded run drew 32-bit dropout masks; pinned so they stay reproducible.
-          "dropout_bits": 32}
+          # Every recorded run drew 32-bit dropout masks, one attention mask per example and head;
+          # pinned so they stay reproducible.
+          "dropout_bits": 32, "attention_dropout_mask": "per_head"}
 TINY = {"max_seq_len": 16, "batch_size": 8, "eval_batch_size": 64, "student_layers": 1,
         "train_size": 32, "eval_size": 64, "num_train_steps": 2, "teacher_num_epochs": 0.25,
         "log_every": 1, "checkpoint_every": 0, "keep_checkpoints": 1}

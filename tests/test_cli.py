@@ -86,6 +86,8 @@ FLAG_CASES = [
     (["--distributed_timeout=0"], "distributed_timeout"),
     (["--label_names=negative,positive"], "--task=custom"),
     (["--mix_lambda=uniform"], "mix_lambda"),
+    (["--dropout_bits=8"], "dropout_bits"),
+    (["--attention_dropout_mask=per_batch"], "attention_dropout_mask"),
     (["--mix_lambda_value=1.5"], "mix_lambda_value"),
     (["--mix_lambda_per=token"], "mix_lambda_per"),
     (["--mix_partner_align=absolute"], "mix_partner_align"),

@@ -338,3 +338,36 @@ def test_dropout_16_bits_halves_of_a_word_are_independent():
 def test_dropout_bits_other_than_16_or_32_are_rejected():
   with pytest.raises(UserError, match="dropout bits must be 16 or 32"):
     _dropped(lambda: model_lib.Dropout(0.1, bits=8), jnp.ones((2, 4)))
+
+
+def test_dropout_broadcast_dims_are_flax_dropout_bit_for_bit():
+  x = jax.random.normal(jax.random.PRNGKey(2), (4, 3, 8, 8))  # [batch, heads, q, k]
+  ours = _dropped(lambda: model_lib.Dropout(0.2, bits=32, broadcast_dims=(0, 1)), x)
+  theirs = _dropped(lambda: flax.linen.Dropout(0.2, broadcast_dims=(0, 1)), x)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for bits in (32, 16):
+    kept = np.asarray(_dropped(lambda: model_lib.Dropout(0.2, bits, (0, 1)), x)[0]) != 0
+    assert (kept == kept[:1, :1]).all() and 0 < kept.mean() < 1  # one [q, k] mask for all
+
+
+@pytest.mark.parametrize("mask,rows_equal", [("shared", True), ("per_head", False)])
+def test_attention_dropout_mask_shared_across_the_batch_only_when_asked(mask, rows_equal):
+  config = dataclasses.replace(tiny(dropout=0.3), attention_dropout_mask=mask)
+  row = jax.random.normal(jax.random.PRNGKey(3), (1, 10, config.hidden_size))
+  x = jnp.tile(row, (3, 1, 1))  # three identical examples [3, seq, hidden]
+  attention = model_lib.SelfAttention(config)
+  variables = attention.init(jax.random.PRNGKey(0), x, jnp.zeros((3, 1, 1, 10)), True)
+  out = np.asarray(attention.apply(variables, x, jnp.zeros((3, 1, 1, 10)), False,
+                                   rngs={"dropout": jax.random.PRNGKey(4)}))
+  assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2]) or not rows_equal
+  assert rows_equal or not np.allclose(out[0], out[1])
+  quiet = np.asarray(attention.apply(variables, x, jnp.zeros((3, 1, 1, 10)), True))
+  assert not np.allclose(out, quiet)  # dropout did act
+
+
+def test_attention_dropout_mask_other_values_are_rejected():
+  config = dataclasses.replace(tiny(dropout=0.1), attention_dropout_mask="per_batch")
+  x = jnp.ones((2, 4, config.hidden_size))
+  with pytest.raises(UserError, match="attention dropout mask must be per_head or shared"):
+    model_lib.SelfAttention(config).init(jax.random.PRNGKey(0), x, jnp.zeros((2, 1, 1, 4)), True)

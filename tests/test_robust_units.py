@@ -162,6 +162,12 @@ def test_differences_are_one_clause_per_flag():
   for bits, expected in ((32, []), (16, ["--dropout_bits: 32 in the workdir, 16 now"])):
     assert workdir_lib.describe_differences(old, _identity(config_lib.Config(
         aug="augpro_mix", num_train_steps=3, dropout_bits=bits))) == expected
+  del old["settings"]["attention_dropout_mask"]  # one mask per example and head before
+  assert workdir_lib.describe_differences(old, _identity(config_lib.Config(
+      aug="augpro_mix", num_train_steps=3))) == []
+  assert workdir_lib.describe_differences(old, _identity(config_lib.Config(
+      aug="augpro_mix", num_train_steps=3, attention_dropout_mask="shared"))) == [
+          "--attention_dropout_mask: per_head in the workdir, shared now"]
 
 
 def test_identity_is_recorded_then_enforced(tmp_path):
