@@ -170,6 +170,23 @@ def test_differences_are_one_clause_per_flag():
           "--attention_dropout_mask: per_head in the workdir, shared now"]
 
 
+def test_settings_added_later_keep_their_old_value_when_the_default_changes(monkeypatch):
+  """A workdir written before a flag existed ran with the flag's value of then, not today's."""
+
+  @dataclasses.dataclass(frozen=True)
+  class FlippedDefaults(config_lib.Config):
+    dropout_bits: int = 16
+    attention_dropout_mask: str = "shared"
+
+  monkeypatch.setattr(workdir_lib, "Config", FlippedDefaults)
+  old = _identity(config_lib.Config(aug="augpro_mix", num_train_steps=3))
+  del old["settings"]["dropout_bits"], old["settings"]["attention_dropout_mask"]
+  assert workdir_lib.describe_differences(old, _identity(FlippedDefaults(
+      aug="augpro_mix", num_train_steps=3))) == [
+          "--attention_dropout_mask: per_head in the workdir, shared now",
+          "--dropout_bits: 32 in the workdir, 16 now"]
+
+
 def test_identity_is_recorded_then_enforced(tmp_path):
   first = _identity(config_lib.Config(seed=0))
   workdir_lib.check_identity(tmp_path, first, write=True)
