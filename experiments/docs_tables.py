@@ -10,7 +10,8 @@ holds that file's content exactly as the script that measured it wrote it (bench
 experiments). Command (seconds):
   .venv/bin/python experiments/docs_tables.py          # fill every block
   .venv/bin/python experiments/docs_tables.py --check  # exit 1 naming each stale block
-tests/test_experiments.py runs the check on the committed docs.
+tests/test_experiments.py runs the check on the committed docs. Both commands first make (or check)
+the tables that experiments/doc_tables_reference.py derives from other results files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import argparse
 import pathlib
 import re
 import sys
+
+from experiments import doc_tables_reference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- generated:([^ ]+?):begin -->\n).*?(<!-- generated:\2:end -->)", re.DOTALL)
@@ -55,7 +58,11 @@ def main(argv: list[str]) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
   args = p.parse_args(argv)
-  stale = []
+  try:
+    stale = [f"experiments/results/{name}"
+             for name in doc_tables_reference.update(check=args.check)]
+  except (ValueError, OSError, KeyError) as e:
+    p.error(f"experiments/doc_tables_reference.py: {e}")
   for doc in documents():
     text = doc.read_text(encoding="utf-8")
     try:
