@@ -36,6 +36,13 @@ MACHINES = (
     "CPU only; jax 0.10.2, flax 0.12.8, torch 2.13.0 (CPU wheel, 2 threads), transformers 4.57.6.",
     "quiet: nothing else ran; another test suite: another process's tests shared the two cores "
     "(interleaving spreads that load over every contender, but absolute times are slower).")
+# The Intel runs of `none` against the peers, one flag changed per pair (benchmarks.md).
+_STEP = _SYNTH + " --benchmark_augs=none --benchmark_steps=10"
+STEP_VARIANTS = {"benchmark_cpu_none_quiet": "",
+                 "benchmark_cpu_dropout_bits32": "--dropout_bits=32",
+                 "benchmark_cpu_dropout_bits16": "--dropout_bits=16",
+                 "benchmark_cpu_attention_mask_per_head": "--attention_dropout_mask=per_head",
+                 "benchmark_cpu_attention_mask_shared": "--attention_dropout_mask=shared"}
 # result file stem -> (flags after `main.py --mode=benchmark`, without --benchmark_out; machine)
 RUNS: dict[str, tuple[str, str]] = {
     "benchmark_cpu": (_SYNTH, _AMD),
@@ -45,30 +52,11 @@ RUNS: dict[str, tuple[str, str]] = {
     "benchmark_task_qnli_cpu": (_TASK.format(task="qnli", augs="none"), _INTEL),
     "benchmark_cpu_none_augpro_mix": (
         _SYNTH + " --benchmark_augs=none,augpro_mix --benchmark_steps=10", _INTEL_SHARED),
-    "benchmark_cpu_none_quiet": (_SYNTH + " --benchmark_augs=none --benchmark_steps=10", _INTEL),
-    "benchmark_cpu_dropout_bits32": (
-        _SYNTH + " --benchmark_augs=none --benchmark_steps=10 --dropout_bits=32", _INTEL),
-    "benchmark_cpu_dropout_bits16": (
-        _SYNTH + " --benchmark_augs=none --benchmark_steps=10 --dropout_bits=16", _INTEL),
-    "benchmark_cpu_attention_mask_per_head": (
-        _SYNTH + " --benchmark_augs=none --benchmark_steps=10 --attention_dropout_mask=per_head",
-        _INTEL),
-    "benchmark_cpu_attention_mask_shared": (
-        _SYNTH + " --benchmark_augs=none --benchmark_steps=10 --attention_dropout_mask=shared",
-        _INTEL),
+    **{stem: (f"{_STEP} {flag}".rstrip(), _INTEL) for stem, flag in STEP_VARIANTS.items()},
     "benchmark_projection_search_cpu": (
         _SYNTH + " --benchmark_augs=augpro_mix,augpro_fgsm,knn --benchmark_peers= "
         "--benchmark_steps=20", "2-core VM, shared with other jobs (CPU not recorded)"),
 }
-# The Intel runs of `none` against the peers, one flag changed per pair (benchmarks.md).
-STEP_VARIANTS = ("benchmark_cpu_none_quiet", "benchmark_cpu_dropout_bits32",
-                 "benchmark_cpu_dropout_bits16", "benchmark_cpu_attention_mask_per_head",
-                 "benchmark_cpu_attention_mask_shared")
-
-
-def command(stem: str) -> str:
-  return (f".venv/bin/python main.py --mode=benchmark {RUNS[stem][0]} "
-          f"--benchmark_out=experiments/results/{stem}.json")
 
 
 def _load(results: pathlib.Path, stem: str) -> dict[str, Any]:
@@ -76,7 +64,8 @@ def _load(results: pathlib.Path, stem: str) -> dict[str, Any]:
 
 
 def _source(stem: str) -> str:
-  return f"From `experiments/results/{stem}.json`; its command and machine are in the table of runs."
+  return (f"From `experiments/results/{stem}.json`; its command and machine are in the table of "
+          "runs.")
 
 
 def runs_table(results: pathlib.Path) -> str:
@@ -178,17 +167,19 @@ def step_variants(results: pathlib.Path) -> str:
   lines = ["| result | flag | ours ms | HF Flax ms | ours / HF Flax | PyTorch ms | ours / PyTorch "
            "| teacher forward ms | student forward+backward+update ms |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-  for stem in STEP_VARIANTS:
+  steps = set()
+  for stem, flag in STEP_VARIANTS.items():
     r = _load(results, stem)
-    flag = RUNS[stem][0].split("--benchmark_steps=10")[1].strip() or "(defaults)"
+    steps.add(r["timing"]["steps"])
+    flag = flag or "(defaults)"
     none, flax, torch = _method(r, "none"), _peer(r, "hf_flax"), _peer(r, "hf_torch")
     lines.append(
         f"| `{stem}` | `{flag}` | {none['step_ms_median']:.0f} | {flax['step_ms_median']:.0f} | "
         f"{flax['ratio_ours_to_peer']:.2f} | {torch['step_ms_median']:.0f} | "
         f"{torch['ratio_ours_to_peer']:.2f} | {r['parts']['teacher_forward_ms']:.0f} | "
         f"{r['parts']['student_forward_backward_update_ms']:.0f} |")
-  return "\n".join(["Step times are medians of 10 interleaved steps; a ratio above 1 means our "
-                    "step is the faster.", "", *lines])
+  return "\n".join([f"Step times are medians of {'/'.join(map(str, sorted(steps)))} interleaved "
+                    "steps; a ratio above 1 means our step is the faster.", "", *lines])
 
 
 def _demo_rows(by: dict[tuple[str, str, int], dict[str, str]], seeds: list[int],
