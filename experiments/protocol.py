@@ -128,6 +128,11 @@ class Claim:
   # A difference of differences (e.g. KD's gain minus fine-tuning's): arms C and D, (A-B)-(C-D).
   c: Optional[dict[str, str]] = None
   d: Optional[dict[str, str]] = None
+  # A trend claim: A and B are selected at each degree (A and B then give the rest of the
+  # selection, `method` the augmentation at p > 0), and the claim is about the per-seed slope of
+  # A - B over these degrees, in points per unit of p.
+  degrees: tuple[float, ...] = ()
+  method: str = ""
 
 
 def claims() -> list[Claim]:
@@ -168,6 +173,13 @@ def claims() -> list[Claim]:
     b, d = small_minus_large(0.3)
     out.append(Claim("paired_shift", f"{method}: p=0.5 over p=0.3 gains more at 1,000 examples "
                      "than at 10,000 (KD)", a, b, c=c, d=d))
+  for size in SHIFT_SIZES:
+    for method in SHIFT_METHODS:
+      out.append(Claim("paired_shift", f"n={size}, {method}: KD − fine-tuning rises with the "
+                       "degree (slope over p=0-0.7, points per unit of p)",
+                       {"train_size": str(size), "mode": "distill"},
+                       {"train_size": str(size), "mode": "finetune"},
+                       degrees=SHIFT_DEGREES, method=method))
   out.append(Claim("paired_copies", "KD gains from 8 copies over 1",
                    {"mode": "distill", "aug_copies": "8"}, {"mode": "distill", "aug_copies": "1"}))
   out.append(Claim("paired_copies", "KD gains more from 8 copies over 1 than fine-tuning does",
@@ -208,49 +220,89 @@ def _correct(predictions: dict[str, dict[str, np.ndarray]], run: str) -> Optiona
   return arrays[f"{split}/predictions"] == arrays[f"{split}/labels"]
 
 
-def evaluate_claim(claim: Claim, rows: list[dict[str, str]],
-                   predictions: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
-  """The claim's paired difference over seeds, McNemar on pooled examples, and the verdict."""
-  arms = [_by_seed(rows, s) for s in (claim.a, claim.b, claim.c, claim.d) if s is not None]
+def _at_degree(select: dict[str, str], degree: float, method: str) -> dict[str, str]:
+  return {**select, "shift_degree": str(degree), "aug": method if degree else "none"}
+
+
+def _values(claim: Claim, rows: list[dict[str, str]]):
+  """Per-arm {seed: row} and the seeds every arm has (a trend claim: every arm at every degree)."""
+  if claim.degrees:
+    arms = [_by_seed(rows, _at_degree(s, p, claim.method))
+            for p in claim.degrees for s in (claim.a, claim.b)]
+  else:
+    arms = [_by_seed(rows, s) for s in (claim.a, claim.b, claim.c, claim.d) if s is not None]
   seeds = sorted(set.intersection(*(set(a) for a in arms)), key=lambda s: int(float(s)))
+  return arms, seeds
+
+
+def evaluate_claim(claim: Claim, rows: list[dict[str, str]],
+                   predictions: dict[str, dict[str, np.ndarray]],
+                   confidence: float = 0.95) -> dict[str, Any]:
+  """The claim's paired difference over seeds (interval at `confidence`), McNemar on pooled
+  examples, and the verdict before any correction for the claim's family."""
+  arms, seeds = _values(claim, rows)
   values = [[_metric(arm[s]) for s in seeds] for arm in arms]
-  if len(arms) == 2:
-    diff = stats.paired_difference(values[0], values[1])
+  test = None  # no per-example test of an interaction or a trend
+  if claim.degrees:
+    gaps = np.asarray(values[0::2]) - np.asarray(values[1::2])  # [degrees, seeds]
+    diff = stats.slope(gaps.T, claim.degrees, confidence)
+  elif len(arms) == 2:
+    diff = stats.paired_difference(values[0], values[1], confidence)
     pairs = [(_correct(predictions, arms[0][s]["run"]), _correct(predictions, arms[1][s]["run"]))
              for s in seeds]
-    test = None
     if pairs and all(a is not None and b is not None and a.shape == b.shape for a, b in pairs):
       test = stats.mcnemar_exact(np.concatenate([a for a, _ in pairs]),
                                  np.concatenate([b for _, b in pairs]))
-  else:  # (A - B) - (C - D): no per-example test of an interaction
+  else:
     a, b, c, d = (np.asarray(v) for v in values)
-    diff = stats.paired_difference(a - b, c - d)
-    test = None
+    diff = stats.paired_difference(a - b, c - d, confidence)
   return {"claim": claim.text, "study": claim.study, "seeds": len(seeds), "diff": diff,
           "mcnemar": test,
           "verdict": stats.verdict(diff, test, expected_sign=claim.expected_sign)}
 
 
+def evaluate_family(family: list[Claim], rows: list[dict[str, str]],
+                    predictions: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+  """The claims of one study that have runs, judged as a family (experiments/README.md,
+  "Verdicts"): with m such claims, intervals at 1 - 0.05/m (Bonferroni) and McNemar p-values
+  Holm-adjusted over the claims that have one. Each result keeps its raw interval, raw p and
+  uncorrected verdict, and adds `family_diff`, `p_adjusted` and the family-wise `verdict`."""
+  results = [r for r in (evaluate_claim(c, rows, predictions) for c in family) if r["seeds"]]
+  claim_of = {c.text: c for c in family}
+  tested = [r for r in results if r["mcnemar"] is not None]
+  for r, p in zip(tested, stats.holm([r["mcnemar"].p_value for r in tested])):
+    r["p_adjusted"] = p
+  confidence = stats.family_confidence(len(results))
+  for r in results:
+    claim = claim_of[r["claim"]]
+    r["uncorrected"] = r["verdict"]
+    r["family_diff"] = evaluate_claim(claim, rows, predictions, confidence)["diff"]
+    test = (dataclasses.replace(r["mcnemar"], p_value=r["p_adjusted"])
+            if r["mcnemar"] is not None else None)
+    r["verdict"] = stats.verdict(r["family_diff"], test, expected_sign=claim.expected_sign)
+  return results
+
+
+def _interval(d: stats.PairedDifference) -> str:
+  return (f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1
+          else f"{100 * d.mean:+.2f} (one seed)")
+
+
 def claims_table(read_rows: Callable[[str], list[dict[str, str]]],
                  read_predictions: Callable[[str], dict]) -> list[str]:
-  """Markdown: one line per claim whose study has results."""
-  lines = ["| claim | seeds | A − B (x100, 95% CI) | McNemar (A only / B only, p) | verdict |",
-           "|---|---:|---|---|---|"]
-  cache: dict[str, tuple] = {}
-  shown = 0
-  for claim in claims():
-    if claim.study not in cache:
-      cache[claim.study] = (read_rows(claim.study), read_predictions(claim.study))
-    rows, predictions = cache[claim.study]
+  """Markdown: one line per claim whose study has results, raw and family-wise values."""
+  lines = ["| claim | seeds | A − B (x100, 95% CI) | family-wise CI | McNemar (A only / B only, "
+           "p) | Holm p | uncorrected | verdict |", "|---|---:|---|---|---|---:|---|---|"]
+  for study in dict.fromkeys(c.study for c in claims()):
+    rows = read_rows(study)
     if not rows:
       continue
-    result = evaluate_claim(claim, rows, predictions)
-    if result["seeds"] == 0:
-      continue
-    d, m = result["diff"], result["mcnemar"]
-    ci = (f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1
-          else f"{100 * d.mean:+.2f} (one seed)")
-    test = f"{m.a_only} / {m.b_only}, p={m.p_value:.3g}" if m is not None else "-"
-    lines.append(f"| {claim.text} | {result['seeds']} | {ci} | {test} | {result['verdict']} |")
-    shown += 1
-  return lines if shown else ["No paired results yet."]
+    family = [c for c in claims() if c.study == study]
+    for r in evaluate_family(family, rows, read_predictions(study)):
+      m = r["mcnemar"]
+      test = f"{m.a_only} / {m.b_only}, p={m.p_value:.3g}" if m is not None else "-"
+      adjusted = f"{r['p_adjusted']:.3g}" if m is not None else "-"
+      lines.append(f"| {r['claim']} | {r['seeds']} | {_interval(r['diff'])} | "
+                   f"{_interval(r['family_diff'])} | {test} | {adjusted} | {r['uncorrected']} | "
+                   f"{r['verdict']} |")
+  return lines if len(lines) > 2 else ["No paired results yet."]

@@ -26,12 +26,13 @@ from typing import Optional
 from augpro_jax import tasks as tasks_lib
 from experiments import bucket_accuracy
 from experiments import grid
+from experiments import markers
 from experiments import protocol
 from experiments import stats
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 README = RESULTS.parent / "README.md"
-BLOCK = re.compile(r"(<!-- report:([a-z]+):begin -->\n).*?(<!-- report:\2:end -->)", re.DOTALL)
+BLOCK = markers.block_pattern("report", "[a-z]+")
 # The CSV column of each task's main metric (the task specs say which metric that is).
 PAIRED = ("paired_comparison", "paired_shift", "paired_copies")  # the protocol's CSVs
 MODES = ("finetune", "distill")
@@ -286,19 +287,15 @@ def teachers_table(rows: list[dict[str, str]], lead_size: int = protocol.SHIFT_S
 
 
 def fill_blocks(text: str, blocks: dict[str, str]) -> str:
-  """`text` with every marker block replaced by `blocks[NAME]`; the text outside is kept as is.
+  """`text` with every report marker block replaced by `blocks[NAME]`; the text outside is kept.
 
   Raises ValueError for a block NAME that has no table, and for a begin marker without its end.
   """
-  names = re.findall(r"<!-- report:([a-z]+):begin -->", text)
-  unknown = sorted(set(names) - set(blocks))
+  unknown = sorted(set(markers.names(text, "report")) - set(blocks))
   if unknown:
     raise ValueError(f"no table for marker block(s) {', '.join(unknown)}; "
                      f"known: {', '.join(sorted(blocks))}")
-  if len(BLOCK.findall(text)) != len(names):
-    raise ValueError("a <!-- report:NAME:begin --> marker has no matching end marker")
-  # Blank lines around the table, so that the markers never read as part of it.
-  return BLOCK.sub(lambda m: f"{m.group(1)}\n{blocks[m.group(2)].strip()}\n\n{m.group(3)}", text)
+  return markers.fill(text, "report", blocks.__getitem__)
 
 
 def _relink(lines: list[str], prefix: str) -> list[str]:

@@ -1,15 +1,18 @@
 """The paired protocol: grids pair every arm by seed, predictions are bundled, claims are judged."""
 
 import csv
+import dataclasses
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from experiments import grid
 from experiments import protocol
 from experiments import report
+from experiments import stats
 
 
 def _names(runs):
@@ -110,3 +113,54 @@ def test_report_writes_the_claims_block(tmp_path):
   text = readme.read_text()
   assert "old" not in text and "augpro_mix beats KD without augmentation" in text
   assert text.startswith("x\n") and text.endswith("y\n")
+
+
+def test_a_study_is_judged_as_a_family_holm_and_bonferroni(tmp_path):
+  """Five seeds that clear the uncorrected rule (t interval above 0, McNemar p < 0.05) but not
+  the family's: the interval at 1 - 0.05/m is wider and Holm multiplies the smallest p by m."""
+  _write_study(tmp_path, np.random.default_rng(0), effect=0.06)
+  rows = report.read(tmp_path / "paired_comparison.csv")
+  predictions = grid.load_predictions(grid.predictions_path(tmp_path / "paired_comparison.csv"))
+  family = [c for c in protocol.claims() if c.study == "paired_comparison"]
+  results = {r["claim"]: r for r in protocol.evaluate_family(family, rows, predictions)}
+  assert len(results) == 3  # the claims whose arms have runs: augpro_mix, knn vs none, mix vs knn
+  raw = {k: r["mcnemar"].p_value for k, r in results.items()}
+  assert [results[k]["p_adjusted"] for k in raw] == stats.holm(list(raw.values()))
+  for r in results.values():
+    assert r["family_diff"].mean == r["diff"].mean
+    assert r["family_diff"].low < r["diff"].low and r["family_diff"].high > r["diff"].high
+    adjusted = dataclasses.replace(r["mcnemar"], p_value=r["p_adjusted"])
+    assert r["verdict"] == stats.verdict(r["family_diff"], adjusted)
+    assert r["uncorrected"] == stats.verdict(r["diff"], r["mcnemar"])
+
+
+def test_slope_claims_fit_kd_minus_finetuning_over_the_degrees_per_seed():
+  """KD - FT = 5 * p + seed offset in every seed: slope 5 points per unit of p, zero spread."""
+  rows = []
+  for seed in range(3):
+    for degree in protocol.SHIFT_DEGREES:
+      for mode, gain in (("finetune", 0.0), ("distill", 0.05 * degree + 0.01 * seed)):
+        rows.append({"run": f"r{seed}{degree}{mode}", "train_size": "1000", "mode": mode,
+                     "shift_degree": str(degree), "aug": "knn" if degree else "none",
+                     "seed": str(seed), "dev_accuracy": str(0.7 + gain)})
+  claim = next(c for c in protocol.claims() if c.degrees and c.method == "knn"
+               and c.a["train_size"] == "1000")
+  result = protocol.evaluate_claim(claim, rows, {})
+  assert result["seeds"] == 3
+  assert 100 * result["diff"].mean == pytest.approx(5.0)
+  rows = [r for r in rows if not (r["seed"] == "2" and r["shift_degree"] == "0.5")]
+  assert protocol.evaluate_claim(claim, rows, {})["seeds"] == 2  # seed 2 lacks a degree
+
+
+def test_family_verdicts_use_the_holm_adjusted_p_values(tmp_path, monkeypatch):
+  _write_study(tmp_path, np.random.default_rng(0), effect=0.06)
+  rows = report.read(tmp_path / "paired_comparison.csv")
+  predictions = grid.load_predictions(grid.predictions_path(tmp_path / "paired_comparison.csv"))
+  family = [c for c in protocol.claims() if c.study == "paired_comparison"]
+  claim = "sst2: KD with augpro_mix beats KD without augmentation"
+  results = {r["claim"]: r for r in protocol.evaluate_family(family, rows, predictions)}
+  assert results[claim]["verdict"] == "supported"
+  monkeypatch.setattr(stats, "holm", lambda ps: [0.5] * len(ps))  # as if the family were large
+  results = {r["claim"]: r for r in protocol.evaluate_family(family, rows, predictions)}
+  assert results[claim]["uncorrected"] == "supported"
+  assert results[claim]["verdict"] == "inconclusive"
