@@ -40,6 +40,10 @@ SHIFT_SIZES = (1000, 10000)
 SHIFT_STEPS = 625  # both sizes train this many steps: two epochs of 10,000 at batch 32
 COPIES = (1, 2, 4, 8)
 MODES = ("finetune", "distill")
+# The full-size point: all 67,349 SST-2 examples under the shift study's step protocol.
+FULLSIZE_EXAMPLES = 67349
+FULLSIZE_DEGREES = (0.0, 0.1, 0.3, 0.5)
+COPIES_STEPS = SHIFT_STEPS  # the second copies study trains as long as the shift study
 
 
 def teacher(task: str, tiny: bool) -> grid.Run:
@@ -113,6 +117,41 @@ def copies_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
   return out
 
 
+def fullsize_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
+  """SST-2, all training examples, fine-tuning and KD, p in FULLSIZE_DEGREES, knn and augpro_mix,
+  SHIFT_STEPS steps (as the shift study), the shift study's teacher; 2 seeds."""
+  t = teacher("sst2", tiny)
+  cells = [("knn", 0.3, "distill", 0), ("none", 0.0, "finetune", 0)] if tiny \
+      else [(m, p, mode, s) for mode in MODES for s in range(seeds) for p in FULLSIZE_DEGREES
+            for m in (("none",) if p == 0.0 else SHIFT_METHODS)]
+  out = [t]
+  for method, degree, mode, seed in cells:
+    # No --train_size: the whole training set (a prefix of the seed's permutation of all of it).
+    flags = {"task": "sst2", "mode": mode, "aug": method, "shift_degree": degree or 0.3,
+             "seed": seed, "num_train_steps": SHIFT_STEPS}
+    out.append(_student(f"pf-{method}-p{degree}-{mode}-s{seed}", t, root, tiny, flags,
+                        {"experiment": "paired_fullsize", "task": "sst2", "aug": method,
+                         "shift_degree": degree, "mode": mode,
+                         "train_size": FULLSIZE_EXAMPLES, "seed": seed}))
+  return out
+
+
+def copies_long_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
+  """The copies study at COPIES_STEPS steps instead of 3 epochs (93 steps); 6 seeds."""
+  t = teacher("sst2", tiny)
+  cells = [(8, "distill", 0), (1, "finetune", 0)] if tiny else \
+      [(c, mode, s) for s in range(seeds) for mode in MODES for c in COPIES]
+  out = [t]
+  for copies, mode, seed in cells:
+    flags = {"task": "sst2", "mode": mode, "aug": "augpro_mix", "shift_degree": 0.3,
+             "aug_copies": copies, "seed": seed, "train_size": 1000,
+             "num_train_steps": COPIES_STEPS}
+    out.append(_student(f"pl-c{copies}-{mode}-s{seed}", t, root, tiny, flags,
+                        {"experiment": "paired_copies_long", "task": "sst2", "aug": "augpro_mix",
+                         "aug_copies": copies, "mode": mode, "seed": seed}))
+  return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Claims: each is a paired difference A - B over seeds, with its expected sign.
 # ----------------------------------------------------------------------------------------------
@@ -180,12 +219,24 @@ def claims() -> list[Claim]:
                        {"train_size": str(size), "mode": "distill"},
                        {"train_size": str(size), "mode": "finetune"},
                        degrees=SHIFT_DEGREES, method=method))
-  out.append(Claim("paired_copies", "KD gains from 8 copies over 1",
-                   {"mode": "distill", "aug_copies": "8"}, {"mode": "distill", "aug_copies": "1"}))
-  out.append(Claim("paired_copies", "KD gains more from 8 copies over 1 than fine-tuning does",
-                   {"mode": "distill", "aug_copies": "8"}, {"mode": "distill", "aug_copies": "1"},
-                   c={"mode": "finetune", "aug_copies": "8"},
-                   d={"mode": "finetune", "aug_copies": "1"}))
+  for method in SHIFT_METHODS:  # the full-size point
+    def full(mode, p, m=method):
+      return {"mode": mode, "shift_degree": str(p), "aug": m if p else "none"}
+    out.append(Claim("paired_fullsize", f"all of SST-2, {method}: KD at p=0.3 beats KD at p=0",
+                     full("distill", 0.3), full("distill", 0.0)))
+    out.append(Claim("paired_fullsize", f"all of SST-2, {method}: KD − fine-tuning rises with "
+                     "the degree (slope over p=0-0.5, points per unit of p)", {"mode": "distill"},
+                     {"mode": "finetune"}, degrees=FULLSIZE_DEGREES, method=method))
+  out.append(Claim("paired_fullsize", "all of SST-2: KD beats fine-tuning without augmentation",
+                   {"mode": "distill", "aug": "none"}, {"mode": "finetune", "aug": "none"}))
+  for study, steps in (("paired_copies", "3 epochs"), ("paired_copies_long", f"{COPIES_STEPS} steps")):
+    def copies(mode, n):
+      return {"mode": mode, "aug_copies": str(n)}
+    out.append(Claim(study, f"{steps}: KD gains from 8 copies over 1", copies("distill", 8),
+                     copies("distill", 1)))
+    out.append(Claim(study, f"{steps}: KD gains more from 8 copies over 1 than fine-tuning does",
+                     copies("distill", 8), copies("distill", 1), c=copies("finetune", 8),
+                     d=copies("finetune", 1)))
   return out
 
 
@@ -288,21 +339,27 @@ def _interval(d: stats.PairedDifference) -> str:
           else f"{100 * d.mean:+.2f} (one seed)")
 
 
-def claims_table(read_rows: Callable[[str], list[dict[str, str]]],
-                 read_predictions: Callable[[str], dict]) -> list[str]:
-  """Markdown: one line per claim whose study has results, raw and family-wise values."""
-  lines = ["| claim | seeds | A − B (x100, 95% CI) | family-wise CI | McNemar (A only / B only, "
-           "p) | Holm p | uncorrected | verdict |", "|---|---:|---|---|---|---:|---|---|"]
+def judge(read_rows: Callable[[str], list[dict[str, str]]],
+          read_predictions: Callable[[str], dict]) -> list[dict[str, Any]]:
+  """Every claim whose study has results, each study judged as a family (`evaluate_family`)."""
+  out = []
   for study in dict.fromkeys(c.study for c in claims()):
     rows = read_rows(study)
-    if not rows:
-      continue
-    family = [c for c in claims() if c.study == study]
-    for r in evaluate_family(family, rows, read_predictions(study)):
-      m = r["mcnemar"]
-      test = f"{m.a_only} / {m.b_only}, p={m.p_value:.3g}" if m is not None else "-"
-      adjusted = f"{r['p_adjusted']:.3g}" if m is not None else "-"
-      lines.append(f"| {r['claim']} | {r['seeds']} | {_interval(r['diff'])} | "
-                   f"{_interval(r['family_diff'])} | {test} | {adjusted} | {r['uncorrected']} | "
-                   f"{r['verdict']} |")
+    if rows:
+      family = [c for c in claims() if c.study == study]
+      out += evaluate_family(family, rows, read_predictions(study))
+  return out
+
+
+def claims_table(results: list[dict[str, Any]]) -> list[str]:
+  """Markdown: one line per judged claim, raw and family-wise values."""
+  lines = ["| claim | seeds | A − B (x100, 95% CI) | family-wise CI | McNemar (A only / B only, "
+           "p) | Holm p | uncorrected | verdict |", "|---|---:|---|---|---|---:|---|---|"]
+  for r in results:
+    m = r["mcnemar"]
+    test = f"{m.a_only} / {m.b_only}, p={m.p_value:.3g}" if m is not None else "-"
+    adjusted = f"{r['p_adjusted']:.3g}" if m is not None else "-"
+    lines.append(f"| {r['claim']} | {r['seeds']} | {_interval(r['diff'])} | "
+                 f"{_interval(r['family_diff'])} | {test} | {adjusted} | {r['uncorrected']} | "
+                 f"{r['verdict']} |")
   return lines if len(lines) > 2 else ["No paired results yet."]
