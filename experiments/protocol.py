@@ -1,15 +1,16 @@
-"""The paired protocol: strong teachers, paired seeds, and the three studies' grids and claims.
+"""The paired protocol: strong teachers, paired seeds, and the studies' grids and claims.
 
 A seed fixes, for every arm of a study, the training subset (`--train_size` takes a prefix of a
 permutation drawn from `--seed`), the student's initialisation, the batch order and the
 augmentation keys (`fold_in(seed, step, example_id)`), so two runs with the same seed differ only
 in the factor a study varies. Every run writes its per-example dev predictions
 (`dev_predictions.npz`), which `grid.collect` bundles next to the results CSV; `claims` pairs runs
-by seed and tests each claim with `experiments/stats.py`.
+by seed and tests each claim with `experiments/stats.py`; `evaluate_family` judges a study's
+claims together (Holm, Bonferroni).
 
-The scripts `paired_comparison.py`, `paired_shift.py` and `paired_copies.py` run the grids;
-`report.py` writes the claims table. experiments/README.md ("Protocol") states the rule of
-every verdict before any run.
+The scripts `paired_comparison.py`, `paired_shift.py`, `paired_copies.py`, `paired_fullsize.py`
+and `paired_copies_long.py` run the grids; `report.py` writes the claims table.
+experiments/README.md ("Verdicts") states the rule of every verdict before the runs.
 """
 
 from __future__ import annotations

@@ -324,9 +324,10 @@ def _sections(results: pathlib.Path) -> dict[str, list[str]]:
     sections["comparison"] = comparison_tables_and_plot(
         [row for row in comparison if row.get("mode") != "teacher"], comparison,
         results / "paired_comparison.png")
-    sections["classshare"] = headline.class_share_table(
-        comparison, grid.load_predictions(grid.predictions_path(results / "paired_comparison.csv")),
-        "qnli")
+    predictions = grid.load_predictions(grid.predictions_path(results / "paired_comparison.csv"))
+    sections["classshare"] = [line for task in dict.fromkeys(r["task"] for r in comparison)
+                              for line in headline.class_share_table(comparison, predictions, task)
+                              + [""]]
   for name, study, title in (("shift", "paired_shift", SHIFT_TITLE),
                              ("fullsize", "paired_fullsize", FULLSIZE_TITLE)):
     rows = read(results / f"{study}.csv")

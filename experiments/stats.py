@@ -109,9 +109,10 @@ def verdict(diff: PairedDifference, test: Optional[McNemar], *, expected_sign: i
             margin: float = MARGIN, alpha: float = ALPHA, scale: float = 100.0) -> str:
   """supported / not supported / inconclusive for the claim "A - B has sign `expected_sign`".
 
-  supported: the 95% interval over seeds lies on the claimed side of 0, and McNemar (when there
+  supported: the interval over seeds lies on the claimed side of 0, and McNemar (when there
   are per-example predictions) rejects equality at `alpha` with more examples won by the
-  claimed side. not supported: the interval lies on the other side of 0, or inside
+  claimed side. For a claim of a family, `diff` is its family-wise interval and `test` carries
+  the Holm-adjusted p (protocol.evaluate_family). not supported: the interval lies on the other side of 0, or inside
   (-margin, +margin) (an effect of `margin` points is ruled out). Otherwise inconclusive.
   """
   if diff.n < 2:
