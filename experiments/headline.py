@@ -10,6 +10,7 @@ verdict and nothing more.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 # The claims the paragraph states, in order (the claims table has all of them).
@@ -66,7 +67,10 @@ def accuracy_paragraph(results: list[dict[str, Any]], comparison: list[dict[str,
                 "constant answer.")
   text.append("  Every claim, the rule and the commands: [experiments/README.md]"
               "(experiments/README.md).")
-  return "\n".join(text)
+  # One markdown list item: each piece wrapped at 100 columns, continuation lines indented.
+  return "\n".join(textwrap.fill(piece.strip(), 100, initial_indent="" if i == 0 else "  ",
+                                 subsequent_indent="  ", break_on_hyphens=False,
+                                 break_long_words=False) for i, piece in enumerate(text))
 
 
 def runtimes_table(studies: dict[str, list[dict[str, str]]]) -> list[str]:

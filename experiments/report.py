@@ -159,7 +159,8 @@ def shift_tables_and_plot(rows, out_png: pathlib.Path, title: str = SHIFT_TITLE)
     series[(int(r["train_size"]), r["aug"], r["mode"], num(r["shift_degree"]))].append(
         num(r["dev_accuracy"]))
   lines = [f"### {title}", ""]
-  best_lines = ["", "| train size | mode | best degree (mean over methods) |", "|---|---|---:|"]
+  best_lines = ["", "| train size | mode | best degree (mean over methods) | best − runner-up "
+                "(x100, 95% CI over seeds) |", "|---|---|---:|---|"]
   for size in sizes:
     lines += [f"**{size} training examples**", "",
               "| method | mode | " + " | ".join(f"p={d}" for d in degrees) + " |",
@@ -177,10 +178,32 @@ def shift_tables_and_plot(rows, out_png: pathlib.Path, title: str = SHIFT_TITLE)
       per_degree = {d: v for d, v in per_degree.items() if not math.isnan(v)}
       if per_degree:
         best = max(per_degree, key=per_degree.get)
-        best_lines.append(f"| {size} | {mode} | {best} ({100 * per_degree[best]:.1f}) |")
+        best_lines.append(f"| {size} | {mode} | {best} ({100 * per_degree[best]:.1f}) | "
+                          f"{_best_margin(rows, size, mode, best, per_degree)} |")
   _plot_shift(series, sizes, degrees, out_png)
   return (lines + best_lines + [""] + kd_minus_finetune_table(rows, sizes, degrees)
           + ["", f"![shift degree]({out_png.name})"])
+
+
+def _best_margin(rows, size: int, mode: str, best: float, per_degree: dict[float, float]) -> str:
+  """The best degree minus the runner-up, paired by seed; each seed's value at a degree is the
+  mean over the methods it has there (both degrees need the seed)."""
+  if len(per_degree) < 2:
+    return "-"
+  second = sorted(per_degree, key=per_degree.get)[-2]
+
+  def by_seed(degree):
+    values = defaultdict(list)
+    for r in rows:
+      if (int(r["train_size"]) == size and r["mode"] == mode
+          and num(r["shift_degree"]) == degree):
+        values[r["seed"]].append(num(r["dev_accuracy"]))
+    return {seed: statistics.mean(v) for seed, v in values.items()}
+  a, b = by_seed(best), by_seed(second)
+  seeds = sorted(set(a) & set(b))
+  d = stats.paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+  interval = (f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1 else "(one seed)")
+  return f"over {second}: {100 * d.mean:+.2f} {interval}" if d.n else "-"
 
 
 def kd_minus_finetune_table(rows, sizes, degrees) -> list[str]:
