@@ -58,25 +58,25 @@ def runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
 def table(rows: list[dict[str, str]], predictions: dict[str, Any]) -> list[str]:
   """Markdown: mean accuracy with each padding, and fixed padding minus buckets, paired by seed."""
   lines = ["| model | seeds | buckets | fixed padding | train token utilisation (buckets / fixed) "
-           "| fixed − buckets (x100, 95% CI) | McNemar (fixed only / buckets only, p) | "
-           "fixed padding is more accurate |",
+           "| fixed − buckets (x100, family-wise CI) | McNemar (fixed only / buckets only, p, "
+           "Holm p) | fixed padding is more accurate |",
            "|---|---:|---:|---:|---|---|---|---|"]
-  for role in ("teacher", "student"):
-    arms = {p: {"role": role, "padding": p} for p in PADDINGS}
-    claim = protocol.Claim("bucket_accuracy", role, arms["none"], arms["auto"])
-    result = protocol.evaluate_claim(claim, rows, predictions)
-    if result["seeds"] == 0:
-      continue
+  # The two claims (teacher, student) are one family (experiments/README.md, "Verdicts").
+  family = [protocol.Claim("bucket_accuracy", role, {"role": role, "padding": "none"},
+                           {"role": role, "padding": "auto"}) for role in ("teacher", "student")]
+  for result in protocol.evaluate_family(family, rows, predictions):
+    role = result["claim"]
     mine = lambda padding, key: [float(r[key]) for r in rows
                                  if r.get("role") == role and r.get("padding") == padding
                                  and r.get(key) not in (None, "")]
     mean = lambda values: sum(values) / len(values) if values else float("nan")
     acc = {p: 100 * mean(mine(p, "dev_accuracy")) for p in PADDINGS}
     util = {p: mean(mine(p, "train_token_utilisation")) for p in PADDINGS}
-    d, m = result["diff"], result["mcnemar"]
+    d, m = result["family_diff"], result["mcnemar"]
     ci = (f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1
           else f"{100 * d.mean:+.2f} (one seed)")
-    test = f"{m.a_only} / {m.b_only}, p={m.p_value:.3g}" if m is not None else "-"
+    test = (f"{m.a_only} / {m.b_only}, p={m.p_value:.3g}, {result['p_adjusted']:.3g}"
+            if m is not None else "-")
     lines.append(f"| {role} | {result['seeds']} | {acc['auto']:.1f} | {acc['none']:.1f} | "
                  f"{util['auto']:.2f} / {util['none']:.2f} | {ci} | {test} | "
                  f"{result['verdict']} |")

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import re
 import sys
 
 from experiments import doc_tables_reference
+from experiments import markers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"(<!-- generated:([^ ]+?):begin -->\n).*?(<!-- generated:\2:end -->)", re.DOTALL)
+BLOCK = markers.block_pattern("generated")
 
 
 def documents(repo: pathlib.Path = REPO) -> list[pathlib.Path]:
@@ -37,21 +37,17 @@ def fill(text: str, repo: pathlib.Path = REPO) -> str:
   Raises ValueError for a begin marker without its end, a path outside the results folder, or a
   missing file.
   """
-  begins = re.findall(r"<!-- generated:([^ ]+?):begin -->", text)
-  if len(BLOCK.findall(text)) != len(begins):
-    raise ValueError("a <!-- generated:PATH:begin --> marker has no matching end marker")
   results = (repo / "experiments" / "results").resolve()
 
-  def content(match: re.Match) -> str:
-    path = (repo / match.group(2)).resolve()
+  def content(name: str) -> str:
+    path = (repo / name).resolve()
     if results not in path.parents:
-      raise ValueError(f"{match.group(2)} is not under experiments/results/")
+      raise ValueError(f"{name} is not under experiments/results/")
     if not path.is_file():
-      raise ValueError(f"{match.group(2)} does not exist")
-    body = path.read_text(encoding="utf-8").strip()
-    return f"{match.group(1)}\n{body}\n\n{match.group(3)}"
+      raise ValueError(f"{name} does not exist")
+    return path.read_text(encoding="utf-8")
 
-  return BLOCK.sub(content, text)
+  return markers.fill(text, "generated", content)
 
 
 def main(argv: list[str]) -> int:

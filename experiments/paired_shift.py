@@ -3,6 +3,7 @@
 Command (resumable, splittable by --only):
   .venv/bin/python experiments/paired_shift.py --only='-n1000-'
   .venv/bin/python experiments/paired_shift.py --only='-n10000-'
+  .venv/bin/python experiments/paired_shift.py --seeds=8 --only='-n1000-s3$'   # seeds 3-7: the plan
   .venv/bin/python experiments/report.py
 Grid (experiments/protocol.py): SST-2, fine-tuning and KD, shift 0 (no augmentation), 0.1, 0.3,
 0.5 and 0.7 with augpro_mix and knn, 1,000 and 10,000 training examples trained for the same 625

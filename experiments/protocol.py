@@ -1,15 +1,16 @@
-"""The paired protocol: strong teachers, paired seeds, and the three studies' grids and claims.
+"""The paired protocol: strong teachers, paired seeds, and the studies' grids and claims.
 
 A seed fixes, for every arm of a study, the training subset (`--train_size` takes a prefix of a
 permutation drawn from `--seed`), the student's initialisation, the batch order and the
 augmentation keys (`fold_in(seed, step, example_id)`), so two runs with the same seed differ only
 in the factor a study varies. Every run writes its per-example dev predictions
 (`dev_predictions.npz`), which `grid.collect` bundles next to the results CSV; `claims` pairs runs
-by seed and tests each claim with `experiments/stats.py`.
+by seed and tests each claim with `experiments/stats.py`; `evaluate_family` judges a study's
+claims together (Holm, Bonferroni).
 
-The scripts `paired_comparison.py`, `paired_shift.py` and `paired_copies.py` run the grids;
-`report.py` writes the claims table. experiments/README.md ("Protocol") states the rule of
-every verdict before any run.
+The scripts `paired_comparison.py`, `paired_shift.py`, `paired_copies.py`, `paired_fullsize.py`
+and `paired_copies_long.py` run the grids; `report.py` writes the claims table.
+experiments/README.md ("Verdicts") states the rule of every verdict before the runs.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ SHIFT_SIZES = (1000, 10000)
 SHIFT_STEPS = 625  # both sizes train this many steps: two epochs of 10,000 at batch 32
 COPIES = (1, 2, 4, 8)
 MODES = ("finetune", "distill")
+# The full-size point: all 67,349 SST-2 examples under the shift study's step protocol.
+FULLSIZE_EXAMPLES = 67349
+FULLSIZE_DEGREES = (0.0, 0.1, 0.3, 0.5)
+COPIES_STEPS = SHIFT_STEPS  # the second copies study trains as long as the shift study
 
 
 def teacher(task: str, tiny: bool) -> grid.Run:
@@ -113,6 +118,41 @@ def copies_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
   return out
 
 
+def fullsize_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
+  """SST-2, all training examples, fine-tuning and KD, p in FULLSIZE_DEGREES, knn and augpro_mix,
+  SHIFT_STEPS steps (as the shift study), the shift study's teacher; 2 seeds."""
+  t = teacher("sst2", tiny)
+  cells = [("knn", 0.3, "distill", 0), ("none", 0.0, "finetune", 0)] if tiny \
+      else [(m, p, mode, s) for mode in MODES for s in range(seeds) for p in FULLSIZE_DEGREES
+            for m in (("none",) if p == 0.0 else SHIFT_METHODS)]
+  out = [t]
+  for method, degree, mode, seed in cells:
+    # No --train_size: the whole training set (a prefix of the seed's permutation of all of it).
+    flags = {"task": "sst2", "mode": mode, "aug": method, "shift_degree": degree or 0.3,
+             "seed": seed, "num_train_steps": SHIFT_STEPS}
+    out.append(_student(f"pf-{method}-p{degree}-{mode}-s{seed}", t, root, tiny, flags,
+                        {"experiment": "paired_fullsize", "task": "sst2", "aug": method,
+                         "shift_degree": degree, "mode": mode,
+                         "train_size": FULLSIZE_EXAMPLES, "seed": seed}))
+  return out
+
+
+def copies_long_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
+  """The copies study at COPIES_STEPS steps instead of 3 epochs (93 steps); 6 seeds."""
+  t = teacher("sst2", tiny)
+  cells = [(8, "distill", 0), (1, "finetune", 0)] if tiny else \
+      [(c, mode, s) for s in range(seeds) for mode in MODES for c in COPIES]
+  out = [t]
+  for copies, mode, seed in cells:
+    flags = {"task": "sst2", "mode": mode, "aug": "augpro_mix", "shift_degree": 0.3,
+             "aug_copies": copies, "seed": seed, "train_size": 1000,
+             "num_train_steps": COPIES_STEPS}
+    out.append(_student(f"pl-c{copies}-{mode}-s{seed}", t, root, tiny, flags,
+                        {"experiment": "paired_copies_long", "task": "sst2", "aug": "augpro_mix",
+                         "aug_copies": copies, "mode": mode, "seed": seed}))
+  return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Claims: each is a paired difference A - B over seeds, with its expected sign.
 # ----------------------------------------------------------------------------------------------
@@ -128,6 +168,11 @@ class Claim:
   # A difference of differences (e.g. KD's gain minus fine-tuning's): arms C and D, (A-B)-(C-D).
   c: Optional[dict[str, str]] = None
   d: Optional[dict[str, str]] = None
+  # A trend claim: A and B are selected at each degree (A and B then give the rest of the
+  # selection, `method` the augmentation at p > 0), and the claim is about the per-seed slope of
+  # A - B over these degrees, in points per unit of p.
+  degrees: tuple[float, ...] = ()
+  method: str = ""
 
 
 def claims() -> list[Claim]:
@@ -168,12 +213,31 @@ def claims() -> list[Claim]:
     b, d = small_minus_large(0.3)
     out.append(Claim("paired_shift", f"{method}: p=0.5 over p=0.3 gains more at 1,000 examples "
                      "than at 10,000 (KD)", a, b, c=c, d=d))
-  out.append(Claim("paired_copies", "KD gains from 8 copies over 1",
-                   {"mode": "distill", "aug_copies": "8"}, {"mode": "distill", "aug_copies": "1"}))
-  out.append(Claim("paired_copies", "KD gains more from 8 copies over 1 than fine-tuning does",
-                   {"mode": "distill", "aug_copies": "8"}, {"mode": "distill", "aug_copies": "1"},
-                   c={"mode": "finetune", "aug_copies": "8"},
-                   d={"mode": "finetune", "aug_copies": "1"}))
+  for size in SHIFT_SIZES:
+    for method in SHIFT_METHODS:
+      out.append(Claim("paired_shift", f"n={size}, {method}: KD − fine-tuning rises with the "
+                       "degree (slope over p=0-0.7, points per unit of p)",
+                       {"train_size": str(size), "mode": "distill"},
+                       {"train_size": str(size), "mode": "finetune"},
+                       degrees=SHIFT_DEGREES, method=method))
+  for method in SHIFT_METHODS:  # the full-size point
+    def full(mode, p, m=method):
+      return {"mode": mode, "shift_degree": str(p), "aug": m if p else "none"}
+    out.append(Claim("paired_fullsize", f"all of SST-2, {method}: KD at p=0.3 beats KD at p=0",
+                     full("distill", 0.3), full("distill", 0.0)))
+    out.append(Claim("paired_fullsize", f"all of SST-2, {method}: KD − fine-tuning rises with "
+                     "the degree (slope over p=0-0.5, points per unit of p)", {"mode": "distill"},
+                     {"mode": "finetune"}, degrees=FULLSIZE_DEGREES, method=method))
+  out.append(Claim("paired_fullsize", "all of SST-2: KD beats fine-tuning without augmentation",
+                   {"mode": "distill", "aug": "none"}, {"mode": "finetune", "aug": "none"}))
+  for study, steps in (("paired_copies", "3 epochs"), ("paired_copies_long", f"{COPIES_STEPS} steps")):
+    def copies(mode, n):
+      return {"mode": mode, "aug_copies": str(n)}
+    out.append(Claim(study, f"{steps}: KD gains from 8 copies over 1", copies("distill", 8),
+                     copies("distill", 1)))
+    out.append(Claim(study, f"{steps}: KD gains more from 8 copies over 1 than fine-tuning does",
+                     copies("distill", 8), copies("distill", 1), c=copies("finetune", 8),
+                     d=copies("finetune", 1)))
   return out
 
 
@@ -208,49 +272,95 @@ def _correct(predictions: dict[str, dict[str, np.ndarray]], run: str) -> Optiona
   return arrays[f"{split}/predictions"] == arrays[f"{split}/labels"]
 
 
-def evaluate_claim(claim: Claim, rows: list[dict[str, str]],
-                   predictions: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
-  """The claim's paired difference over seeds, McNemar on pooled examples, and the verdict."""
-  arms = [_by_seed(rows, s) for s in (claim.a, claim.b, claim.c, claim.d) if s is not None]
+def _at_degree(select: dict[str, str], degree: float, method: str) -> dict[str, str]:
+  return {**select, "shift_degree": str(degree), "aug": method if degree else "none"}
+
+
+def _values(claim: Claim, rows: list[dict[str, str]]):
+  """Per-arm {seed: row} and the seeds every arm has (a trend claim: every arm at every degree)."""
+  if claim.degrees:
+    arms = [_by_seed(rows, _at_degree(s, p, claim.method))
+            for p in claim.degrees for s in (claim.a, claim.b)]
+  else:
+    arms = [_by_seed(rows, s) for s in (claim.a, claim.b, claim.c, claim.d) if s is not None]
   seeds = sorted(set.intersection(*(set(a) for a in arms)), key=lambda s: int(float(s)))
+  return arms, seeds
+
+
+def evaluate_claim(claim: Claim, rows: list[dict[str, str]],
+                   predictions: dict[str, dict[str, np.ndarray]],
+                   confidence: float = 0.95) -> dict[str, Any]:
+  """The claim's paired difference over seeds (interval at `confidence`), McNemar on pooled
+  examples, and the verdict before any correction for the claim's family."""
+  arms, seeds = _values(claim, rows)
   values = [[_metric(arm[s]) for s in seeds] for arm in arms]
-  if len(arms) == 2:
-    diff = stats.paired_difference(values[0], values[1])
+  test = None  # no per-example test of an interaction or a trend
+  if claim.degrees:
+    gaps = np.asarray(values[0::2]) - np.asarray(values[1::2])  # [degrees, seeds]
+    diff = stats.slope(gaps.T, claim.degrees, confidence)
+  elif len(arms) == 2:
+    diff = stats.paired_difference(values[0], values[1], confidence)
     pairs = [(_correct(predictions, arms[0][s]["run"]), _correct(predictions, arms[1][s]["run"]))
              for s in seeds]
-    test = None
     if pairs and all(a is not None and b is not None and a.shape == b.shape for a, b in pairs):
       test = stats.mcnemar_exact(np.concatenate([a for a, _ in pairs]),
                                  np.concatenate([b for _, b in pairs]))
-  else:  # (A - B) - (C - D): no per-example test of an interaction
+  else:
     a, b, c, d = (np.asarray(v) for v in values)
-    diff = stats.paired_difference(a - b, c - d)
-    test = None
+    diff = stats.paired_difference(a - b, c - d, confidence)
   return {"claim": claim.text, "study": claim.study, "seeds": len(seeds), "diff": diff,
           "mcnemar": test,
           "verdict": stats.verdict(diff, test, expected_sign=claim.expected_sign)}
 
 
-def claims_table(read_rows: Callable[[str], list[dict[str, str]]],
-                 read_predictions: Callable[[str], dict]) -> list[str]:
-  """Markdown: one line per claim whose study has results."""
-  lines = ["| claim | seeds | A − B (x100, 95% CI) | McNemar (A only / B only, p) | verdict |",
-           "|---|---:|---|---|---|"]
-  cache: dict[str, tuple] = {}
-  shown = 0
-  for claim in claims():
-    if claim.study not in cache:
-      cache[claim.study] = (read_rows(claim.study), read_predictions(claim.study))
-    rows, predictions = cache[claim.study]
-    if not rows:
-      continue
-    result = evaluate_claim(claim, rows, predictions)
-    if result["seeds"] == 0:
-      continue
-    d, m = result["diff"], result["mcnemar"]
-    ci = (f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1
+def evaluate_family(family: list[Claim], rows: list[dict[str, str]],
+                    predictions: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+  """The claims of one study that have runs, judged as a family (experiments/README.md,
+  "Verdicts"): with m such claims, intervals at 1 - 0.05/m (Bonferroni) and McNemar p-values
+  Holm-adjusted over the claims that have one. Each result keeps its raw interval, raw p and
+  uncorrected verdict, and adds `family_diff`, `p_adjusted` and the family-wise `verdict`."""
+  results = [r for r in (evaluate_claim(c, rows, predictions) for c in family) if r["seeds"]]
+  claim_of = {c.text: c for c in family}
+  tested = [r for r in results if r["mcnemar"] is not None]
+  for r, p in zip(tested, stats.holm([r["mcnemar"].p_value for r in tested])):
+    r["p_adjusted"] = p
+  confidence = stats.family_confidence(len(results))
+  for r in results:
+    claim = claim_of[r["claim"]]
+    r["uncorrected"] = r["verdict"]
+    r["family_diff"] = evaluate_claim(claim, rows, predictions, confidence)["diff"]
+    test = (dataclasses.replace(r["mcnemar"], p_value=r["p_adjusted"])
+            if r["mcnemar"] is not None else None)
+    r["verdict"] = stats.verdict(r["family_diff"], test, expected_sign=claim.expected_sign)
+  return results
+
+
+def _interval(d: stats.PairedDifference) -> str:
+  return (f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1
           else f"{100 * d.mean:+.2f} (one seed)")
+
+
+def judge(read_rows: Callable[[str], list[dict[str, str]]],
+          read_predictions: Callable[[str], dict]) -> list[dict[str, Any]]:
+  """Every claim whose study has results, each study judged as a family (`evaluate_family`)."""
+  out = []
+  for study in dict.fromkeys(c.study for c in claims()):
+    rows = read_rows(study)
+    if rows:
+      family = [c for c in claims() if c.study == study]
+      out += evaluate_family(family, rows, read_predictions(study))
+  return out
+
+
+def claims_table(results: list[dict[str, Any]]) -> list[str]:
+  """Markdown: one line per judged claim, raw and family-wise values."""
+  lines = ["| claim | seeds | A − B (x100, 95% CI) | family-wise CI | McNemar (A only / B only, "
+           "p) | Holm p | uncorrected | verdict |", "|---|---:|---|---|---|---:|---|---|"]
+  for r in results:
+    m = r["mcnemar"]
     test = f"{m.a_only} / {m.b_only}, p={m.p_value:.3g}" if m is not None else "-"
-    lines.append(f"| {claim.text} | {result['seeds']} | {ci} | {test} | {result['verdict']} |")
-    shown += 1
-  return lines if shown else ["No paired results yet."]
+    adjusted = f"{r['p_adjusted']:.3g}" if m is not None else "-"
+    lines.append(f"| {r['claim']} | {r['seeds']} | {_interval(r['diff'])} | "
+                 f"{_interval(r['family_diff'])} | {test} | {adjusted} | {r['uncorrected']} | "
+                 f"{r['verdict']} |")
+  return lines if len(lines) > 2 else ["No paired results yet."]

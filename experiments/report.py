@@ -1,12 +1,12 @@
 """Turn the experiment CSVs into markdown tables (mean ± std over seeds) and PNG plots.
 
 Command (seconds): .venv/bin/python experiments/report.py
-Reads the paired protocol's {paired_comparison,paired_shift,paired_copies}.csv and
-bucket_accuracy.csv with their *_predictions.npz (whichever exist) in experiments/results/ and
-writes report.md and one plot per study (paired_comparison.png, paired_shift.png,
-paired_copies.png) beside them. It also writes each table into experiments/README.md, between
-`<!-- report:NAME:begin -->` and `<!-- report:NAME:end -->` (NAME is comparison, shift, copies,
-claims, buckets or teachers), and leaves the text outside those markers alone: the results tables
+Reads the paired protocol's CSVs (report.PAIRED) and bucket_accuracy.csv with their
+*_predictions.npz (whichever exist) in experiments/results/ and writes report.md, one plot per
+study (<study>.png) and README.md's accuracy paragraph (accuracy_summary.md, which
+experiments/docs_tables.py copies into README.md) beside them. It also writes each table into
+experiments/README.md, between `<!-- report:NAME:begin -->` and `<!-- report:NAME:end -->` (NAME
+is one of report.BLOCKS), and leaves the text outside those markers alone: the results tables
 there are never edited by hand. With another `--results`, no README is touched
 unless `--readme` names one.
 """
@@ -26,14 +26,25 @@ from typing import Optional
 from augpro_jax import tasks as tasks_lib
 from experiments import bucket_accuracy
 from experiments import grid
+from experiments import headline
+from experiments import markers
+from experiments import plan
 from experiments import protocol
 from experiments import stats
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 README = RESULTS.parent / "README.md"
-BLOCK = re.compile(r"(<!-- report:([a-z]+):begin -->\n).*?(<!-- report:\2:end -->)", re.DOTALL)
+NAME = "[a-z]+"  # so that `<!-- report:NAME:begin -->` in prose is not a block
+BLOCK = markers.block_pattern("report", NAME)
 # The CSV column of each task's main metric (the task specs say which metric that is).
-PAIRED = ("paired_comparison", "paired_shift", "paired_copies")  # the protocol's CSVs
+# The protocol's CSVs.
+PAIRED = ("paired_comparison", "paired_shift", "paired_copies", "paired_fullsize",
+          "paired_copies_long")
+BLOCKS = ("comparison", "classshare", "shift", "fullsize", "copies", "copieslong", "claims", "buckets",
+          "teachers", "runtimes", "plan")
+SHIFT_TITLE = "Shift degree (SST-2 dev accuracy x100, mean ± std over seeds)"
+FULLSIZE_TITLE = ("Shift degree on all 67,349 SST-2 examples (dev accuracy x100, mean ± std over "
+                  "seeds)")
 MODES = ("finetune", "distill")
 MAIN_METRIC = {name: "dev_" + task.main_metric for name, task in tasks_lib.TASKS.items()}
 
@@ -140,15 +151,16 @@ def _plot_differences(differences, out_png):
   plt.close(fig)
 
 
-def shift_tables_and_plot(rows, out_png: pathlib.Path) -> list[str]:
+def shift_tables_and_plot(rows, out_png: pathlib.Path, title: str = SHIFT_TITLE) -> list[str]:
   sizes = sorted({int(r["train_size"]) for r in rows})
   degrees = sorted({num(r["shift_degree"]) for r in rows})
   series = defaultdict(list)  # (size, method, mode, degree) -> accuracies
   for r in rows:
     series[(int(r["train_size"]), r["aug"], r["mode"], num(r["shift_degree"]))].append(
         num(r["dev_accuracy"]))
-  lines = ["### Shift degree (SST-2 dev accuracy x100, mean ± std over seeds)", ""]
-  best_lines = ["", "| train size | mode | best degree (mean over methods) |", "|---|---|---:|"]
+  lines = [f"### {title}", ""]
+  best_lines = ["", "| train size | mode | best degree (mean over methods) | best − runner-up "
+                "(x100, 95% CI over seeds) |", "|---|---|---:|---|"]
   for size in sizes:
     lines += [f"**{size} training examples**", "",
               "| method | mode | " + " | ".join(f"p={d}" for d in degrees) + " |",
@@ -166,10 +178,32 @@ def shift_tables_and_plot(rows, out_png: pathlib.Path) -> list[str]:
       per_degree = {d: v for d, v in per_degree.items() if not math.isnan(v)}
       if per_degree:
         best = max(per_degree, key=per_degree.get)
-        best_lines.append(f"| {size} | {mode} | {best} ({100 * per_degree[best]:.1f}) |")
+        best_lines.append(f"| {size} | {mode} | {best} ({100 * per_degree[best]:.1f}) | "
+                          f"{_best_margin(rows, size, mode, best, per_degree)} |")
   _plot_shift(series, sizes, degrees, out_png)
   return (lines + best_lines + [""] + kd_minus_finetune_table(rows, sizes, degrees)
           + ["", f"![shift degree]({out_png.name})"])
+
+
+def _best_margin(rows, size: int, mode: str, best: float, per_degree: dict[float, float]) -> str:
+  """The best degree minus the runner-up, paired by seed; each seed's value at a degree is the
+  mean over the methods it has there (both degrees need the seed)."""
+  if len(per_degree) < 2:
+    return "-"
+  second = sorted(per_degree, key=per_degree.get)[-2]
+
+  def by_seed(degree):
+    values = defaultdict(list)
+    for r in rows:
+      if (int(r["train_size"]) == size and r["mode"] == mode
+          and num(r["shift_degree"]) == degree):
+        values[r["seed"]].append(num(r["dev_accuracy"]))
+    return {seed: statistics.mean(v) for seed, v in values.items()}
+  a, b = by_seed(best), by_seed(second)
+  seeds = sorted(set(a) & set(b))
+  d = stats.paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+  interval = (f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]" if d.n > 1 else "(one seed)")
+  return f"over {second}: {100 * d.mean:+.2f} {interval}" if d.n else "-"
 
 
 def kd_minus_finetune_table(rows, sizes, degrees) -> list[str]:
@@ -228,9 +262,11 @@ def _plot_shift(series, sizes, degrees, out_png):
   plt.close(fig)
 
 
-def copies_table_and_plot(rows, out_png: Optional[pathlib.Path] = None) -> list[str]:
+def copies_table_and_plot(rows, out_png: Optional[pathlib.Path] = None,
+                          steps: str = "3 epochs") -> list[str]:
   copies = sorted({int(r["aug_copies"]) for r in rows})
-  lines = ["### Augmented copies per example (augpro_mix, shift 0.3; SST-2 dev accuracy x100)", "",
+  lines = [f"### Augmented copies per example (augpro_mix, shift 0.3, {steps}; SST-2 dev accuracy "
+           "x100)", "",
            "| copies | finetune | distill |", "|---:|---:|---:|"]
   series = {mode: [[num(r["dev_accuracy"]) for r in rows if int(r["aug_copies"]) == c and
                     r["mode"] == mode] for c in copies] for mode in MODES}
@@ -286,24 +322,64 @@ def teachers_table(rows: list[dict[str, str]], lead_size: int = protocol.SHIFT_S
 
 
 def fill_blocks(text: str, blocks: dict[str, str]) -> str:
-  """`text` with every marker block replaced by `blocks[NAME]`; the text outside is kept as is.
+  """`text` with every report marker block replaced by `blocks[NAME]`; the text outside is kept.
 
   Raises ValueError for a block NAME that has no table, and for a begin marker without its end.
   """
-  names = re.findall(r"<!-- report:([a-z]+):begin -->", text)
-  unknown = sorted(set(names) - set(blocks))
+  unknown = sorted(set(markers.names(text, "report", NAME)) - set(blocks))
   if unknown:
     raise ValueError(f"no table for marker block(s) {', '.join(unknown)}; "
                      f"known: {', '.join(sorted(blocks))}")
-  if len(BLOCK.findall(text)) != len(names):
-    raise ValueError("a <!-- report:NAME:begin --> marker has no matching end marker")
-  # Blank lines around the table, so that the markers never read as part of it.
-  return BLOCK.sub(lambda m: f"{m.group(1)}\n{blocks[m.group(2)].strip()}\n\n{m.group(3)}", text)
+  return markers.fill(text, "report", blocks.__getitem__, NAME)
 
 
 def _relink(lines: list[str], prefix: str) -> list[str]:
   """Point the images of `lines` (named relative to the results folder) at `prefix`/name."""
   return [re.sub(r"(!\[[^\]]*\]\()([^/)]+\))", rf"\g<1>{prefix}/\g<2>", line) for line in lines]
+
+
+def _sections(results: pathlib.Path) -> dict[str, list[str]]:
+  """Each README block's lines, for the studies that have results; writes the plots and
+  accuracy_summary.md (README.md's accuracy paragraph) into `results`."""
+  sections = {}
+  comparison = read(results / "paired_comparison.csv", teachers=True)
+  if any(row.get("mode") != "teacher" for row in comparison):
+    sections["comparison"] = comparison_tables_and_plot(
+        [row for row in comparison if row.get("mode") != "teacher"], comparison,
+        results / "paired_comparison.png")
+    predictions = grid.load_predictions(grid.predictions_path(results / "paired_comparison.csv"))
+    sections["classshare"] = [line for task in dict.fromkeys(r["task"] for r in comparison)
+                              for line in headline.class_share_table(comparison, predictions, task)
+                              + [""]]
+  for name, study, title in (("shift", "paired_shift", SHIFT_TITLE),
+                             ("fullsize", "paired_fullsize", FULLSIZE_TITLE)):
+    rows = read(results / f"{study}.csv")
+    if rows:
+      sections[name] = shift_tables_and_plot(rows, results / f"{study}.png", title)
+  for name, study, steps in (("copies", "paired_copies", "3 epochs"),
+                             ("copieslong", "paired_copies_long", "625 steps")):
+    rows = read(results / f"{study}.csv")
+    if rows:
+      sections[name] = copies_table_and_plot(rows, results / f"{study}.png", steps)
+  if any((results / f"{study}.csv").exists() for study in PAIRED):
+    judged = protocol.judge(
+        lambda study: read(results / f"{study}.csv"),
+        lambda study: grid.load_predictions(grid.predictions_path(results / f"{study}.csv")))
+    sections["claims"] = ["### Claims (paired by seed; verdicts by the rule in experiments/README.md)",
+                          ""] + protocol.claims_table(judged)
+    (results / "accuracy_summary.md").write_text(
+        headline.accuracy_paragraph(judged, comparison) + "\n", encoding="utf-8")
+  studies = {study: read(results / f"{study}.csv", teachers=True) for study in PAIRED}
+  teacher_rows = [row for rows in studies.values() for row in rows]
+  if teacher_rows:
+    sections["teachers"] = teachers_table(teacher_rows)
+    sections["runtimes"] = headline.runtimes_table({k: v for k, v in studies.items() if v})
+  sections["plan"] = plan.table(results)
+  buckets = results / "bucket_accuracy.csv"
+  if buckets.exists():
+    sections["buckets"] = bucket_accuracy.report_section(
+        lambda: read(buckets, teachers=True), lambda: grid.load_predictions(grid.predictions_path(buckets)))
+  return sections
 
 
 def main():
@@ -322,36 +398,12 @@ def main():
       readme_text = readme.read_text(encoding="utf-8")
     except OSError as e:
       p.error(f"cannot read --readme {readme}: {e.strerror or e}")
-  sections = {}
-  comparison = read(results / "paired_comparison.csv", teachers=True)
-  if any(row.get("mode") != "teacher" for row in comparison):
-    sections["comparison"] = comparison_tables_and_plot(
-        [row for row in comparison if row.get("mode") != "teacher"], comparison,
-        results / "paired_comparison.png")
-  shift = read(results / "paired_shift.csv")
-  if shift:
-    sections["shift"] = shift_tables_and_plot(shift, results / "paired_shift.png")
-  copies = read(results / "paired_copies.csv")
-  if copies:
-    sections["copies"] = copies_table_and_plot(copies, results / "paired_copies.png")
-  if any((results / f"{study}.csv").exists() for study in PAIRED):
-    sections["claims"] = ["### Claims (paired by seed; verdicts by the rule in experiments/README.md)",
-                          ""] + protocol.claims_table(
-        lambda study: read(results / f"{study}.csv"),
-        lambda study: grid.load_predictions(grid.predictions_path(results / f"{study}.csv")))
-  teacher_rows = [row for study in PAIRED for row in read(results / f"{study}.csv", teachers=True)]
-  if teacher_rows:
-    sections["teachers"] = teachers_table(teacher_rows)
-  buckets = results / "bucket_accuracy.csv"
-  if buckets.exists():
-    sections["buckets"] = bucket_accuracy.report_section(
-        lambda: read(buckets, teachers=True), lambda: grid.load_predictions(grid.predictions_path(buckets)))
+  sections = _sections(results)
   text = "\n\n".join("\n".join(s) for s in sections.values()) or "No results yet."
   if readme_text is not None:
     prefix = pathlib.Path(os.path.relpath(results.resolve(), readme.resolve().parent)).as_posix()
     blocks = {name: "\n".join(_relink(lines, prefix)) for name, lines in sections.items()}
-    blocks.update({name: "No results yet." for name in ("comparison", "shift", "copies", "claims", "buckets", "teachers")
-                   if name not in blocks})
+    blocks.update({name: "No results yet." for name in BLOCKS if name not in blocks})
     try:
       filled = fill_blocks(readme_text, blocks)
     except ValueError as e:

@@ -9,7 +9,10 @@ seed differ only in the factor studied. Two views of the same comparison:
 - over examples: both arms' predictions on the same dev examples, pooled over seeds, and an exact
   two-sided McNemar test on the discordant examples (`mcnemar_exact`).
 
-`verdict` turns both into one word by the rule stated in experiments/README.md ("Verdicts").
+`verdict` turns both into one word by the rule stated in experiments/README.md ("Verdicts"). The
+claims of one study form a family: `holm` adjusts its McNemar p-values and `family_confidence` is
+the Bonferroni level of its intervals, so that the chance of any false "supported" in a study stays
+at ALPHA. `slope` is the trend test: a per-seed least-squares slope, and a t interval over seeds.
 """
 
 from __future__ import annotations
@@ -72,13 +75,44 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
   return McNemar(a_only, b_only, min(1.0, p))
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+  """Holm's step-down adjusted p-values, in the input's order (each capped at 1).
+
+  Sorted ascending, the i-th smallest (0-based) is multiplied by m - i, and each adjusted value
+  is at least the one before it: p_adj <= alpha rejects exactly the hypotheses Holm rejects.
+  """
+  m = len(p_values)
+  order = sorted(range(m), key=lambda i: p_values[i])
+  adjusted, running = [0.0] * m, 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p_values[i]))
+    adjusted[i] = running
+  return adjusted
+
+
+def family_confidence(family_size: int, alpha: float = ALPHA) -> float:
+  """Bonferroni: each of `family_size` intervals at 1 - alpha / family_size."""
+  return 1.0 - alpha / max(1, family_size)
+
+
+def slope(values: Sequence[Sequence[float]], xs: Sequence[float],
+          confidence: float = 0.95) -> PairedDifference:
+  """Trend over `xs`: each row of `values` (one seed, one value per x; NaN drops the seed) gets its
+  least-squares slope, and the slopes their mean and t interval (as `paired_difference`)."""
+  xs = np.asarray(xs, np.float64)
+  slopes = [float(np.polyfit(xs, row, 1)[0]) for row in np.asarray(values, np.float64)
+            if not np.isnan(row).any()]
+  return paired_difference(slopes, [0.0] * len(slopes), confidence)
+
+
 def verdict(diff: PairedDifference, test: Optional[McNemar], *, expected_sign: int = 1,
             margin: float = MARGIN, alpha: float = ALPHA, scale: float = 100.0) -> str:
   """supported / not supported / inconclusive for the claim "A - B has sign `expected_sign`".
 
-  supported: the 95% interval over seeds lies on the claimed side of 0, and McNemar (when there
+  supported: the interval over seeds lies on the claimed side of 0, and McNemar (when there
   are per-example predictions) rejects equality at `alpha` with more examples won by the
-  claimed side. not supported: the interval lies on the other side of 0, or inside
+  claimed side. For a claim of a family, `diff` is its family-wise interval and `test` carries
+  the Holm-adjusted p (protocol.evaluate_family). not supported: the interval lies on the other side of 0, or inside
   (-margin, +margin) (an effect of `margin` points is ruled out). Otherwise inconclusive.
   """
   if diff.n < 2:

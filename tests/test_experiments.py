@@ -15,7 +15,8 @@ from xla_env import xla_flags
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("paired_comparison", "paired_shift", "paired_copies", "bucket_accuracy")
+SCRIPTS = ("paired_comparison", "paired_shift", "paired_copies", "paired_fullsize",
+           "paired_copies_long", "bucket_accuracy")
 
 
 def _run(args, cwd=REPO, timeout=900):
@@ -84,11 +85,14 @@ def test_report_writes_tables_and_plot(tiny_grids):
   report = _run([str(REPO / "experiments" / "report.py"), f"--results={results}"], timeout=300)
   assert report.returncode == 0, report.stderr[-2000:]
   text = (results / "report.md").read_text()
-  for heading in ("AugPro comparison", "Shift degree", "Augmented copies", "Claims",
-                  "Length buckets"):
+  for heading in ("AugPro comparison", "Shift degree", "Shift degree on all 67,349",
+                  "Augmented copies per example (augpro_mix, shift 0.3, 625 steps", "Claims",
+                  "Length buckets", "predicted as class 1"):
     assert heading in text, text
+  assert "**Accuracy**" in (results / "accuracy_summary.md").read_text()
   # One plot per study. The tiny comparison has one seed per arm, so no interval to plot.
-  for plot in ("paired_shift.png", "paired_copies.png"):
+  for plot in ("paired_shift.png", "paired_copies.png", "paired_fullsize.png",
+               "paired_copies_long.png"):
     assert (results / plot).stat().st_size > 1000, plot
 
 
@@ -222,7 +226,12 @@ def test_best_degree_averages_methods_not_runs_and_a_tiny_negative_gap_prints_as
   rows += [row("b", "0", "finetune", 0.7, "0.1"), row("b", "0", "finetune", 0.9, "0.3"),
            row("a", "0", "distill", 0.6997, "0.1")]  # paired gap -0.03 points
   lines = report.shift_tables_and_plot(rows, tmp_path / "shift.png")
-  assert "| 1000 | finetune | 0.3 (75.0) |" in lines, lines
+  # The runner-up margin pairs seeds: per seed, 0.3 minus 0.1 is +5, -10 and -10 points.
+  from experiments import stats  # pylint: disable=g-import-not-at-top
+  d = stats.paired_difference([0.75, 0.6, 0.6], [0.7, 0.7, 0.7])
+  assert (f"| 1000 | finetune | 0.3 (75.0) | over 0.1: -5.00 [{100 * d.low:+.2f}, "
+          f"{100 * d.high:+.2f}] |") in lines, lines
+  assert "| 1000 | distill | 0.1 (70.0) | - |" in lines, lines
   assert "| 1000 | +0.0 (0/1 > 0) | - |" in lines, lines
 
 
@@ -267,13 +276,15 @@ def test_report_markers_in_the_experiments_readme_are_the_report_tables():
   from experiments import report  # pylint: disable=g-import-not-at-top
   text = (REPO / "experiments" / "README.md").read_text(encoding="utf-8")
   names = set(re.findall(r"<!-- report:([a-z]+):begin -->", text))
-  assert names == {"comparison", "shift", "copies", "claims", "buckets", "teachers"}, names
+  assert names == set(report.BLOCKS), names
   report_md = (REPO / "experiments" / "results" / "report.md").read_text(encoding="utf-8")
   for match in report.BLOCK.finditer(text):
     block = match.group(0).split("\n", 1)[1].rsplit("\n", 1)[0].strip()
     if block == "No results yet.":  # only where the study has no results to report
       heading = {"comparison": "### AugPro comparison", "shift": "### Shift degree",
-                 "copies": "### Augmented copies", "claims": "### Claims"}[match.group(2)]
+                 "fullsize": "### Shift degree on all", "copies": "### Augmented copies",
+                 "copieslong": "625 steps; SST-2", "claims": "### Claims",
+                 "classshare": "predicted as class 1"}[match.group(2)]
       assert heading not in report_md, match.group(2)
       continue
     assert block.replace("](results/", "](") in report_md, match.group(2)

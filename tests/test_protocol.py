@@ -1,15 +1,18 @@
 """The paired protocol: grids pair every arm by seed, predictions are bundled, claims are judged."""
 
 import csv
+import dataclasses
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from experiments import grid
 from experiments import protocol
 from experiments import report
+from experiments import stats
 
 
 def _names(runs):
@@ -78,9 +81,9 @@ def _write_study(results: pathlib.Path, rng: np.random.Generator, effect: float)
 
 
 def _verdicts(results):
-  lines = protocol.claims_table(
+  lines = protocol.claims_table(protocol.judge(
       lambda study: report.read(results / f"{study}.csv"),
-      lambda study: grid.load_predictions(grid.predictions_path(results / f"{study}.csv")))
+      lambda study: grid.load_predictions(grid.predictions_path(results / f"{study}.csv"))))
   return {line.split(" | ")[0][2:]: line.rsplit(" | ", 1)[1].rstrip(" |") for line in lines[2:]}
 
 
@@ -110,3 +113,152 @@ def test_report_writes_the_claims_block(tmp_path):
   text = readme.read_text()
   assert "old" not in text and "augpro_mix beats KD without augmentation" in text
   assert text.startswith("x\n") and text.endswith("y\n")
+
+
+def test_a_study_is_judged_as_a_family_holm_and_bonferroni(tmp_path):
+  """Five seeds that clear the uncorrected rule (t interval above 0, McNemar p < 0.05) but not
+  the family's: the interval at 1 - 0.05/m is wider and Holm multiplies the smallest p by m."""
+  _write_study(tmp_path, np.random.default_rng(0), effect=0.06)
+  rows = report.read(tmp_path / "paired_comparison.csv")
+  predictions = grid.load_predictions(grid.predictions_path(tmp_path / "paired_comparison.csv"))
+  family = [c for c in protocol.claims() if c.study == "paired_comparison"]
+  results = {r["claim"]: r for r in protocol.evaluate_family(family, rows, predictions)}
+  assert len(results) == 3  # the claims whose arms have runs: augpro_mix, knn vs none, mix vs knn
+  raw = {k: r["mcnemar"].p_value for k, r in results.items()}
+  assert [results[k]["p_adjusted"] for k in raw] == stats.holm(list(raw.values()))
+  for r in results.values():
+    assert r["family_diff"].mean == r["diff"].mean
+    assert r["family_diff"].low < r["diff"].low and r["family_diff"].high > r["diff"].high
+    adjusted = dataclasses.replace(r["mcnemar"], p_value=r["p_adjusted"])
+    assert r["verdict"] == stats.verdict(r["family_diff"], adjusted)
+    assert r["uncorrected"] == stats.verdict(r["diff"], r["mcnemar"])
+
+
+def test_slope_claims_fit_kd_minus_finetuning_over_the_degrees_per_seed():
+  """KD - FT = 5 * p + seed offset in every seed: slope 5 points per unit of p, zero spread."""
+  rows = []
+  for seed in range(3):
+    for degree in protocol.SHIFT_DEGREES:
+      for mode, gain in (("finetune", 0.0), ("distill", 0.05 * degree + 0.01 * seed)):
+        rows.append({"run": f"r{seed}{degree}{mode}", "train_size": "1000", "mode": mode,
+                     "shift_degree": str(degree), "aug": "knn" if degree else "none",
+                     "seed": str(seed), "dev_accuracy": str(0.7 + gain)})
+  claim = next(c for c in protocol.claims() if c.degrees and c.method == "knn"
+               and c.a["train_size"] == "1000")
+  result = protocol.evaluate_claim(claim, rows, {})
+  assert result["seeds"] == 3
+  assert 100 * result["diff"].mean == pytest.approx(5.0)
+  rows = [r for r in rows if not (r["seed"] == "2" and r["shift_degree"] == "0.5")]
+  assert protocol.evaluate_claim(claim, rows, {})["seeds"] == 2  # seed 2 lacks a degree
+
+
+def test_family_verdicts_use_the_holm_adjusted_p_values(tmp_path, monkeypatch):
+  _write_study(tmp_path, np.random.default_rng(0), effect=0.06)
+  rows = report.read(tmp_path / "paired_comparison.csv")
+  predictions = grid.load_predictions(grid.predictions_path(tmp_path / "paired_comparison.csv"))
+  family = [c for c in protocol.claims() if c.study == "paired_comparison"]
+  claim = "sst2: KD with augpro_mix beats KD without augmentation"
+  results = {r["claim"]: r for r in protocol.evaluate_family(family, rows, predictions)}
+  assert results[claim]["verdict"] == "supported"
+  monkeypatch.setattr(stats, "holm", lambda ps: [0.5] * len(ps))  # as if the family were large
+  results = {r["claim"]: r for r in protocol.evaluate_family(family, rows, predictions)}
+  assert results[claim]["uncorrected"] == "supported"
+  assert results[claim]["verdict"] == "inconclusive"
+
+
+RESULTS = pathlib.Path(grid.RESULTS)
+
+
+def _judged():
+  return protocol.judge(
+      lambda study: report.read(RESULTS / f"{study}.csv"),
+      lambda study: grid.load_predictions(grid.predictions_path(RESULTS / f"{study}.csv")))
+
+
+def test_readme_accuracy_paragraph_is_the_reports_and_says_no_more_than_each_verdict():
+  from experiments import headline  # pylint: disable=g-import-not-at-top
+  judged = _judged()
+  comparison = report.read(RESULTS / "paired_comparison.csv", teachers=True)
+  text = headline.accuracy_paragraph(judged, comparison)
+  assert (RESULTS / "accuracy_summary.md").read_text(encoding="utf-8").strip() == text, \
+      "run experiments/report.py and experiments/docs_tables.py"
+  by_claim = {r["claim"]: r for r in judged}
+  stated = [c for c in headline.HEADLINE if c in by_claim]
+  assert len(stated) >= 5
+  flat = " ".join(text.split())
+  for claim in stated:
+    r, d = by_claim[claim], by_claim[claim]["family_diff"]
+    assert (f" {claim}: {100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}], "
+            f"{r['verdict']};") in flat, claim
+  qnli = sorted(float(r["dev_accuracy"]) for r in comparison
+                if r["task"] == "qnli" and r["mode"] != "teacher")
+  assert f"score {100 * qnli[0]:.1f}% " in flat and f"to {100 * qnli[-1]:.1f}% " in flat
+
+
+def test_a_hand_edit_of_the_readme_accuracy_paragraph_fails_the_check(tmp_path, monkeypatch):
+  from experiments import docs_tables  # pylint: disable=g-import-not-at-top
+  readme = (docs_tables.REPO / "README.md").read_text(encoding="utf-8")
+  begin = "<!-- generated:experiments/results/accuracy_summary.md:begin -->"
+  assert begin in readme and "**Accuracy**" in readme.split(begin, 1)[1].split(":end -->", 1)[0]
+  monkeypatch.setattr(docs_tables, "REPO", tmp_path)
+  monkeypatch.setattr(docs_tables, "documents", lambda: [tmp_path / "README.md"])
+  (tmp_path / "README.md").write_text(readme, encoding="utf-8")
+  assert docs_tables.main(["--check"]) == 0
+  edited = readme.replace("inconclusive;", "supported;", 1)
+  assert edited != readme
+  (tmp_path / "README.md").write_text(edited, encoding="utf-8")
+  assert docs_tables.main(["--check"]) == 1
+
+
+def test_runtimes_count_each_run_once():
+  from experiments import headline  # pylint: disable=g-import-not-at-top
+  teacher = {"run": "teacher-x", "task": "sst2", "mode": "teacher", "wallclock_seconds": "1800"}
+  retrained = dict(teacher, wallclock_seconds="1900")  # trained again: another run
+  student = {"run": "s0", "task": "sst2", "mode": "distill", "wallclock_seconds": "360"}
+  lines = headline.runtimes_table({"a": [teacher, student], "b": [teacher, retrained],
+                                   "c": [teacher]})
+  assert lines[-1] == "Total: 3 runs, 1.1 hours of wall clock.", lines
+  assert "| b | teacher sst2 | 1 | 1900-1900 | 0.53 |" in lines, lines
+
+
+def test_plan_fits_the_budget_in_short_parts_and_its_commands_select_its_runs(tmp_path):
+  from experiments import plan  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  lines = plan.table(RESULTS)
+  total = float(re.search(r"Total: ([\d.]+) hours", "\n".join(lines)).group(1))
+  assert total <= plan.BUDGET_HOURS
+  cut = [l.split("`")[1] for l in lines if l.startswith("- `")]
+  assert cut == [regex for regex, _ in plan.CUTS[:len(cut)]]  # in order, least informative first
+  parts = [l for l in lines if l.startswith("| `.venv")]
+  assert len(parts) == len(plan.PARTS)
+  for line, part in zip(parts, plan.PARTS):
+    hours = float(line.rsplit("|", 2)[1])
+    assert 0 < hours <= plan.PART_LIMIT_HOURS, line
+    only = re.search(r"--only='([^']+)'", line).group(1)
+    runs = [r.name for r in plan.GRIDS[part.script](part.seeds, False, tmp_path)]
+    selected = [n for n in runs if re.search(only, n)]
+    assert selected and not any(re.search(c, n) for n in selected for c in cut), line
+    assert int(line.rsplit("|", 3)[1]) == len(selected), line
+
+
+def test_plan_estimates_one_copy_at_625_steps_as_the_recorded_shift_cell():
+  from experiments import plan  # pylint: disable=g-import-not-at-top
+  estimate = plan.Estimator(RESULTS)
+  for mode in protocol.MODES:
+    recorded = sorted(float(r["wallclock_seconds"]) for r in report.read(RESULTS / "paired_shift.csv")
+                      if r["run"].startswith(f"ps-augpro_mix-p0.3-{mode}-n1000-s"))
+    assert estimate(grid.Run(f"pl-c1-{mode}-s4", (), ())) == recorded[len(recorded) // 2]
+    assert estimate(grid.Run(f"pl-c8-{mode}-s4", (), ())) > recorded[-1]
+
+
+def test_class_share_is_the_share_of_class_1_predictions_per_arm_and_seed():
+  from experiments import headline  # pylint: disable=g-import-not-at-top
+  labels = np.array([0, 1, 1, 0])
+  rows = [{"run": f"{arm}-s{seed}", "task": "qnli", "mode": "distill", "arm": arm, "aug": arm,
+           "seed": str(seed)} for arm in ("none", "fgsm") for seed in (0, 1)]
+  predictions = {"none-s0": np.array([1, 1, 1, 0]), "none-s1": np.array([0, 0, 0, 0]),
+                 "fgsm-s0": np.array([1, 1, 1, 1])}  # fgsm seed 1 has no predictions
+  predictions = {k: {"dev/predictions": v, "dev/labels": labels} for k, v in predictions.items()}
+  lines = headline.class_share_table(rows, predictions, "qnli")
+  assert "(labels: 0.500)" in lines[0]
+  assert lines[-2:] == ["| none | 0.75 | 0.00 |", "| fgsm | 1.00 | - |"], lines

@@ -50,3 +50,32 @@ def test_verdict_follows_the_stated_rule(diffs, wins, sign, want):
 
 def test_verdict_needs_two_seeds():
   assert stats.verdict(stats.paired_difference([0.9], [0.1]), None) == "inconclusive"
+
+
+def test_holm_multiplies_the_ith_smallest_by_m_minus_i_and_keeps_the_order():
+  # sorted: .01 x4 = .04, .02 x3 = .06, .03 x2 = .06 (not below the one before), .5 x1 = .5
+  assert stats.holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
+  assert stats.holm([0.4, 0.9]) == pytest.approx([0.8, 0.9])
+  assert stats.holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+  assert stats.holm([]) == []
+
+
+def test_family_confidence_is_bonferroni_and_widens_the_interval():
+  assert stats.family_confidence(10) == pytest.approx(0.995)
+  narrow = stats.paired_difference([0.80, 0.82, 0.84], [0.79, 0.80, 0.81])
+  wide = stats.paired_difference([0.80, 0.82, 0.84], [0.79, 0.80, 0.81], stats.family_confidence(10))
+  half = 14.089046728525 * 0.01 / math.sqrt(3)  # t(1 - 0.005 / 2, 2) * sd / sqrt(n)
+  assert (wide.low, wide.high) == pytest.approx((0.02 - half, 0.02 + half))
+  assert wide.low < narrow.low and wide.high > narrow.high
+
+
+def test_slope_is_the_t_interval_of_per_seed_least_squares_slopes():
+  xs = [0.0, 0.1, 0.3, 0.5, 0.7]
+  # Seed slopes 1, 2, 3 (each row is a line plus noise that sums to zero against the xs).
+  rows = [[b * x + 0.5 for x in xs] for b in (1.0, 2.0, 3.0)]
+  rows[0][1] += 0.01
+  rows[0][3] += 0.01  # noise: ordinary least squares moves the slope a little, not to 0 or 2
+  d = stats.slope(rows, xs)
+  want = stats.paired_difference([float(np.polyfit(xs, r, 1)[0]) for r in rows], [0, 0, 0])
+  assert d == want and d.n == 3 and d.mean == pytest.approx(2.0, abs=0.01)
+  assert stats.slope(rows + [[math.nan] + rows[0][1:]], xs) == want  # a seed missing a degree
