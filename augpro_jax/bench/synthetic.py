@@ -114,10 +114,10 @@ def build_models(cfg: Config, num_labels: int = NUM_LABELS) -> tuple[Models, Any
   tokenizer = pipeline.load_tokenizer(teacher_dir)
   t_config, t_params = hf_io.load_pretrained(str(teacher_dir), num_labels=num_labels,
                                              dropout_rate=0.0, dtype=cfg.dtype)
-  if cfg.teacher_layers or cfg.teacher_hidden:
-    hidden = cfg.teacher_hidden or t_config.hidden_size
+  if cfg.benchmark_teacher_layers or cfg.benchmark_teacher_hidden:
+    hidden = cfg.benchmark_teacher_hidden or t_config.hidden_size
     t_config = dataclasses.replace(
-        t_config, num_layers=cfg.teacher_layers or t_config.num_layers,
+        t_config, num_layers=cfg.benchmark_teacher_layers or t_config.num_layers,
         hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
     t_params = model_lib.init_params(t_config, jax.random.PRNGKey(1))
   s_config = model_lib.student_config(cfg, t_config, t_config.num_labels)
@@ -210,10 +210,6 @@ def run(cfg: Config) -> dict[str, Any]:
   devices = jax.local_device_count()
   if cfg.batch_size % devices:
     raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
-  for aug in cfg.benchmark_augs:
-    if augmentations.get(aug).make_host_augment:
-      raise UserError(f"--benchmark_augs: {aug} runs on the host in the input pipeline; it is not "
-                      "a device step to benchmark")
   models, tokenizer = build_models(cfg)
   # The synthetic batches draw ids from the whole vocabulary, so the candidates are the full set
   # whatever --projection_vocab says; a mask costs the same search either way.

@@ -178,10 +178,6 @@ def run(cfg: Config) -> dict[str, Any]:
   devices = jax.local_device_count()
   if cfg.batch_size % devices:
     raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
-  for aug in cfg.benchmark_augs:
-    if augmentations.get(aug).make_host_augment:
-      raise UserError(f"--benchmark_augs: {aug} runs on the host in the input pipeline; it is not "
-                      "a device step to benchmark")
   task = classification_task(cfg)
   num_labels = task.num_labels
   models, tokenizer = synthetic.build_models(cfg, num_labels)
