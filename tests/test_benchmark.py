@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from augpro_jax import augmentations
 from augpro_jax import bench
 from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
@@ -15,7 +16,7 @@ from augpro_jax.errors import UserError
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
-AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")
+AUGS = augmentations.device_names()
 
 
 @pytest.fixture(scope="module")

@@ -131,3 +131,29 @@ def test_registry_names_feed_the_aug_knobs():
     config_lib.Config(aug="scratch_aug").validate()
   with pytest.raises(UserError, match="unknown --benchmark_augs='nope'"):
     config_lib.Config(benchmark_augs=("nope",)).validate()
+
+
+def test_every_projecting_augmentation_gets_a_projection_share():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from augpro_jax import augmentations  # pylint: disable=g-import-not-at-top
+  from augpro_jax.bench import synthetic  # pylint: disable=g-import-not-at-top
+  knn = augmentations.get("knn")
+  augmentations.register(dataclasses.replace(knn, name="scratch_knn"))
+  try:
+    ids = jnp.array([[101, 5, 6, 7, 102, 0], [101, 8, 9, 102, 0, 0]], jnp.int32)
+    mask = (ids > 0).astype(jnp.int32)
+    table = jax.random.normal(jax.random.PRNGKey(0), (40, 4))
+    inputs = augmentations.StepInputs(
+        ids=ids, mask=mask, types=jnp.zeros_like(ids), eligible=(ids > 0) & (ids < 100),
+        gold=jnp.eye(2), batch={}, table=table, candidate_mask=jnp.arange(40) < 30,
+        knobs=config_lib.Config(knn_k=3).augment, delta=0.01 * jnp.ones((2, 6, 4)))
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    calls = synthetic.projection_calls(inputs, keys, jax.random.PRNGKey(2))
+    assert set(calls) == {f"projection_{name}{suffix}" for suffix in ("", "_approx")
+                          for name in augmentations.projecting_names()}
+    assert "projection_scratch_knn" in calls and "projection_augpro_mix" in calls
+    new = calls["projection_scratch_knn"]()
+    assert new.shape == ids.shape and bool(jnp.any(new != ids))
+  finally:
+    augmentations.unregister("scratch_knn")

@@ -29,7 +29,6 @@ from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import flops as flops_lib
 from augpro_jax import hf_io
-from augpro_jax import mixing
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import optimizer as optimizer_lib
@@ -172,26 +171,14 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
   eligible = augment.eligible_positions(ids, mask, is_special)
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["example_id"])
   n = ids.shape[0]
-  lam = mixing.mix_lambdas(keys, augment.position_budget(cfg.shift_degree, ids.shape[1]),
-                           rule=cfg.mix_lambda, alpha=cfg.mix_alpha, value=cfg.mix_lambda_value,
-                           scope=cfg.mix_lambda_per)
-  partner = mixing.partner_cycle(jax.random.PRNGKey(1), n)
-  delta = 0.01 * jnp.ones(ids.shape + (table.shape[1],))
+  inputs = augmentations.StepInputs(
+      ids=ids, mask=mask, types=batch["token_type_ids"], eligible=eligible,
+      gold=jax.nn.one_hot(batch["label"], NUM_LABELS), batch=batch, table=table,
+      candidate_mask=is_candidate, knobs=cfg.augment,
+      delta=0.01 * jnp.ones(ids.shape + (table.shape[1],)))
   fns = {"teacher_forward": lambda: models.teacher.apply(
       {"params": models.teacher_params}, ids, mask, batch["token_type_ids"])}
-  for search, suffix in (("exact", ""), ("approx", "_approx")):
-    common = dict(shift_degree=cfg.shift_degree, metric=cfg.projection_metric,
-                  candidate_mask=is_candidate, chunk_size=cfg.projection_chunk, search=search,
-                  recall_target=cfg.projection_recall)
-    fns.update({
-        f"projection_augpro_mix{suffix}": lambda c=common: augment.augpro_mix(
-            keys, ids, eligible, partner, lam, table, exclude_original=cfg.exclude_original,
-            align=cfg.mix_partner_align, **c),
-        f"projection_augpro_fgsm{suffix}": lambda c=common: augment.augpro_perturb(
-            keys, ids, eligible, delta, table, exclude_original=cfg.exclude_original, **c),
-        f"projection_knn{suffix}": lambda c=common: augment.knn_replace(
-            keys, ids, eligible, table, k=cfg.knn_k, **c),
-    })
+  fns.update(projection_calls(inputs, keys, jax.random.PRNGKey(1)))
   calls, facts = {}, {}
   for name, fn in fns.items():
     compiled = jax.jit(fn).lower().compile()
@@ -204,6 +191,21 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
       facts["projection_naive_scores_mb"] = naive / 2**20
       facts["projection_memory_ratio"] = None if temp is None else temp * 2**20 / naive
   return calls, facts
+
+
+def projection_calls(inputs: augmentations.StepInputs, keys: jax.Array, partner_key: jax.Array
+                     ) -> dict[str, Callable[[], jax.Array]]:
+  """Each augmentation that projects (`projects=True`) alone, with the exact and the approximate
+  search: name -> a function returning the copy's new ids [B, S]."""
+  fns = {}
+  for search, suffix in (("exact", ""), ("approx", "_approx")):
+    searched = dataclasses.replace(inputs, knobs=dataclasses.replace(inputs.knobs,
+                                                                     projection_search=search))
+    for name in augmentations.projecting_names():
+      make_copy = augmentations.get(name).make_copy
+      fns[f"projection_{name}{suffix}"] = (
+          lambda make=make_copy, i=searched: make(i, 0, keys, partner_key).ids)
+  return fns
 
 
 def run(cfg: Config) -> dict[str, Any]:
