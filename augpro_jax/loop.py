@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import pathlib
 from typing import Any, Callable, Optional
 
@@ -24,6 +23,7 @@ from augpro_jax import augmentations
 from augpro_jax import checkpoints
 from augpro_jax import distributed
 from augpro_jax import evaluation
+from augpro_jax import files
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
@@ -33,7 +33,6 @@ from augpro_jax import progress as progress_lib
 from augpro_jax.run_log import MetricLogger, StepTimer, Writers
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
-from augpro_jax.errors import UserError
 
 
 # SIGTERM/SIGINT arrived: what the run finished is saved (see interrupts.py).
@@ -304,10 +303,5 @@ def _track_best(best: dict, metrics: dict[str, float], key: str, step: int) -> N
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   if not distributed.is_main_process():
     return
-  tmp = workdir / "summary.json.tmp"
-  try:
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    os.replace(tmp, workdir / "summary.json")
-  except OSError as exc:  # the export and checkpoints are already on disk
-    tmp.unlink(missing_ok=True)
-    raise UserError(f"cannot write {workdir / 'summary.json'}: {exc.strerror or exc}") from None
+  # A failure leaves the export and checkpoints on disk: only the summary is missing.
+  files.atomic_write(workdir / "summary.json", json.dumps(summary, indent=2, sort_keys=True))

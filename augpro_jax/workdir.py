@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from augpro_jax import files
 from augpro_jax import knobs
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -183,13 +184,7 @@ def _read_identity(path: pathlib.Path) -> Optional[dict[str, Any]]:
 
 
 def _write_json(path: pathlib.Path, value: dict[str, Any]) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  try:
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-  except OSError as exc:
-    tmp.unlink(missing_ok=True)
-    raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+  files.atomic_write(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def _jsonable(value: Any) -> Any:

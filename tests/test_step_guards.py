@@ -1,8 +1,6 @@
 """Fast guards of what the train step promises, each on one device and a tiny model, checked
 against a direct computation (not against another run of the step)."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
