@@ -108,6 +108,7 @@ def main(argv: list[str]) -> int:
     return 2
   # Imported late so that --help and bad flags answer before Orbax and the training code load.
   from augpro_jax import distributed  # pylint: disable=g-import-not-at-top
+  from augpro_jax import interrupts  # pylint: disable=g-import-not-at-top
   from augpro_jax import rendezvous  # pylint: disable=g-import-not-at-top
   from augpro_jax import train  # pylint: disable=g-import-not-at-top
 
@@ -118,7 +119,7 @@ def main(argv: list[str]) -> int:
     rendezvous.goodbye(f"error: {exc}")  # partner processes, if any, stop too
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2
-  except train.Preempted as exc:
+  except interrupts.Preempted as exc:
     rendezvous.goodbye()
     print(f"preempted: {exc}", file=sys.stderr, flush=True)
     return 3

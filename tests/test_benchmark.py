@@ -10,6 +10,7 @@ import pytest
 
 from augpro_jax import augmentations
 from augpro_jax import bench
+from augpro_jax.bench import common
 from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -99,7 +100,7 @@ def test_a_failing_peer_step_is_kept_not_raised():
     calls.append(i)
     raise RuntimeError("peer broke")
 
-  call = synthetic.guarded(step, errors, "hf_torch")
+  call = common.guarded(step, errors, "hf_torch")
   call(0)
   call(1)
   assert calls == [1] and str(errors["hf_torch"]) == "peer broke"
