@@ -157,3 +157,11 @@ def test_every_projecting_augmentation_gets_a_projection_share():
     assert new.shape == ids.shape and bool(jnp.any(new != ids))
   finally:
     augmentations.unregister("scratch_knn")
+
+
+def test_renamed_benchmark_knobs_keep_their_old_flag_names():
+  flag_values = flags.FlagValues()
+  main.define_flags(flag_values=flag_values, main_module="scratch_main")
+  flag_values(["prog", "--teacher_layers=12", "--benchmark_teacher_hidden=768"])
+  assert flag_values.benchmark_teacher_layers == 12
+  assert flag_values.benchmark_teacher_hidden == 768
