@@ -7,10 +7,10 @@ multi-process run whose partner process failed with one line and exit status 4.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import typing
+from typing import Optional
 
 
 def _cpu_xla_defaults() -> None:
@@ -32,28 +32,56 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags
 from absl import logging
 
+from augpro_jax import augmentations  # pylint: disable=unused-import  # fills the --aug choices
 from augpro_jax import config as config_lib
+from augpro_jax import knobs as knobs_lib
 
 
-def define_flags() -> None:
-  """One absl flag per `Config` field, with the field's default and help text."""
-  types = config_lib.field_types()
-  for field in dataclasses.fields(config_lib.Config):
-    kind, default = types[field.name], field.default
-    help_text = field.metadata["help"]
+def define_flags(cls: type = config_lib.Config, flag_values: flags.FlagValues = flags.FLAGS,
+                 main_module: str = sys.argv[0]) -> None:
+  """One absl flag per knob of `cls`, everything about it from the knob's declaration.
+
+  A knob with choices gets an enum flag (a list knob: its help names every choice, and
+  `Config.validate` checks each element); each flag is listed under its knob's group by
+  `--helpfull`, and all of them by `--help`.
+  """
+  types = config_lib.field_types(cls)
+  for field in knobs_lib.fields(cls):
+    kind, meta = types[field.name], field.metadata
     if typing.get_origin(kind) is typing.Union:  # Optional[X] -> X
       kind = next(t for t in typing.get_args(kind) if t is not type(None))
-    base = kind
-    if typing.get_origin(base) is tuple:
-      flags.DEFINE_list(field.name, list(default), help_text)
-    elif base is bool:
-      flags.DEFINE_bool(field.name, default, help_text)
-    elif base is int:
-      flags.DEFINE_integer(field.name, default, help_text)
-    elif base is float:
-      flags.DEFINE_float(field.name, default, help_text)
+    listed = None if meta["choices"] is None else tuple(meta["choices"])
+    args = dict(name=field.name, default=field.default, help=_help(meta["help"], listed, kind),
+                flag_values=flag_values, module_name=_group_title(meta["group"]))
+    if typing.get_origin(kind) is tuple:
+      flags.DEFINE_list(**{**args, "default": list(field.default)})
+    elif kind is bool:
+      flags.DEFINE_bool(**args)
+    elif listed is not None and kind is str:
+      flags.DEFINE_enum(enum_values=list(listed), **args)
+    elif kind is int:
+      flags.DEFINE_integer(**args)
+    elif kind is float:
+      flags.DEFINE_float(**args)
     else:
-      flags.DEFINE_string(field.name, default, help_text)
+      flags.DEFINE_string(**args)
+    flag_values.register_key_flag_for_module(main_module, flag_values[field.name])
+    for alias in meta["aliases"]:
+      flags.DEFINE_alias(alias, field.name, flag_values=flag_values, module_name=args["module_name"])
+
+
+def _help(text: str, listed: Optional[tuple], kind: type) -> str:
+  """A knob's help, naming every allowed value (an enum flag's help starts with them already)."""
+  if listed is None or kind is str:
+    return text
+  each = "Each one of" if typing.get_origin(kind) is tuple else "One of"
+  return f"{text} {each}: {', '.join(map(str, listed))}."
+
+
+def _group_title(group: str) -> str:
+  # absl lists --helpfull by module name, sorted: the number keeps README's order of the groups
+  # (and, a digit sorting before a letter, puts them before absl's own flags).
+  return f"{knobs_lib.GROUPS.index(group) + 1}. {group} flags"
 
 
 define_flags()
@@ -62,7 +90,7 @@ FLAGS = flags.FLAGS
 
 def config_from_flags() -> config_lib.Config:
   values = {}
-  for field in dataclasses.fields(config_lib.Config):
+  for field in knobs_lib.fields(config_lib.Config):
     value = getattr(FLAGS, field.name)
     values[field.name] = tuple(v for v in value if v) if isinstance(value, list) else value
   values["glue_dir"] = values["glue_dir"] or os.environ.get("GLUE_DIR")
@@ -78,8 +106,9 @@ def main(argv: list[str]) -> int:
   except UserError as exc:  # before any process joins a job: there is no partner to tell
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2
-  # Imported late so that --help and bad flags answer before Flax, Orbax and the training code load.
+  # Imported late so that --help and bad flags answer before Orbax and the training code load.
   from augpro_jax import distributed  # pylint: disable=g-import-not-at-top
+  from augpro_jax import interrupts  # pylint: disable=g-import-not-at-top
   from augpro_jax import rendezvous  # pylint: disable=g-import-not-at-top
   from augpro_jax import train  # pylint: disable=g-import-not-at-top
 
@@ -90,7 +119,7 @@ def main(argv: list[str]) -> int:
     rendezvous.goodbye(f"error: {exc}")  # partner processes, if any, stop too
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2
-  except train.Preempted as exc:
+  except interrupts.Preempted as exc:
     rendezvous.goodbye()
     print(f"preempted: {exc}", file=sys.stderr, flush=True)
     return 3

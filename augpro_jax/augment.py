@@ -22,6 +22,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from augpro_jax import config
 from augpro_jax import mixing
 
 # ----------------------------------------------------------------------------------------------
@@ -38,7 +39,7 @@ def _chunk_scores(vectors: jax.Array, chunk: jax.Array, metric: str) -> jax.Arra
   if metric == "l2":
     # -||v - t||^2 = 2 v.t - ||t||^2 - ||v||^2; the last term is the same for every candidate.
     scores = 2.0 * scores - jnp.sum(chunk * chunk, -1)[None, :]
-  elif metric not in ("dot", "cosine"):
+  elif metric not in config.choices("projection_metric"):
     raise ValueError(f"unknown projection metric {metric!r}")
   return scores
 
@@ -68,7 +69,7 @@ def nearest_tokens_topk(
   approximate algorithm on TPU only; other backends lower it to an exact top-k. For k=1 it is
   exact everywhere: the best of the bins' maxima is the maximum.
   """
-  if search not in ("exact", "approx"):
+  if search not in config.choices("projection_search"):
     raise ValueError(f"unknown projection search {search!r}")
   lead_shape = vectors.shape[:-1]
   dim = vectors.shape[-1]

@@ -23,6 +23,7 @@ from augpro_jax import augment
 from augpro_jax import mixing
 from augpro_jax.config import AugmentConfig
 from augpro_jax.errors import UserError
+from augpro_jax.knobs import AUGMENTATIONS
 from augpro_jax.model import BertClassifier
 
 Params = Any
@@ -124,11 +125,13 @@ def register(entry: Augmentation) -> Augmentation:
   if entry.level != "none" and entry.make_copy is None:
     raise ValueError(f"augmentation {entry.name!r} needs make_copy")
   _REGISTRY[entry.name] = entry
+  AUGMENTATIONS.set(choices())  # what --aug and --benchmark_augs accept (config.py is below us)
   return entry
 
 
 def unregister(name: str) -> None:
   _REGISTRY.pop(name, None)
+  AUGMENTATIONS.set(choices())
 
 
 def resolve(name: str) -> str:
@@ -150,6 +153,16 @@ def names() -> tuple[str, ...]:
 def choices() -> tuple[str, ...]:
   """What --aug accepts: every registered name and its aliases."""
   return names() + tuple(a for a, target in ALIASES.items() if target in _REGISTRY)
+
+
+def device_names() -> tuple[str, ...]:
+  """The augmentations made inside the step (not on the host): the benchmark's default set."""
+  return tuple(name for name, entry in _REGISTRY.items() if entry.make_host_augment is None)
+
+
+def projecting_names() -> tuple[str, ...]:
+  """The augmentations that project onto the vocabulary (`projects=True`)."""
+  return tuple(name for name, entry in _REGISTRY.items() if entry.projects)
 
 
 # ----------------------------------------------------------------------------------------------

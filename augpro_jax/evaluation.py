@@ -22,6 +22,7 @@ from augpro_jax import buckets as buckets_lib
 from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
+from augpro_jax import files
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
@@ -210,13 +211,7 @@ def write_dev_predictions(path: pathlib.Path, ctx: Context,
     dtype = np.float32 if ctx.task.is_regression else np.int16
     arrays[f"{name}/predictions"] = np.asarray(preds).astype(dtype)
     arrays[f"{name}/labels"] = np.asarray(ctx.dev[name].labels).astype(dtype)
-  tmp = path.with_name(path.name + ".tmp.npz")
-  try:
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-  except OSError as exc:
-    tmp.unlink(missing_ok=True)
-    raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+  files.atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def main_metric_key(ctx: Context) -> str:

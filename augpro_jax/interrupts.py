@@ -12,7 +12,7 @@ A second signal while stopping gets the default action (the process ends at once
 already written are complete, orbax renames a step into place only when it is whole.
 
 Multi-process runs install no handler: JAX's preemption service owns SIGTERM there, and the
-hosts agree on a step to stop at (see `train.preemption_guard`).
+hosts agree on a step to stop at (see `loop.preemption_guard`).
 
 For tests, `AUGPRO_JAX_SIGNAL_AT=<phase>:<n>` makes the process send itself SIGTERM when
 `requested(<phase>)` is asked for the n-th time, so that a signal lands inside a chosen phase

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import pathlib
 from typing import Any, Callable, Optional
 
@@ -24,6 +23,7 @@ from augpro_jax import augmentations
 from augpro_jax import checkpoints
 from augpro_jax import distributed
 from augpro_jax import evaluation
+from augpro_jax import files
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
@@ -33,11 +33,6 @@ from augpro_jax import progress as progress_lib
 from augpro_jax.run_log import MetricLogger, StepTimer, Writers
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
-from augpro_jax.errors import UserError
-
-
-# SIGTERM/SIGINT arrived: what the run finished is saved (see interrupts.py).
-Preempted = interrupts.Preempted
 
 
 @contextlib.contextmanager
@@ -52,10 +47,10 @@ def preemption_guard(process_count: int = 1):
   # The handler is `interrupts.handle_signals`, which `train.run` already holds for the whole run,
   # so a signal between phases is not lost; this makes `fit` safe to call on its own too.
   with interrupts.handle_signals(process_count):
-    yield None
+    yield
 
 
-def _preemption_requested(flag, step: int, process_count: int) -> bool:
+def _preemption_requested(step: int, process_count: int) -> bool:
   """Whether to checkpoint and stop after `step`; called after every step, on every host."""
   if process_count > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -67,7 +62,6 @@ def _preemption_requested(flag, step: int, process_count: int) -> bool:
     except RuntimeError as exc:
       logging.log_first_n(logging.WARNING, "no coordinated preemption: %s", 1, exc)
       return False
-  del flag
   return interrupts.requested("step") is not None
 
 
@@ -149,7 +143,7 @@ def evaluate_and_log(ctx: evaluation.Context, model: model_lib.BertClassifier, p
     metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step, predictions)
   except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
     saver.ensure(step, r_state)
-    raise Preempted(f"stopped by {exc.signal_name} during {exc.during} at step {step}; checkpoint "
+    raise interrupts.Preempted(f"stopped by {exc.signal_name} during {exc.during} at step {step}; checkpoint "
                     f"saved in {pathlib.Path(saver.manager.directory).parent}; run the same "
                     "command again to resume") from None
   writers.write(step, "eval", metrics)
@@ -218,7 +212,7 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
                                    cfg.progress and distributed.is_main_process())
   try:
-    with preemption_guard(ctx.layout.process_count) as preempt_flag:
+    with preemption_guard(ctx.layout.process_count):
       # Host work and the host->device copy both happen on the prefetch thread.
       batches = pipeline.prefetch(lambda i: step_lib.shard(make_batch(i)), start_step, num_steps)
       timer.lap()
@@ -239,10 +233,10 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
             last_eval = evaluate(r_state, done) if eval_now else None
             if save_now:
               saver.save(done, r_state, last_eval)
-        if _preemption_requested(preempt_flag, done, ctx.layout.process_count):
+        if _preemption_requested(done, ctx.layout.process_count):
           logger.flush(done)
           saver.ensure(done, r_state)  # a signal during a checkpoint step has its checkpoint
-          raise Preempted(f"stopped at step {done} by {interrupts.received() or 'a signal'}; "
+          raise interrupts.Preempted(f"stopped at step {done} by {interrupts.received() or 'a signal'}; "
                           f"checkpoint saved in {workdir}; run the same command again to resume")
       logger.flush(num_steps)
   finally:
@@ -304,10 +298,5 @@ def _track_best(best: dict, metrics: dict[str, float], key: str, step: int) -> N
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   if not distributed.is_main_process():
     return
-  tmp = workdir / "summary.json.tmp"
-  try:
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    os.replace(tmp, workdir / "summary.json")
-  except OSError as exc:  # the export and checkpoints are already on disk
-    tmp.unlink(missing_ok=True)
-    raise UserError(f"cannot write {workdir / 'summary.json'}: {exc.strerror or exc}") from None
+  # A failure leaves the export and checkpoints on disk: only the summary is missing.
+  files.atomic_write(workdir / "summary.json", json.dumps(summary, indent=2, sort_keys=True))

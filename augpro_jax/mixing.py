@@ -26,9 +26,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-LAMBDA_RULES = ("folded", "beta", "fixed")
-LAMBDA_SCOPES = ("example", "position")
-ALIGNMENTS = ("wrap", "stretch")
+from augpro_jax import config
+
+LAMBDA_RULES = config.choices("mix_lambda")
+LAMBDA_SCOPES = config.choices("mix_lambda_per")
+ALIGNMENTS = config.choices("mix_partner_align")
 
 
 def partner_cycle(key: jax.Array, batch: int) -> jax.Array:

@@ -31,11 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from augpro_jax import config as config_lib
 from augpro_jax.errors import UserError
 
 Params = dict[str, Any]
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_DTYPES = {name: getattr(jnp, name) for name in config_lib.choices("dtype")}
 # Added to attention scores at padding keys. Finite, so a row with every key masked stays a
 # (uniform) softmax instead of NaN, and far below any real score.
 _MASK_BIAS = -1e9
@@ -181,8 +182,9 @@ class SelfAttention(nn.Module):
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
       scores = scores / math.sqrt(cfg.head_dim) + bias  # [batch, heads, seq_q, seq_k] f32
       probs = jax.nn.softmax(scores, axis=-1)
-    if cfg.attention_dropout_mask not in ("per_head", "shared"):
-      raise UserError("attention dropout mask must be per_head or shared, "
+    masks = config_lib.choices("attention_dropout_mask")
+    if cfg.attention_dropout_mask not in masks:
+      raise UserError(f"attention dropout mask must be {' or '.join(masks)}, "
                       f"got {cfg.attention_dropout_mask!r}")
     shared = (0, 1) if cfg.attention_dropout_mask == "shared" else ()  # one [q, k] mask
     probs = Dropout(cfg.dropout_rate, cfg.dropout_bits, shared)(probs, deterministic)  # [b,h,q,k]

@@ -18,10 +18,8 @@ their part of each batch, the rows are gathered in order, and process 0 writes t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import pathlib
 import sys
 from typing import Any
@@ -33,13 +31,13 @@ from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
 from augpro_jax import evaluation
+from augpro_jax import files
 from augpro_jax import glue_submission
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
-from augpro_jax.errors import UserError
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -144,13 +142,4 @@ def _glue_submission(ctx: evaluation.Context, model: model_lib.BertClassifier, r
 
 
 def _write(path: pathlib.Path, text: str) -> None:
-  """Replace `path` atomically: a reader never sees half a file."""
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-  except OSError as exc:
-    with contextlib.suppress(OSError):
-      tmp.unlink(missing_ok=True)
-    raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+  files.atomic_write(path, text, mkdir=True)

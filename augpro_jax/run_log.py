@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
+from augpro_jax import files
 from augpro_jax import flops as flops_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -84,9 +84,7 @@ def _rewind_metrics(path: pathlib.Path, step: int) -> None:
       continue
     if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
       kept_lines.append(line + "\n")
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(kept_lines), encoding="utf-8")
-  os.replace(tmp, path)
+  files.atomic_write(path, "".join(kept_lines))
 
 
 class StepTimer:

@@ -36,7 +36,6 @@ from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
 Context = evaluation.Context
-Preempted = loop.Preempted
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +150,7 @@ def cache_teacher_logits(ctx: Context, teacher: model_lib.BertClassifier, teache
       cached[rows] = evaluation.predict(ctx, teacher, step_lib.replicate(teacher_params),
                                         ctx.train.take(rows), phase="teacher_logits")
     except interrupts.StopRequested as exc:  # before the student's steps: nothing new to save
-      raise Preempted(f"stopped by {exc.signal_name} during {exc.during}, before the student's "
+      raise interrupts.Preempted(f"stopped by {exc.signal_name} during {exc.during}, before the student's "
                       "next step; the checkpoints so far are kept; run the same command again to "
                       "resume") from None
   print(f"teacher logits on {len(rows)} of {len(ctx.train)} training examples in "

@@ -33,6 +33,7 @@ import optax
 from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import losses
+from augpro_jax import objective as objective_lib
 from augpro_jax import token_profile
 from augpro_jax.config import AugmentConfig
 from augpro_jax.config import Config
@@ -82,20 +83,6 @@ class StepSpec:
   cached_teacher_logits: bool = False
 
   @classmethod
-  def create(cls, *, objective: str, aug: str, num_labels: int, is_regression: bool,
-             cached_teacher_logits: bool = False, **knobs) -> "StepSpec":
-    """A spec from loose knobs (`fgsm_eps=...`, `temperature=...`), each routed to its group."""
-    groups = {}
-    for group in (AugmentConfig, LossConfig):
-      names = {f.name for f in dataclasses.fields(group)}
-      groups[group] = group(**{k: knobs.pop(k) for k in list(knobs) if k in names})
-    if knobs:
-      raise TypeError(f"unknown step knobs: {sorted(knobs)}")
-    return cls(objective=objective, aug=augmentations.resolve(aug), num_labels=num_labels,
-               is_regression=is_regression, augment=groups[AugmentConfig], loss=groups[LossConfig],
-               cached_teacher_logits=cached_teacher_logits and objective == "kd")
-
-  @classmethod
   def from_config(cls, cfg: Config, *, objective: str, num_labels: int, is_regression: bool,
                   aug: Optional[str] = None) -> "StepSpec":
     return cls(objective=objective, aug=augmentations.resolve(aug or cfg.aug),
@@ -121,13 +108,6 @@ def init_state(params: Params, optimizer: optax.GradientTransformation, seed: in
 # ----------------------------------------------------------------------------------------------
 # The step.
 # ----------------------------------------------------------------------------------------------
-
-
-def _logits(model: BertClassifier, params: Params, embeds: jax.Array, mask: jax.Array,
-            types: jax.Array, dropout_key: Optional[jax.Array]) -> jax.Array:
-  rngs = {} if dropout_key is None else {"dropout": dropout_key}
-  return model.apply({"params": params}, embeds, mask, types, deterministic=dropout_key is None,
-                     method=BertClassifier.apply_embeddings, rngs=rngs)  # [B, C] f32
 
 
 def step_keys(state: TrainState, example_id: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -174,43 +154,7 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
   else:
     flags = tuple(jnp.asarray(f) for f in token_flags)
   copies = spec.augment.aug_copies if aug.level != "none" else 0
-  # FGSM climbs the step's own loss (one backward pass for both gradients) unless distillation asks
-  # for the gold-label loss (ce) or KD + gold (both); fine-tuning's own loss is the gold one.
-  fgsm_own_loss = spec.objective != "kd" or spec.augment.fgsm_loss == "kd"
-
-  def per_example_loss(logits, targets, teacher_logits, ce_weight):  # [N]
-    gold_loss = losses.target_loss(logits, targets, is_regression=spec.is_regression)
-    if spec.objective != "kd":
-      return gold_loss
-    kd = losses.kd_loss(logits, teacher_logits, temperature=spec.loss.temperature,
-                        is_regression=spec.is_regression)
-    return kd + ce_weight * gold_loss
-
-  def student_loss(params, delta, build, targets, teacher_logits, ce_weight, weight, dropout_key):
-    """sum_i weight_i * loss_i over a built batch; `delta` [N, S, d] is added to the embeddings
-    (zero, and differentiated, when FGSM needs the input gradient)."""
-    embeds, mask, types = build(student, params)
-    logits = _logits(student, params, embeds + delta, mask, types, dropout_key)
-    per_ex = per_example_loss(logits, targets, teacher_logits, ce_weight)
-    return jnp.sum(weight * per_ex), per_ex
-
-  def grads_with_attack(params, delta, build, targets, teacher_logits, ce_weight, weight,
-                        dropout_key):
-    """The step's loss and parameter gradient, and the input gradient of `losses.attack_loss`."""
-    def forward(params, delta):
-      embeds, mask, types = build(student, params)
-      return _logits(student, params, embeds + delta, mask, types, dropout_key)  # [N, C]
-
-    def own_loss(logits):
-      per_ex = per_example_loss(logits, targets, teacher_logits, ce_weight)
-      return jnp.sum(weight * per_ex), per_ex
-
-    return value_grad_and_input_grad(
-        forward, own_loss,
-        lambda logits: jnp.sum(weight * losses.attack_loss(
-            logits, targets, teacher_logits, which=spec.augment.fgsm_loss,
-            temperature=spec.loss.temperature, is_regression=spec.is_regression)),
-        params, delta)
+  objective = objective_lib.StudentLoss(spec, student)
 
   def step_fn(state: TrainState, teacher_params: Params, batch: dict[str, jax.Array]):
     ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
@@ -223,42 +167,16 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
         if aug.level == "token" else None,
         candidate_mask=is_candidate, knobs=spec.augment)
     orig = augmentations.from_ids(ids, mask, types)
-    # Per-example loss weights: the originals average to 1, the copies to aug_weight. Gold-label
-    # cross-entropy (alpha_ce) is for the original text only.
-    orig_w, orig_ce = jnp.full((n,), 1.0 / n), jnp.full((n,), spec.loss.alpha_ce)
-    aug_w = jnp.full((n * copies,), spec.loss.aug_weight / max(n * copies, 1))
-    aug_ce = jnp.zeros((n * copies,))
-
-    def teacher_logits(with_orig: bool, aug_build=None):
-      """Teacher logits [N, C] on [originals (if with_orig); aug_build's examples]. Originals come
-      from the cache when it is on; otherwise the teacher runs once on the fused batch."""
-      if spec.objective != "kd":
-        return None
-      cached = with_orig and spec.cached_teacher_logits
-      live = ([orig] if with_orig and not cached else []) + ([aug_build] if aug_build is not None else [])
-      out = [batch["teacher_logits"].astype(jnp.float32)] if cached else []
-      if live:
-        with jax.named_scope("teacher_forward"):
-          embeds, m, t = augmentations.concat(*live)(teacher, teacher_params)
-          out.append(jax.lax.stop_gradient(_logits(teacher, teacher_params, embeds, m, t, None)))
-      return out[0] if len(out) == 1 else jnp.concatenate(out)
-
-    def student_grads(build, targets, t_logits, ce_w, w, key, with_delta=False):
-      delta = jnp.zeros(ids.shape + (student.config.hidden_size,)) if with_delta else 0.0
-      fn = jax.value_and_grad(student_loss, argnums=(0, 1) if with_delta else 0, has_aux=True)
-      return fn(state.params, delta, build, targets, t_logits, ce_w, w, key)
-
+    t_logits = lambda builds, with_orig: objective_lib.teacher_logits(
+        spec, teacher, teacher_params, batch, builds, with_orig and spec.cached_teacher_logits)
+    original = objective_lib.originals(spec, orig, inputs.gold)
     grads = loss = None
     per_example = []
     if aug.needs_input_grad:  # the original pass also yields d(loss)/d(input embeddings)
       with jax.named_scope("student_orig_and_input_grad"):
-        if fgsm_own_loss:
-          (loss, per_orig), (grads, grad_embeds) = student_grads(
-              orig, inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key, True)
-        else:
-          (loss, per_orig), (grads, grad_embeds) = grads_with_attack(
-              state.params, jnp.zeros(ids.shape + (student.config.hidden_size,)), orig,
-              inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key)
+        (loss, per_orig), (grads, grad_embeds) = objective.grads_and_input_grad(
+            state.params, original, t_logits([orig], True), dropout_key,
+            jnp.zeros(ids.shape + (student.config.hidden_size,)))
       inputs = dataclasses.replace(
           inputs, delta=augment.fgsm_delta(grad_embeds, spec.augment.fgsm_eps))
       per_example.append(per_orig)
@@ -266,46 +184,34 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
       made = make_copies(aug, inputs, example_keys, partner_key, copies)
     # Gradient-free augmentations train on [original; copies] in one fused pass (bigger matmuls);
     # the FGSM family has already done the originals' pass.
-    aug_build = augmentations.concat(*[m.build for m in made]) if made else None
-    parts = [] if aug.needs_input_grad else [(orig, inputs.gold, orig_ce, orig_w)]
-    if made:
-      parts.append((aug_build, jnp.concatenate([m.targets for m in made]), aug_ce, aug_w))
-    build = augmentations.concat(*[p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    targets, ce_w, w = (jnp.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
-    t_logits = teacher_logits(not aug.needs_input_grad, aug_build)
+    parts = ([] if aug.needs_input_grad else [original]) + (
+        [objective_lib.copies(spec, made)] if made else [])
     key = jax.random.fold_in(dropout_key, 1) if aug.needs_input_grad else dropout_key
     with jax.named_scope("student_forward_backward"):
-      (loss_b, per_b), grads_b = student_grads(build, targets, t_logits, ce_w, w, key)
+      (loss_b, per_b), grads_b = objective.grads(
+          state.params, objective_lib.fuse(parts),
+          t_logits([p.build for p in parts], not aug.needs_input_grad), key)
     loss = loss_b if loss is None else loss + loss_b
     grads = grads_b if grads is None else jax.tree.map(jnp.add, grads, grads_b)
     per_all = jnp.concatenate(per_example + [per_b])
     shifts = [m.shift for m in made if m.shift is not None]
     tokens = (jnp.sum(mask > 0).astype(jnp.float32), jnp.asarray(mask.size, jnp.float32))
-    profiled = [m for m in made if m.ids is not None]
-    profile = None
-    if profiled:  # summed over copies here, over devices in `_update`
-      profile = (sum(token_profile.profile_counts(ids, m.ids, inputs.eligible, m.met, *flags)
-                     for m in profiled),
-                 any(m.met is not None for m in profiled))
     return _update(state, optimizer, grads, loss, per_all[:n], per_all[n:], shifts, tokens,
-                   profile, token_flags is not None)
+                   _profile(ids, inputs.eligible, made, flags), token_flags is not None)
 
   return step_fn
 
 
-def value_grad_and_input_grad(forward: Callable, loss: Callable, input_loss: Callable,
-                              params: Params, delta: jax.Array) -> tuple[tuple, tuple]:
-  """((loss, aux), (d loss / d params, d input_loss / d delta)) of `forward(params, delta)`.
-
-  loss(out) -> (scalar, aux) is the one trained; input_loss(out) -> scalar the one whose input
-  gradient is wanted. One forward pass, then two backward passes through it; the second one's
-  parameter gradient is unused, so XLA does not compute it.
-  """
-  out, pullback = jax.vjp(forward, params, delta)
-  (value, aux), d_out = jax.value_and_grad(loss, has_aux=True)(out)
-  grads, _ = pullback(d_out)
-  _, input_grad = pullback(jax.grad(input_loss)(out))
-  return (value, aux), (grads, input_grad)
+def _profile(ids: jax.Array, eligible: jax.Array, made: list[augmentations.Copy],
+             flags: tuple[jax.Array, jax.Array]) -> Optional[tuple[jax.Array, bool]]:
+  """This device's projection-profile counts, summed over copies (over devices in `_update`),
+  and whether a partner was mixed in; None when no copy carries its ids."""
+  profiled = [m for m in made if m.ids is not None]
+  if not profiled:
+    return None
+  return (sum(token_profile.profile_counts(ids, m.ids, eligible, m.met, *flags)
+              for m in profiled),
+          any(m.met is not None for m in profiled))
 
 
 def _projection_table(spec: StepSpec, params: Params, teacher_params: Params) -> jax.Array:

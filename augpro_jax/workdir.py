@@ -6,8 +6,9 @@ the first start writes the run's identity: every setting that can change the tra
 plus a digest of the tokenized data. Every later start compares, and refuses with one line that
 names each differing flag.
 
-Settings that cannot change the parameters may differ between starts; they are `MAY_DIFFER`, and
-settings a mode never reads are `NOT_READ_BY` that mode. Everything else is compared.
+Settings that cannot change the parameters may differ between starts (`MAY_DIFFER`), and settings
+a mode never reads are not compared for that mode; both are declared with the knob (config.py).
+Everything else is compared.
 
 The lock is an advisory `flock` on the workdir directory, which the kernel releases when the
 holder exits in any way, SIGKILL included; `run.lock` names the holder (PID, host, start time) for
@@ -19,7 +20,6 @@ multi-process run locks (the other processes share its workdir).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from augpro_jax import files
+from augpro_jax import knobs
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
@@ -41,52 +43,20 @@ LOCK_FILE = "run.lock"
 IDENTITY_VERSION = 1
 
 # Settings that may change between the starts of one run, and why each cannot change the trained
-# parameters. Keep this list short: anything not here is part of the run's identity.
-MAY_DIFFER: dict[str, str] = {
-    "workdir": "the run's own location",
-    "log_every": "how often metrics are logged",
-    "eval_every": "how often the dev set is evaluated (evaluation never changes the parameters)",
-    "checkpoint_every": "how often state is saved (every step is a function of (seed, step))",
-    "keep_checkpoints": "how many checkpoints are kept",
-    "progress": "the progress display",
-    "skip_nonfinite_steps": "a tolerance: with it a run skips the same steps a stopped run hit",
-    "glue_dir": "where the data is read from (the data's digest is compared instead)",
-    "data_source": "where the data is read from (the data's digest is compared instead)",
-    "tfds_data_dir": "where the data is read from (the data's digest is compared instead)",
-    "train_file": "where the data is read from (the data's digest is compared instead)",
-    "eval_file": "where the data is read from (the data's digest is compared instead)",
-    "coordinator_address": "the process layout (layouts agree up to floating-point rounding)",
-    "num_processes": "the process layout (layouts agree up to floating-point rounding)",
-    "process_id": "the process layout (layouts agree up to floating-point rounding)",
-    "distributed_timeout": "how long to wait for other processes",
-}
-# --mode=benchmark writes no workdir; its knobs never matter to a training run.
-_BENCHMARK_ONLY = ("benchmark_steps", "benchmark_warmup", "benchmark_rounds", "benchmark_augs",
-                   "benchmark_peers", "benchmark_out", "benchmark_data", "teacher_layers",
-                   "teacher_hidden")
-_STUDENT = ("aug", "shift_degree", "aug_copies", "mix_alpha", "fgsm_eps", "projection_metric",
-            "projection_table", "projection_chunk", "exclude_original", "knn_k", "shift_rounding",
-            "temperature", "alpha_ce", "aug_weight", "num_epochs", "num_train_steps",
-            "learning_rate", "student_layers", "student_hidden", "student_heads",
-            "student_intermediate", "student_init", "cache_teacher_logits", "wordnet_dir",
-            "teacher_ckpt")
-_KD_ONLY = ("temperature", "alpha_ce", "teacher_ckpt", "teacher_num_epochs",
-            "teacher_learning_rate", "cache_teacher_logits")
-# Settings added after workdirs were first written, with the value that runs before them had in
-# effect (which is not always today's default).
-VALUE_BEFORE_ADDED: dict[str, Any] = {"dropout_bits": 32, "attention_dropout_mask": "per_head"}
-# Settings recorded but not compared because the mode does not read them.
-NOT_READ_BY: dict[str, tuple[str, ...]] = {
-    "train_teacher": _STUDENT,
-    "finetune": _KD_ONLY,
-    "distill": (),
-}
+# parameters (declared with the knob: `knob(..., may_differ=...)`). Anything else is part of the
+# run's identity, unless the run's mode does not read it (`knob(..., modes=...)`).
+MAY_DIFFER: dict[str, str] = knobs.may_differ(Config)
+
+
+def not_compared(mode: str, cls: type = Config) -> set[str]:
+  """The knobs a run identity of `mode` does not compare: those that may differ or it never reads."""
+  return set(knobs.may_differ(cls)) | set(knobs.not_read_by(cls, mode))
 
 
 def compared_settings(cfg: Config) -> dict[str, Any]:
   """The settings of `cfg` that make up the run's identity, as JSON values."""
-  skipped = set(MAY_DIFFER) | set(_BENCHMARK_ONLY) | set(NOT_READ_BY.get(cfg.mode, ()))
-  return {f.name: _jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+  skipped = not_compared(cfg.mode, type(cfg))
+  return {f.name: _jsonable(getattr(cfg, f.name)) for f in knobs.fields(type(cfg))
           if f.name not in skipped}
 
 
@@ -169,22 +139,22 @@ def check_identity(workdir: pathlib.Path, current: dict[str, Any], *, write: boo
     _write_json(path, current)
 
 
-def describe_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def describe_differences(recorded: dict[str, Any], current: dict[str, Any],
+                         cls: type = Config) -> list[str]:
   """One `--flag: old in the workdir, new now` clause per difference."""
   out = []
   if recorded.get("mode") != current["mode"]:
     out.append(f"--mode: {recorded.get('mode')} in the workdir, {current['mode']} now")
   else:
-    defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(Config)}
+    declared = {f.name: f for f in knobs.fields(cls)}
+    skipped = not_compared(current["mode"], cls)
     old, new = recorded.get("settings", {}), current["settings"]
     for name in sorted(set(old) | set(new)):
-      if name in MAY_DIFFER or name in _BENCHMARK_ONLY or name not in defaults:
-        continue
-      if name in NOT_READ_BY.get(current["mode"], ()):
+      if name in skipped or name not in declared:
         continue
       # A setting added after the workdir was written had its old value (or default) there.
-      missing = VALUE_BEFORE_ADDED.get(name, defaults[name])
-      before, after = old.get(name, missing), new.get(name, defaults[name])
+      missing = _jsonable(knobs.value_before_added(declared[name]))
+      before, after = old.get(name, missing), new.get(name, _jsonable(declared[name].default))
       if before != after:
         out.append(f"--{name}: {_show(before)} in the workdir, {_show(after)} now")
     if recorded.get("label_names") != current["label_names"] and not any(
@@ -214,13 +184,7 @@ def _read_identity(path: pathlib.Path) -> Optional[dict[str, Any]]:
 
 
 def _write_json(path: pathlib.Path, value: dict[str, Any]) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  try:
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-  except OSError as exc:
-    tmp.unlink(missing_ok=True)
-    raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+  files.atomic_write(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def _jsonable(value: Any) -> Any:

@@ -65,6 +65,7 @@ def main(argv):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_experimental_ynn_fusion_type=").strip()
   import jax  # pylint: disable=g-import-not-at-top
+  from augpro_jax.bench import common  # pylint: disable=g-import-not-at-top
   from augpro_jax.bench import synthetic  # pylint: disable=g-import-not-at-top
   from augpro_jax import input_pipeline as pipeline  # pylint: disable=g-import-not-at-top
   from augpro_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
@@ -76,7 +77,8 @@ def main(argv):
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
   batches = synthetic.synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, jax.local_device_count())
   optimizer, _ = optimizer_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
-  call, _ = synthetic.prepare_step(cfg, models, FLAGS.aug, "kd", batches, masks, optimizer)
+  call, _, _ = common.prepare_step(cfg, models, FLAGS.aug, "kd", batches, masks, optimizer,
+                                   synthetic.NUM_LABELS)
   for i in range(3):
     jax.block_until_ready(call(i))
   trace_dir = os.path.join(FLAGS.trace_dir, FLAGS.aug)

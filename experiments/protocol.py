@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from augpro_jax import augmentations
 from experiments import grid
 from experiments import stats
 
@@ -32,7 +33,7 @@ MAX_SEQ_LEN = {"sst2": 64, "qnli": 128}
 STRONG_TEACHERS = {"sst2": (None, 2.0), "qnli": (None, 3.0)}  # task -> (examples, epochs)
 
 COMPARISON_TASKS = ("sst2", "qnli")
-COMPARISON_AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn", "synonym")
+COMPARISON_AUGS = augmentations.names()  # every registered augmentation
 # The AugPro-Mix of the earlier defaults, as one more row: folded λ, the whole vocabulary.
 FOLDED_MIX = {"aug": "augpro_mix", "mix_lambda": "folded", "projection_vocab": "full"}
 SHIFT_DEGREES = (0.0, 0.1, 0.3, 0.5, 0.7)  # 0.0: no augmentation (--aug=none)

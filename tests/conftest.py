@@ -19,6 +19,9 @@ import pathlib
 
 import pytest
 
+# The registry fills the --aug choices that `Config.validate` checks (config.py cannot import it).
+import augpro_jax.augmentations  # pylint: disable=unused-import,wrong-import-position
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _DEFAULT_GLUE = REPO.parent / "shared" / "data" / "glue"
 

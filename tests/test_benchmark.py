@@ -8,21 +8,23 @@ import math
 import numpy as np
 import pytest
 
+from augpro_jax import augmentations
 from augpro_jax import bench
+from augpro_jax.bench import common
 from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
-AUGS = ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")
+AUGS = augmentations.device_names()
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench") / "bench.json"
-  cfg = Config(mode="benchmark", batch_size=16, max_seq_len=16, teacher_layers=2,
-               teacher_hidden=64, student_layers=1, student_hidden=64, student_heads=2,
+  cfg = Config(mode="benchmark", batch_size=16, max_seq_len=16, benchmark_teacher_layers=2,
+               benchmark_teacher_hidden=64, student_layers=1, student_hidden=64, student_heads=2,
                benchmark_steps=2, benchmark_warmup=1, benchmark_augs=AUGS, benchmark_peers=(),
                benchmark_out=str(out)).validate()
   result = bench.run(cfg)
@@ -98,7 +100,7 @@ def test_a_failing_peer_step_is_kept_not_raised():
     calls.append(i)
     raise RuntimeError("peer broke")
 
-  call = synthetic.guarded(step, errors, "hf_torch")
+  call = common.guarded(step, errors, "hf_torch")
   call(0)
   call(1)
   assert calls == [1] and str(errors["hf_torch"]) == "peer broke"
@@ -113,8 +115,8 @@ def test_a_failing_peer_step_is_kept_not_raised():
 def task_report(glue, tmp_path_factory):
   out = tmp_path_factory.mktemp("task_bench") / "bench.json"
   cfg = Config(mode="benchmark", benchmark_data="task", task="sst2", glue_dir=str(glue),
-               train_size=200, batch_size=16, max_seq_len=32, teacher_layers=2, teacher_hidden=64,
-               student_layers=1, student_hidden=64, student_heads=2, benchmark_steps=4,
+               train_size=200, batch_size=16, max_seq_len=32, benchmark_teacher_layers=2,
+               benchmark_teacher_hidden=64, student_layers=1, student_hidden=64, student_heads=2, benchmark_steps=4,
                benchmark_warmup=1, benchmark_rounds=2, benchmark_augs=("none", "augpro_mix"),
                benchmark_peers=("hf_flax", "hf_torch"), benchmark_out=str(out)).validate()
   return bench.run(cfg), out

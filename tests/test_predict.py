@@ -30,10 +30,13 @@ COMMON = dict(max_seq_len=SEQ, eval_batch_size=16, progress=False)  # 100 rows: 
 
 
 def _export(path: pathlib.Path, task: str, label_names: tuple[str, ...], seed: int = 0):
-  """A random 1x32 classifier exported as a run would export it; returns (path, model, params)."""
+  """A random 1x32 classifier exported as a run would export it; returns (path, model, params).
+
+  It keeps the dropout it was trained with, as a real export does: eval and predict must turn it
+  off (the reference logits below are deterministic)."""
   config = model_lib.BertConfig(vocab_size=30522, hidden_size=32, num_layers=1, num_heads=2,
                                 intermediate_size=64, max_position_embeddings=SEQ,
-                                num_labels=len(label_names) or 1, dropout_rate=0.0)
+                                num_labels=len(label_names) or 1, dropout_rate=0.3)
   params = model_lib.init_params(config, jax.random.PRNGKey(seed))
   # Weights of std 0.5, not 0.02: an untrained narrow BERT gives every sentence about the same
   # logits, and rows that differ are what show each row belongs to its input.

@@ -11,8 +11,10 @@ import pytest
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import losses
 from augpro_jax import model as model_lib
+from augpro_jax import objective as objective_lib
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import train_step as step_lib
+from augpro_jax.config import Config
 
 VOCAB, SEQ, BATCH = 120, 16, 16
 
@@ -45,7 +47,7 @@ def make_batch(step, devices, batch=BATCH, regression=False):
 
 
 def setup(aug="none", objective="kd", devices=None, regression=False, token_flags=None,
-          optimizer=None, **spec_kwargs):
+          optimizer=None, cached_teacher_logits=False, **spec_kwargs):
   devices = devices or jax.local_devices()
   labels = 1 if regression else 2
   t_config, s_config = tiny(2, labels=labels), tiny(1, labels=labels)
@@ -55,8 +57,9 @@ def setup(aug="none", objective="kd", devices=None, regression=False, token_flag
   s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1))
   if optimizer is None:
     optimizer, _ = optimizer_lib.make_optimizer(1e-3, 100, 0.0, 0.01)
-  spec = step_lib.StepSpec.create(objective=objective, aug=aug, num_labels=labels,
-                           is_regression=regression, projection_chunk=50, **spec_kwargs)
+  knobs = Config(projection_chunk=50, cache_teacher_logits=cached_teacher_logits, **spec_kwargs)
+  spec = step_lib.StepSpec.from_config(knobs, objective=objective, aug=aug, num_labels=labels,
+                                       is_regression=regression)
   fn = step_lib.make_train_step(spec, student, teacher if objective == "kd" else None, optimizer,
                                 *masks(), token_flags=token_flags)
   p_step = jax.pmap(fn, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
@@ -279,7 +282,7 @@ def test_value_grad_and_input_grad_matches_two_separate_gradients():
   forward = lambda p, d: jnp.tanh((x + d) @ p["w"])  # [2, 3]
   loss = lambda out: (jnp.sum(out ** 2), out)
   input_loss = lambda out: jnp.sum(jnp.sin(3 * out))
-  (value, aux), (grads, input_grad) = step_lib.value_grad_and_input_grad(
+  (value, aux), (grads, input_grad) = objective_lib.value_grad_and_input_grad(
       forward, loss, input_loss, params, delta)
   np.testing.assert_allclose(value, loss(forward(params, delta))[0], rtol=1e-6)
   np.testing.assert_allclose(aux, forward(params, delta), rtol=1e-6)

@@ -14,8 +14,6 @@ Writes `--benchmark_out` (JSON) and a markdown table beside it, and prints the t
 from __future__ import annotations
 
 import dataclasses
-import json
-import pathlib
 import resource
 import statistics
 import time
@@ -29,11 +27,10 @@ from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import flops as flops_lib
 from augpro_jax import hf_io
-from augpro_jax import mixing
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import optimizer as optimizer_lib
-from augpro_jax import train_step as step_lib
+from augpro_jax.bench import common
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
@@ -114,10 +111,10 @@ def build_models(cfg: Config, num_labels: int = NUM_LABELS) -> tuple[Models, Any
   tokenizer = pipeline.load_tokenizer(teacher_dir)
   t_config, t_params = hf_io.load_pretrained(str(teacher_dir), num_labels=num_labels,
                                              dropout_rate=0.0, dtype=cfg.dtype)
-  if cfg.teacher_layers or cfg.teacher_hidden:
-    hidden = cfg.teacher_hidden or t_config.hidden_size
+  if cfg.benchmark_teacher_layers or cfg.benchmark_teacher_hidden:
+    hidden = cfg.benchmark_teacher_hidden or t_config.hidden_size
     t_config = dataclasses.replace(
-        t_config, num_layers=cfg.teacher_layers or t_config.num_layers,
+        t_config, num_layers=cfg.benchmark_teacher_layers or t_config.num_layers,
         hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
     t_params = model_lib.init_params(t_config, jax.random.PRNGKey(1))
   s_config = model_lib.student_config(cfg, t_config, t_config.num_labels)
@@ -126,33 +123,6 @@ def build_models(cfg: Config, num_labels: int = NUM_LABELS) -> tuple[Models, Any
   models = Models(model_lib.BertClassifier(t_config), t_params, model_lib.BertClassifier(s_config),
                   s_params)
   return models, tokenizer
-
-
-def prepare_step(cfg: Config, models: Models, aug: str, objective: str, batches, masks,
-                 optimizer) -> tuple[Callable[[int], Any], dict[str, Any]]:
-  """Compile the full pmapped step for one augmentation; returns (call(i), compile facts)."""
-  spec = step_lib.StepSpec.from_config(cfg, objective=objective, num_labels=NUM_LABELS,
-                                       is_regression=False, aug=aug)
-  # The teacher runs on every example, originals included, as in the peers' steps: what is timed
-  # is the whole KD step, not the cheaper one that training takes with cached teacher logits.
-  spec = dataclasses.replace(spec, cached_teacher_logits=False)
-  step_fn = step_lib.make_train_step(spec, models.student, models.teacher if objective == "kd"
-                                     else None, optimizer, *masks)
-  p_step = step_lib.pmap_train_step(step_fn)
-  state = step_lib.replicate(step_lib.init_state(models.student_params, optimizer, cfg.seed))
-  teacher = step_lib.replicate(models.teacher_params if objective == "kd" else {})
-  device_batches = [step_lib.shard(b) for b in batches]
-  start = time.perf_counter()
-  compiled = p_step.lower(state, teacher, device_batches[0]).compile()
-  compile_seconds = time.perf_counter() - start
-  holder = {"state": state}
-
-  def call(i):
-    holder["state"], metrics = compiled(holder["state"], teacher,
-                                        device_batches[i % len(device_batches)])
-    return metrics
-
-  return call, {"compile_seconds": compile_seconds, **flops_lib.memory_summary(compiled)}
 
 
 def _measured_shift(call: Callable[[int], Any]) -> Optional[float]:
@@ -172,26 +142,14 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
   eligible = augment.eligible_positions(ids, mask, is_special)
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["example_id"])
   n = ids.shape[0]
-  lam = mixing.mix_lambdas(keys, augment.position_budget(cfg.shift_degree, ids.shape[1]),
-                           rule=cfg.mix_lambda, alpha=cfg.mix_alpha, value=cfg.mix_lambda_value,
-                           scope=cfg.mix_lambda_per)
-  partner = mixing.partner_cycle(jax.random.PRNGKey(1), n)
-  delta = 0.01 * jnp.ones(ids.shape + (table.shape[1],))
+  inputs = augmentations.StepInputs(
+      ids=ids, mask=mask, types=batch["token_type_ids"], eligible=eligible,
+      gold=jax.nn.one_hot(batch["label"], NUM_LABELS), batch=batch, table=table,
+      candidate_mask=is_candidate, knobs=cfg.augment,
+      delta=0.01 * jnp.ones(ids.shape + (table.shape[1],)))
   fns = {"teacher_forward": lambda: models.teacher.apply(
       {"params": models.teacher_params}, ids, mask, batch["token_type_ids"])}
-  for search, suffix in (("exact", ""), ("approx", "_approx")):
-    common = dict(shift_degree=cfg.shift_degree, metric=cfg.projection_metric,
-                  candidate_mask=is_candidate, chunk_size=cfg.projection_chunk, search=search,
-                  recall_target=cfg.projection_recall)
-    fns.update({
-        f"projection_augpro_mix{suffix}": lambda c=common: augment.augpro_mix(
-            keys, ids, eligible, partner, lam, table, exclude_original=cfg.exclude_original,
-            align=cfg.mix_partner_align, **c),
-        f"projection_augpro_fgsm{suffix}": lambda c=common: augment.augpro_perturb(
-            keys, ids, eligible, delta, table, exclude_original=cfg.exclude_original, **c),
-        f"projection_knn{suffix}": lambda c=common: augment.knn_replace(
-            keys, ids, eligible, table, k=cfg.knn_k, **c),
-    })
+  fns.update(projection_calls(inputs, keys, jax.random.PRNGKey(1)))
   calls, facts = {}, {}
   for name, fn in fns.items():
     compiled = jax.jit(fn).lower().compile()
@@ -206,126 +164,145 @@ def prepare_parts(cfg: Config, models: Models, batches, masks
   return calls, facts
 
 
-def run(cfg: Config) -> dict[str, Any]:
+def projection_calls(inputs: augmentations.StepInputs, keys: jax.Array, partner_key: jax.Array
+                     ) -> dict[str, Callable[[], jax.Array]]:
+  """Each augmentation that projects (`projects=True`) alone, with the exact and the approximate
+  search: name -> a function returning the copy's new ids [B, S]."""
+  fns = {}
+  for search, suffix in (("exact", ""), ("approx", "_approx")):
+    searched = dataclasses.replace(inputs, knobs=dataclasses.replace(inputs.knobs,
+                                                                     projection_search=search))
+    for name in augmentations.projecting_names():
+      make_copy = augmentations.get(name).make_copy
+      fns[f"projection_{name}{suffix}"] = (
+          lambda make=make_copy, i=searched: make(i, 0, keys, partner_key).ids)
+  return fns
+
+
+@dataclasses.dataclass
+class _Setup:
+  models: Models
+  masks: tuple[np.ndarray, np.ndarray]
+  batches: list[dict[str, np.ndarray]]
+  optimizer: Any
+
+
+def _setup(cfg: Config) -> _Setup:
   devices = jax.local_device_count()
   if cfg.batch_size % devices:
     raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
-  for aug in cfg.benchmark_augs:
-    if augmentations.get(aug).make_host_augment:
-      raise UserError(f"--benchmark_augs: {aug} runs on the host in the input pipeline; it is not "
-                      "a device step to benchmark")
   models, tokenizer = build_models(cfg)
   # The synthetic batches draw ids from the whole vocabulary, so the candidates are the full set
   # whatever --projection_vocab says; a mask costs the same search either way.
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
   batches = synthetic_batches(3, cfg.batch_size, cfg.max_seq_len, devices, cfg.seed)
   optimizer, _ = optimizer_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
-  peak = flops_lib.device_peak_flops()
-  device_kind = jax.local_devices()[0].device_kind
-  print(f"benchmark on {devices} x {device_kind}: teacher {models.teacher.config.num_layers}x"
-        f"{models.teacher.config.hidden_size}, student {models.student.config.num_layers}x"
-        f"{models.student.config.hidden_size}, batch {cfg.batch_size}, seq {cfg.max_seq_len}, "
-        f"{cfg.dtype}", flush=True)
+  t, s = models.teacher.config, models.student.config
+  print(f"benchmark on {devices} x {jax.local_devices()[0].device_kind}: teacher "
+        f"{t.num_layers}x{t.hidden_size}, student {s.num_layers}x{s.hidden_size}, batch "
+        f"{cfg.batch_size}, seq {cfg.max_seq_len}, {cfg.dtype}", flush=True)
+  return _Setup(models, masks, batches, optimizer)
 
-  # Build and compile everything first, then time it all interleaved (`time_interleaved`).
-  augs = list(dict.fromkeys(("none",) + tuple(augmentations.resolve(a)
-                                              for a in cfg.benchmark_augs)))
+
+def _prepare(cfg: Config, setup: _Setup, augs: list[str]
+             ) -> tuple[dict[str, Callable[[int], Any]], dict[str, Any], dict[str, Any]]:
+  """Every call to time (name -> call(i)): the step per augmentation, `none` on as many examples
+  as an augmented step trains on, and the parts; with the steps' facts and the parts' facts."""
   calls, facts = {}, {}
+  prepare = lambda aug, objective, batches: common.prepare_step(
+      cfg, setup.models, aug, objective, batches, setup.masks, setup.optimizer, NUM_LABELS)[:2]
   for aug in augs:
-    calls[aug], facts[aug] = prepare_step(cfg, models, aug, "kd", batches, masks, optimizer)
+    calls[aug], facts[aug] = prepare(aug, "kd", setup.batches)
     print(f"  compiled {aug:12s} in {facts[aug]['compile_seconds']:.1f} s", flush=True)
   # An augmented step trains on (1 + copies) x batch examples. The `none` step on that many
   # original examples separates AugPro's own overhead from the cost of simply seeing more data.
-  equal_batch = (1 + cfg.aug_copies) * cfg.batch_size
   if len(augs) > 1:
-    big = synthetic_batches(3, equal_batch, cfg.max_seq_len, devices, cfg.seed + 1)
-    calls["none_same_examples"], facts["none_same_examples"] = prepare_step(
-        cfg, models, "none", "kd", big, masks, optimizer)
-  part_calls, part_facts = prepare_parts(cfg, models, batches, masks)
+    big = synthetic_batches(3, (1 + cfg.aug_copies) * cfg.batch_size, cfg.max_seq_len,
+                            jax.local_device_count(), cfg.seed + 1)
+    calls["none_same_examples"], facts["none_same_examples"] = prepare("none", "kd", big)
+  part_calls, part_facts = prepare_parts(cfg, setup.models, setup.batches, setup.masks)
   calls.update(part_calls)
-  calls["student_forward_backward_update"], _ = prepare_step(cfg, models, "none", "labels", batches,
-                                                             masks, optimizer)
-  peer_runs, peers, peer_errors = {}, [], {}
-  if cfg.benchmark_peers:
-    from augpro_jax.bench import peers as peers_lib  # pylint: disable=g-import-not-at-top
-    t, s = models.teacher.config, models.student.config
-    shapes = peers_lib.PeerShapes(
-        batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=NUM_LABELS,
-        vocab_size=t.vocab_size, teacher_layers=t.num_layers, teacher_hidden=t.hidden_size,
-        teacher_heads=t.num_heads, teacher_intermediate=t.intermediate_size,
-        student_layers=s.num_layers, student_hidden=s.hidden_size, student_heads=s.num_heads,
-        student_intermediate=s.intermediate_size, dtype=cfg.dtype)
-    for name in cfg.benchmark_peers:
-      if name not in peers_lib.PREPARE:
-        raise UserError(f"unknown peer {name!r}; choose from {', '.join(peers_lib.PREPARE)}")
-      try:
-        run_ = peers_lib.PREPARE[name](shapes, seed=cfg.seed)
-        start = time.perf_counter()
-        run_.step(0)  # compilation (Flax) or lazy allocation (torch): untimed, reported
-        peer_runs[name] = (run_, time.perf_counter() - start)
-        calls["peer:" + name] = guarded(run_.step, peer_errors, name)
-      except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
-        peers.append(peer_error(name, exc))
+  calls["student_forward_backward_update"], _ = prepare("none", "labels", setup.batches)
+  return calls, facts, part_facts
 
+
+def time_calls(cfg: Config, calls: dict[str, Callable[[int], Any]], peer_runs: dict[str, Any]
+           ) -> dict[str, dict[str, Any]]:
   print(f"  timing {len(calls)} calls, {cfg.benchmark_steps} steps each in "
         f"{cfg.benchmark_rounds} interleaved rounds", flush=True)
   try:
-    timing = time_interleaved(calls, cfg.benchmark_steps, cfg.benchmark_warmup,
-                              cfg.benchmark_rounds)
+    return time_interleaved(calls, cfg.benchmark_steps, cfg.benchmark_warmup,
+                            cfg.benchmark_rounds)
   finally:
     for run_, _ in peer_runs.values():
       run_.close()
 
-  methods = []
-  for aug in augs:
-    result = {**facts[aug], **_public(timing[aug]), "measured_shift": _measured_shift(calls[aug])}
-    step_flops = flops_lib.step_flops(
-        aug=aug, objective="kd", teacher=models.teacher.config, student=models.student.config,
-        batch=cfg.batch_size, seq_len=cfg.max_seq_len, shift_degree=cfg.shift_degree,
-        aug_copies=cfg.aug_copies)
-    seconds = result["step_ms_median"] / 1e3
-    result.update(aug=aug, examples_per_sec=cfg.batch_size / seconds,
-                  tokens_per_sec=cfg.batch_size * cfg.max_seq_len / seconds,
-                  flops_per_step=step_flops["total"],
-                  tflops_per_sec=step_flops["total"] / seconds / 1e12,
-                  mfu=step_flops["total"] / seconds / (peak * devices) if peak else None)
-    methods.append(result)
-    print(f"  {aug:12s} {result['step_ms_median']:8.1f} ms/step  "
-          f"{result['examples_per_sec']:8.1f} ex/s", flush=True)
-  none_ms = methods[0]["step_ms_median"]
-  equal = None
-  if "none_same_examples" in timing:
-    equal = {**facts["none_same_examples"], **_public(timing["none_same_examples"])}
-    print(f"  {'none x' + str(1 + cfg.aug_copies):12s} {equal['step_ms_median']:8.1f} ms/step  "
-          f"(batch {equal_batch})", flush=True)
-  parts = {f"{name}_ms": timing[name]["step_ms_median"]
-           for name in (*part_calls, "student_forward_backward_update")}
-  parts.update(part_facts)
+
+def _method(cfg: Config, models: Models, aug: str, facts: dict[str, Any],
+            timing: dict[str, Any], call: Callable[[int], Any], peak: Optional[float]
+            ) -> dict[str, Any]:
+  """One augmentation's row: its timing, throughput, FLOPs and MFU."""
+  result = {**facts, **_public(timing), "measured_shift": _measured_shift(call)}
+  step_flops = flops_lib.step_flops(
+      aug=aug, objective="kd", teacher=models.teacher.config, student=models.student.config,
+      batch=cfg.batch_size, seq_len=cfg.max_seq_len, shift_degree=cfg.shift_degree,
+      aug_copies=cfg.aug_copies)["total"]
+  seconds = result["step_ms_median"] / 1e3
+  result.update(aug=aug, examples_per_sec=cfg.batch_size / seconds,
+                tokens_per_sec=cfg.batch_size * cfg.max_seq_len / seconds,
+                flops_per_step=step_flops, tflops_per_sec=step_flops / seconds / 1e12,
+                mfu=step_flops / seconds / (peak * jax.local_device_count()) if peak else None)
+  print(f"  {aug:12s} {result['step_ms_median']:8.1f} ms/step  "
+        f"{result['examples_per_sec']:8.1f} ex/s", flush=True)
+  return result
+
+
+def _ratios(cfg: Config, methods: list[dict[str, Any]], equal: Optional[dict[str, Any]],
+            parts: dict[str, Any]) -> None:
+  """Each method's ratios to `none` (also on as many examples) and its projection share."""
+  suffix = "_approx" if cfg.projection_search == "approx" else ""
   for result in methods:
-    result["ratio_to_none"] = result["step_ms_median"] / none_ms
+    result["ratio_to_none"] = result["step_ms_median"] / methods[0]["step_ms_median"]
     result["ratio_to_none_same_examples"] = (
         result["step_ms_median"] / equal["step_ms_median"]
         if equal is not None and result["aug"] != "none" else None)
-    suffix = "_approx" if cfg.projection_search == "approx" else ""
     projection = parts.get(f"projection_{result['aug']}{suffix}_ms")
     # Both are per-device times: the projection runs on each device's slice of the batch.
     result["projection_fraction"] = (projection / result["step_ms_median"]
                                      if projection is not None else None)
 
-  for name, (run_, first_seconds) in peer_runs.items():
-    try:
-      if name in peer_errors:
-        raise peer_errors[name]
-      peer = run_.summary(first_seconds, timing["peer:" + name]["times_ms"])
-      peer["ratio_ours_to_peer"] = methods[0]["examples_per_sec"] / peer["examples_per_sec"]
-    except Exception as exc:  # pylint: disable=broad-except
-      peer = peer_error(name, exc)
-    peers.append(peer)
-    print(f"  peer {name:8s} {peer.get('examples_per_sec') or float('nan'):8.1f} ex/s", flush=True)
 
+def run(cfg: Config) -> dict[str, Any]:
+  """Build and compile everything first, then time it all interleaved (`time_interleaved`)."""
+  setup = _setup(cfg)
+  models = setup.models
+  augs = list(dict.fromkeys(("none",) + tuple(augmentations.resolve(a)
+                                              for a in cfg.benchmark_augs)))
+  calls, facts, part_facts = _prepare(cfg, setup, augs)
+  peer_runs, peer_errors, peers = common.prepare_peers(cfg, models, NUM_LABELS, calls)
+  timing = time_calls(cfg, calls, peer_runs)
+  about = common.machine()
+  methods = [_method(cfg, models, aug, facts[aug], timing[aug], calls[aug],
+                     about["peak_flops_per_device"]) for aug in augs]
+  equal = None
+  if "none_same_examples" in timing:
+    equal = {**facts["none_same_examples"], **_public(timing["none_same_examples"])}
+    print(f"  {'none x' + str(1 + cfg.aug_copies):12s} {equal['step_ms_median']:8.1f} ms/step  "
+          f"(batch {(1 + cfg.aug_copies) * cfg.batch_size})", flush=True)
+  parts = {f"{name}_ms": timing[name]["step_ms_median"] for name in calls
+           if name.startswith(("teacher_forward", "projection_", "student_forward"))}
+  parts.update(part_facts)
+  _ratios(cfg, methods, equal, parts)
+
+  def summarize(name, run_, first_seconds, times_ms):
+    peer = run_.summary(first_seconds, times_ms)
+    peer["ratio_ours_to_peer"] = methods[0]["examples_per_sec"] / peer["examples_per_sec"]
+    print(f"  peer {name:8s} {peer['examples_per_sec']:8.1f} ex/s", flush=True)
+    return peer
+
+  peers += common.peer_results(peer_runs, peer_errors, timing, summarize)
   report = {
-      "machine": {"device_kind": device_kind, "devices": devices, "backend": jax.default_backend(),
-                  "peak_flops_per_device": peak, "jax": jax.__version__},
+      "machine": about,
       "shapes": {"batch": cfg.batch_size, "seq_len": cfg.max_seq_len, "dtype": cfg.dtype,
                  "shift_degree": cfg.shift_degree, "projection_chunk": cfg.projection_chunk,
                  "projection_search": cfg.projection_search,
@@ -335,7 +312,8 @@ def run(cfg: Config) -> dict[str, Any]:
       "params": {"teacher": model_lib.count_params(models.teacher_params),
                  "student": model_lib.count_params(models.student_params)},
       "methods": methods,
-      "none_same_examples": None if equal is None else {"batch": equal_batch, **equal},
+      "none_same_examples": None if equal is None else {
+          "batch": (1 + cfg.aug_copies) * cfg.batch_size, **equal},
       "timing": {"steps": cfg.benchmark_steps, "warmup": cfg.benchmark_warmup,
                  "rounds": max(1, min(cfg.benchmark_rounds, cfg.benchmark_steps)),
                  "interleaved": True},
@@ -344,81 +322,48 @@ def run(cfg: Config) -> dict[str, Any]:
       "peak_device_memory_mb": _peak_device_mb(),
       "host_rss_mb": _host_rss_mb(),
   }
-  write_report(report, markdown_table(report), cfg.benchmark_out)
+  common.write_report(report, markdown_table(report), cfg.benchmark_out)
   return report
-
-
-def write_report(report: dict[str, Any], table: str, out: Optional[str]) -> None:
-  """Print the markdown table; with `out` (--benchmark_out) write the JSON there, the table beside."""
-  print(table, flush=True)
-  if out:
-    path = pathlib.Path(out)
-    try:
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(json.dumps(report, indent=2, default=float))
-      path.with_suffix(".md").write_text(table + "\n")
-    except OSError as exc:
-      raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def guarded(step: Callable[[int], None], errors: dict[str, BaseException],
-             name: str, offset: int = 1) -> Callable[[int], None]:
-  """A peer's step for `time_interleaved`: a failure is kept (the peer is reported unavailable)
-  instead of ending the benchmark, and later calls do nothing. call(i) runs step(i + offset)."""
-
-  def call(i: int) -> None:
-    if name in errors:
-      return
-    try:
-      step(i + offset)  # by default step 0 ran before timing (compilation / lazy allocation)
-    except Exception as exc:  # pylint: disable=broad-except
-      errors[name] = exc
-
-  return call
 
 
 def _public(timing: dict[str, Any]) -> dict[str, float]:
   return {k: v for k, v in timing.items() if k != "times_ms"}
 
 
-def peer_error(name: str, exc: BaseException) -> dict[str, Any]:
-  return {"name": name, "examples_per_sec": None, "ratio_ours_to_peer": None,
-          "error": str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}
-
-
 def markdown_table(report: dict[str, Any]) -> str:
   m = report["machine"]
   s = report["shapes"]
+  rows = []
+  for r in report["methods"]:
+    share = "-" if r["projection_fraction"] is None else f"{100 * r['projection_fraction']:.1f}%"
+    mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+    same = "-" if r.get("ratio_to_none_same_examples") is None else \
+        f"{r['ratio_to_none_same_examples']:.2f}"
+    rows.append([r["aug"], f"{r['step_ms_median']:.1f}", f"{r['examples_per_sec']:.1f}",
+                 f"{r['tokens_per_sec']:.0f}", f"{r['ratio_to_none']:.2f}", same, share, mfu,
+                 f"{r['compile_seconds']:.1f}"])
+  for p in report["peers"]:
+    if p.get("examples_per_sec"):
+      rows.append([f"peer: {p['name']}", f"{p['step_ms_median']:.1f}",
+                   f"{p['examples_per_sec']:.1f}", "-",
+                   f"ours/peer = {p['ratio_ours_to_peer']:.2f}", "-", "-", "-",
+                   f"{p.get('compile_seconds', 0):.1f}"])
+    else:
+      rows.append([f"peer: {p['name']}", f"unavailable: {p.get('error')}"] + [""] * 7)
+  parts = report["parts"]
   lines = [
       f"Machine: {m['devices']} x {m['device_kind']} ({m['backend']}), jax {m['jax']}; "
       f"teacher {s['teacher']['num_layers']}x{s['teacher']['hidden_size']}, student "
       f"{s['student']['num_layers']}x{s['student']['hidden_size']}, batch {s['batch']}, seq "
       f"{s['seq_len']}, {s['dtype']}, shift {s['shift_degree']}",
       "",
-      "| method | step ms (median) | examples/s | tokens/s | x none | x none (same examples) "
-      "| projection share | MFU | compile s |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+      *common.table(["method", "step ms (median)", "examples/s", "tokens/s", "x none",
+                     "x none (same examples)", "projection share", "MFU", "compile s"], rows),
+      "",
+      *common.table(["part (per device)", "ms"], [[key[:-3], f"{value:.2f}"]
+                                                  for key, value in parts.items()
+                                                  if key.endswith("_ms")]),
   ]
-  for r in report["methods"]:
-    share = "-" if r["projection_fraction"] is None else f"{100 * r['projection_fraction']:.1f}%"
-    mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-    same = "-" if r.get("ratio_to_none_same_examples") is None else \
-        f"{r['ratio_to_none_same_examples']:.2f}"
-    lines.append(f"| {r['aug']} | {r['step_ms_median']:.1f} | {r['examples_per_sec']:.1f} | "
-                 f"{r['tokens_per_sec']:.0f} | {r['ratio_to_none']:.2f} | {same} | {share} | {mfu} | "
-                 f"{r['compile_seconds']:.1f} |")
-  for p in report["peers"]:
-    if p.get("examples_per_sec"):
-      lines.append(f"| peer: {p['name']} | {p['step_ms_median']:.1f} | {p['examples_per_sec']:.1f} | "
-                   f"- | ours/peer = {p['ratio_ours_to_peer']:.2f} | - | - | - | "
-                   f"{p.get('compile_seconds', 0):.1f} |")
-    else:
-      lines.append(f"| peer: {p['name']} | unavailable: {p.get('error')} | | | | | | | |")
-  parts = report["parts"]
-  lines += ["", "| part (per device) | ms |", "|---|---:|"]
-  for key, value in parts.items():
-    if key.endswith("_ms"):
-      lines.append(f"| {key[:-3]} | {value:.2f} |")
   if parts.get("projection_memory_ratio") is not None:
     lines.append(f"\nProjection temporaries: {parts['projection_temp_mb']:.2f} MB vs "
                  f"{parts['projection_naive_scores_mb']:.2f} MB for the naive [positions, vocab] "

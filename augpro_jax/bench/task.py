@@ -23,9 +23,7 @@ examples (or real tokens) over total time, not a median.
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -38,6 +36,7 @@ from augpro_jax import input_pipeline as pipeline
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import train_step as step_lib
+from augpro_jax.bench import common
 from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -136,31 +135,6 @@ def _tokens(batches: list[Batch]) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(real), np.asarray(processed)
 
 
-def prepare_step(cfg: Config, models: synthetic.Models, aug: str, batches: list[Batch], masks,
-                 optimizer, num_labels: int) -> tuple[Callable[[int], Any], dict[str, Any], dict]:
-  """Our KD step (teacher on every example) compiled once per length of `batches`; returns
-  (call(i) on batch i, compile facts, holder of the live state)."""
-  spec = step_lib.StepSpec.from_config(cfg, objective="kd", num_labels=num_labels,
-                                       is_regression=False, aug=aug)
-  spec = dataclasses.replace(spec, cached_teacher_logits=False)
-  step_fn = step_lib.make_train_step(spec, models.student, models.teacher, optimizer, *masks)
-  steps = step_lib.CompiledSteps(step_lib.pmap_train_step(step_fn))
-  holder = {"state": step_lib.replicate(step_lib.init_state(models.student_params, optimizer,
-                                                            cfg.seed))}
-  teacher = step_lib.replicate(models.teacher_params)
-  device_batches = [step_lib.shard(b) for b in batches]
-  for batch in device_batches:
-    steps.compile(holder["state"], teacher, batch)
-
-  def call(i):
-    holder["state"], metrics = steps(holder["state"], teacher, device_batches[i % len(batches)])
-    return metrics
-
-  facts = {"compile_seconds": sum(steps.compile_seconds.values()),
-           "compile_seconds_per_length": {str(k): v for k, v in sorted(steps.compile_seconds.items())}}
-  return call, facts, holder
-
-
 def _throughput(times_ms: list[float], batch: int, real: np.ndarray, processed: np.ndarray,
                 warmup: int) -> dict[str, Any]:
   """Totals over the timed steps (batch warmup + k for the k-th timed step)."""
@@ -174,83 +148,80 @@ def _throughput(times_ms: list[float], batch: int, real: np.ndarray, processed: 
           "token_utilisation": float(real[timed].sum() / processed[timed].sum())}
 
 
+# How each contender pads the same examples (the views of `padded_views`).
+_PEER_PADDING = {"hf_flax": "peer_fixed", "hf_torch": "peer_dynamic"}
+
+
+def _prepare(cfg: Config, models: synthetic.Models, views: dict[str, list[Batch]], masks,
+             num_labels: int) -> tuple[dict[str, Callable[[int], Any]], dict[str, Any],
+                                       dict[str, dict], dict[str, str]]:
+  """Our step per augmentation, with buckets and at --max_seq_len: (calls, compile facts,
+  holders of the live states, name -> padding view)."""
+  optimizer, _ = optimizer_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
+  calls, facts, holders, padding = {}, {}, {}, {}
+  for aug in dict.fromkeys(augmentations.resolve(a) for a in cfg.benchmark_augs):
+    for name, view in ((aug, "buckets"), (f"{aug}@max_seq_len", "fixed")):
+      calls[name], facts[name], holders[name] = common.prepare_step(
+          cfg, models, aug, "kd", views[view], masks, optimizer, num_labels)
+      padding[name] = view
+      print(f"  compiled {name:24s} in {facts[name]['compile_seconds']:.1f} s", flush=True)
+  return calls, facts, holders, padding
+
+
+def _method(cfg: Config, models: synthetic.Models, name: str, view: str, views, tokens,
+            facts: dict[str, Any], times_ms: list[float], holder: dict,
+            peak: Optional[float]) -> dict[str, Any]:
+  """One of our steps' row: throughput over the timed batches, measured shift, FLOPs, MFU."""
+  aug = name.split("@")[0]
+  result = {"name": name, "aug": aug, "padding": view, **facts,
+            **_throughput(times_ms, cfg.batch_size, *tokens[view], cfg.benchmark_warmup)}
+  state = jax.device_get(step_lib.unreplicate(holder["state"]))
+  result["measured_shift"] = (float(state.shift_sum) / int(state.shift_steps)
+                              if int(state.shift_steps) else None)
+  flops = sum(flops_lib.step_flops(
+      aug=aug, objective="kd", teacher=models.teacher.config, student=models.student.config,
+      batch=cfg.batch_size, seq_len=int(b["input_ids"].shape[-1]), shift_degree=cfg.shift_degree,
+      aug_copies=cfg.aug_copies)["total"]
+      for b in views[view][cfg.benchmark_warmup:cfg.benchmark_warmup + result["steps"]])
+  result["tflops_per_sec"] = flops / result["seconds"] / 1e12
+  result["mfu"] = flops / result["seconds"] / (peak * jax.local_device_count()) if peak else None
+  return result
+
+
 def run(cfg: Config) -> dict[str, Any]:
   devices = jax.local_device_count()
   if cfg.batch_size % devices:
     raise UserError(f"--batch_size={cfg.batch_size} is not divisible by the {devices} devices")
-  for aug in cfg.benchmark_augs:
-    if augmentations.get(aug).make_host_augment:
-      raise UserError(f"--benchmark_augs: {aug} runs on the host in the input pipeline; it is not "
-                      "a device step to benchmark")
   task = classification_task(cfg)
-  num_labels = task.num_labels
-  models, tokenizer = synthetic.build_models(cfg, num_labels)
+  models, tokenizer = synthetic.build_models(cfg, task.num_labels)
   batches, buckets, data_facts = task_batches(cfg, task, tokenizer, devices)
   masks = pipeline.vocab_masks(tokenizer, models.teacher.config.vocab_size)
-  optimizer, _ = optimizer_lib.make_optimizer(cfg.learning_rate, 10_000, 0.0, cfg.weight_decay)
   views = padded_views(batches, cfg.max_seq_len, cfg.seed, cfg.benchmark_warmup)
   tokens = {name: _tokens(view) for name, view in views.items()}
-  device_kind = jax.local_devices()[0].device_kind
+  about = common.machine()
   t, s = models.teacher.config, models.student.config
-  print(f"task benchmark on {devices} x {device_kind}: {data_facts['task']}, "
+  print(f"task benchmark on {devices} x {about['device_kind']}: {data_facts['task']}, "
         f"{len(batches)} batches of {cfg.batch_size}, buckets {','.join(map(str, buckets))}, "
         f"teacher {t.num_layers}x{t.hidden_size}, student {s.num_layers}x{s.hidden_size}, "
         f"{cfg.dtype}", flush=True)
+  calls, facts, holders, padding = _prepare(cfg, models, views, masks, task.num_labels)
+  ours = list(calls)
+  # call(i) is batch i for the peers too: the same examples in the same order.
+  peer_runs, peer_errors, peers = common.prepare_peers(
+      cfg, models, task.num_labels, calls, lambda name: views[_PEER_PADDING[name]], offset=0)
+  timing = synthetic.time_calls(cfg, calls, peer_runs)
+  methods = [_method(cfg, models, name, padding[name], views, tokens, facts[name],
+                     timing[name]["times_ms"], holders[name], about["peak_flops_per_device"])
+             for name in ours]
 
-  augs = list(dict.fromkeys(augmentations.resolve(a) for a in cfg.benchmark_augs))
-  calls, facts, holders, padding = {}, {}, {}, {}
-  for aug in augs:
-    for name, view in ((aug, "buckets"), (f"{aug}@max_seq_len", "fixed")):
-      calls[name], facts[name], holders[name] = prepare_step(cfg, models, aug, views[view], masks,
-                                                             optimizer, num_labels)
-      padding[name] = view
-      print(f"  compiled {name:24s} in {facts[name]['compile_seconds']:.1f} s", flush=True)
-  peer_runs, peer_errors, peers = _prepare_peers(cfg, models, views, num_labels, calls)
+  def summarize(name, run_, first_seconds, times_ms):
+    view = _PEER_PADDING[name]
+    return {**run_.summary(first_seconds, times_ms), "padding": view,
+            **_throughput(times_ms, cfg.batch_size, *tokens[view], cfg.benchmark_warmup)}
 
-  print(f"  timing {len(calls)} calls, {cfg.benchmark_steps} steps each in "
-        f"{cfg.benchmark_rounds} interleaved rounds", flush=True)
-  try:
-    timing = synthetic.time_interleaved(calls, cfg.benchmark_steps, cfg.benchmark_warmup,
-                                        cfg.benchmark_rounds)
-  finally:
-    for run_, _, _ in peer_runs.values():
-      run_.close()
-
-  peak = flops_lib.device_peak_flops()
-  methods = []
-  for name in calls:
-    if name.startswith("peer:"):
-      continue
-    aug = name.split("@")[0]
-    view = padding[name]
-    result = {"name": name, "aug": aug, "padding": view, **facts[name],
-              **_throughput(timing[name]["times_ms"], cfg.batch_size, *tokens[view],
-                            cfg.benchmark_warmup)}
-    state = jax.device_get(step_lib.unreplicate(holders[name]["state"]))
-    result["measured_shift"] = (float(state.shift_sum) / int(state.shift_steps)
-                                if int(state.shift_steps) else None)
-    flops = sum(flops_lib.step_flops(
-        aug=aug, objective="kd", teacher=t, student=s, batch=cfg.batch_size,
-        seq_len=int(b["input_ids"].shape[-1]), shift_degree=cfg.shift_degree,
-        aug_copies=cfg.aug_copies)["total"]
-        for b in views[view][cfg.benchmark_warmup:cfg.benchmark_warmup + result["steps"]])
-    result["tflops_per_sec"] = flops / result["seconds"] / 1e12
-    result["mfu"] = flops / result["seconds"] / (peak * devices) if peak else None
-    methods.append(result)
-  for name, (run_, first_seconds, view) in peer_runs.items():
-    try:
-      if name in peer_errors:
-        raise peer_errors[name]
-      times = timing["peer:" + name]["times_ms"]
-      peer = {**run_.summary(first_seconds, times), "padding": view,
-              **_throughput(times, cfg.batch_size, *tokens[view], cfg.benchmark_warmup)}
-    except Exception as exc:  # pylint: disable=broad-except  # reported, not raised
-      peer = synthetic.peer_error(name, exc)
-    peers.append(peer)
-
+  peers += common.peer_results(peer_runs, peer_errors, timing, summarize)
   report = {
-      "machine": {"device_kind": device_kind, "devices": devices, "backend": jax.default_backend(),
-                  "peak_flops_per_device": peak, "jax": jax.__version__},
+      "machine": about,
       "shapes": {"batch": cfg.batch_size, "max_seq_len": cfg.max_seq_len, "dtype": cfg.dtype,
                  "shift_degree": cfg.shift_degree, "teacher": f"{t.num_layers}x{t.hidden_size}",
                  "student": f"{s.num_layers}x{s.hidden_size}"},
@@ -263,41 +234,8 @@ def run(cfg: Config) -> dict[str, Any]:
                  "rounds": max(1, min(cfg.benchmark_rounds, cfg.benchmark_steps)),
                  "interleaved": True, "throughput": "total examples / total time"},
   }
-  synthetic.write_report(report, markdown_table(report), cfg.benchmark_out)
+  common.write_report(report, markdown_table(report), cfg.benchmark_out)
   return report
-
-
-def _prepare_peers(cfg: Config, models: synthetic.Models, views: dict[str, list[Batch]],
-                   num_labels: int, calls: dict[str, Callable[[int], Any]]):
-  """Build each peer on its padding of the batches and add its guarded step to `calls`.
-
-  Returns ({name: (run, first-step seconds, padding)}, errors kept during timing, peers that
-  could not be built)."""
-  runs, errors, failed = {}, {}, []
-  if not cfg.benchmark_peers:
-    return runs, errors, failed
-  from augpro_jax.bench import peers as peers_lib  # pylint: disable=g-import-not-at-top
-  t, s = models.teacher.config, models.student.config
-  shapes = peers_lib.PeerShapes(
-      batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=num_labels,
-      vocab_size=t.vocab_size, teacher_layers=t.num_layers, teacher_hidden=t.hidden_size,
-      teacher_heads=t.num_heads, teacher_intermediate=t.intermediate_size,
-      student_layers=s.num_layers, student_hidden=s.hidden_size, student_heads=s.num_heads,
-      student_intermediate=s.intermediate_size, dtype=cfg.dtype)
-  padding = {"hf_flax": "peer_fixed", "hf_torch": "peer_dynamic"}
-  for name in cfg.benchmark_peers:
-    if name not in peers_lib.PREPARE:
-      raise UserError(f"unknown peer {name!r}; choose from {', '.join(peers_lib.PREPARE)}")
-    try:
-      run_ = peers_lib.PREPARE[name](shapes, seed=cfg.seed, batches=views[padding[name]])
-      start = time.perf_counter()
-      run_.step(0)  # compilation (Flax) or lazy allocation (torch): untimed, reported
-      runs[name] = (run_, time.perf_counter() - start, padding[name])
-      # call(i) is batch i, as for our steps: the same examples in the same order.
-      calls["peer:" + name] = synthetic.guarded(run_.step, errors, name, offset=0)
-    except Exception as exc:  # pylint: disable=broad-except  # a peer that cannot run is reported
-      failed.append(synthetic.peer_error(name, exc))
-  return runs, errors, failed
 
 
 def ratios(methods: list[dict[str, Any]], peers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -313,35 +251,34 @@ def ratios(methods: list[dict[str, Any]], peers: list[dict[str, Any]]) -> dict[s
 
 def markdown_table(report: dict[str, Any]) -> str:
   m, s, d = report["machine"], report["shapes"], report["data"]
-  lines = [
+  names = {"buckets": "length buckets", "fixed": "--max_seq_len", "peer_fixed": "--max_seq_len",
+           "peer_dynamic": "batch's longest"}
+  rows = []
+  for r in report["methods"]:
+    shift = "-" if r["measured_shift"] is None else f"{r['measured_shift']:.3f}"
+    rows.append([f"ours {r['aug']}", names[r["padding"]], f"{r['examples_per_sec']:.1f}",
+                 f"{r['real_tokens_per_sec']:.0f}", f"{r['token_utilisation']:.2f}",
+                 f"{r['step_ms_mean']:.1f}", shift, f"{r['compile_seconds']:.1f}"])
+  for p in report["peers"]:
+    if p.get("examples_per_sec"):
+      rows.append([f"peer {p['name']}", names[p["padding"]], f"{p['examples_per_sec']:.1f}",
+                   f"{p['real_tokens_per_sec']:.0f}", f"{p['token_utilisation']:.2f}",
+                   f"{p['step_ms_mean']:.1f}", "-", f"{p['compile_seconds']:.1f}"])
+    else:
+      rows.append([f"peer {p['name']}", f"unavailable: {p.get('error')}"] + [""] * 6)
+  r = report["ratios"]
+  ratio_rows = [[f"{aug}: buckets / --max_seq_len", f"{value:.2f}"]
+                for aug, value in r["buckets_over_max_seq_len"].items()]
+  ratio_rows += [[f"none with buckets / {key[len('none_over_'):]}", f"{value:.2f}"]
+                 for key, value in r.items() if key.startswith("none_over_")]
+  return "\n".join([
       f"Machine: {m['devices']} x {m['device_kind']} ({m['backend']}), jax {m['jax']}; "
       f"{d['task']} training batches ({d['batches']} drawn, {report['timing']['steps']} timed), "
       f"teacher {s['teacher']}, student {s['student']}, batch {s['batch']}, --max_seq_len "
       f"{s['max_seq_len']}, buckets {','.join(map(str, d['length_buckets']))}, {s['dtype']}",
       "",
-      "| step | padding | examples/s | real tokens/s | token utilisation | ms/step (mean) | "
-      "measured shift | compile s |",
-      "|---|---|---:|---:|---:|---:|---:|---:|",
-  ]
-  names = {"buckets": "length buckets", "fixed": "--max_seq_len", "peer_fixed": "--max_seq_len",
-           "peer_dynamic": "batch's longest"}
-  for r in report["methods"]:
-    shift = "-" if r["measured_shift"] is None else f"{r['measured_shift']:.3f}"
-    lines.append(f"| ours {r['aug']} | {names[r['padding']]} | {r['examples_per_sec']:.1f} | "
-                 f"{r['real_tokens_per_sec']:.0f} | {r['token_utilisation']:.2f} | "
-                 f"{r['step_ms_mean']:.1f} | {shift} | {r['compile_seconds']:.1f} |")
-  for p in report["peers"]:
-    if p.get("examples_per_sec"):
-      lines.append(f"| peer {p['name']} | {names[p['padding']]} | {p['examples_per_sec']:.1f} | "
-                   f"{p['real_tokens_per_sec']:.0f} | {p['token_utilisation']:.2f} | "
-                   f"{p['step_ms_mean']:.1f} | - | {p['compile_seconds']:.1f} |")
-    else:
-      lines.append(f"| peer {p['name']} | unavailable: {p.get('error')} | | | | | | |")
-  r = report["ratios"]
-  lines += ["", "| ratio (examples/s) | |", "|---|---:|"]
-  for aug, value in r["buckets_over_max_seq_len"].items():
-    lines.append(f"| {aug}: buckets / --max_seq_len | {value:.2f} |")
-  for key, value in r.items():
-    if key.startswith("none_over_"):
-      lines.append(f"| none with buckets / {key[len('none_over_'):]} | {value:.2f} |")
-  return "\n".join(lines)
+      *common.table(["step", "padding", "examples/s", "real tokens/s", "token utilisation",
+                     "ms/step (mean)", "measured shift", "compile s"], rows, left=2),
+      "",
+      *common.table(["ratio (examples/s)", ""], ratio_rows),
+  ])
