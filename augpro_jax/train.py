@@ -214,8 +214,9 @@ def run(cfg: Config) -> dict[str, Any]:
     interrupts.stop_if_requested("between_phases", "while reading the data, before anything was "
                                  "written")
     workdir = pathlib.Path(cfg.workdir)
-    identity = workdir_lib.identity(
-        cfg, workdir_lib.data_digest({"train": ctx.train, **ctx.dev}), ctx.task.label_names)
+    digests = workdir_lib.data_digest({"train": ctx.train, **ctx.dev})
+    distributed.same_data(digests)
+    identity = workdir_lib.identity(cfg, digests, ctx.task.label_names)
     with workdir_lib.claim(workdir, identity, agree=distributed.agree):
       if cfg.mode == "train_teacher":
         _, _, info = train_teacher(ctx, workdir)

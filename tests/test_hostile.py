@@ -4,18 +4,22 @@ non-finite outputs. Every file is built here, without torch, from the bytes torc
 
 import json
 import pathlib
+import socket
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import zipfile
 
 import jax
 import numpy as np
 import pytest
 
+from augpro_jax import distributed
 from augpro_jax import hf_io
 from augpro_jax import model as model_lib
+from augpro_jax import rendezvous
 from augpro_jax import torch_pickle
 from augpro_jax.errors import UserError
 from test_model import assert_one_line, tiny
@@ -157,3 +161,64 @@ def test_crafted_files_cannot_grow_memory_past_twice_the_declared_tensors(tmp_pa
   assert [l.split()[0] for l in lines] == ["refused", "refused", "growth_kb"], result.stdout
   growth_kb = int(lines[-1].split()[1])
   assert growth_kb < 2 * declared_kb + 16 * 1024, result.stdout  # 16 MiB: allocator noise
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixed processes: every process's settings are process 0's, or nobody starts.
+# ----------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _rendezvous(address, process_id, identity):
+  try:
+    return rendezvous.rendezvous(address, 2, process_id, 20.0, identity=identity)
+  except UserError as exc:
+    return exc
+
+
+def test_handshake_refuses_a_partner_with_other_settings_on_both_processes():
+  lead = {"seed": 0, "aug": "augpro_mix", "mode": "distill", "teacher_layers": [1, 2]}
+  other = {**lead, "seed": 1, "aug": "knn"}
+  address = f"127.0.0.1:{_free_port()}"
+  results = {}
+  peer = threading.Thread(target=lambda: results.update({1: _rendezvous(address, 1, other)}))
+  peer.start()
+  results[0] = _rendezvous(address, 0, lead)
+  peer.join()
+  want = ("process 1 was started with other settings than process 0: --aug: augpro_mix on "
+          "process 0, knn on process 1; --seed: 0 on process 0, 1 on process 1; start every "
+          "process with the same flags")
+  assert [str(results[0]), str(results[1])] == [want, want]
+  assert all(isinstance(r, UserError) for r in results.values())
+  # The same settings (a tuple travels as a list) start.
+  address = f"127.0.0.1:{_free_port()}"
+  same = {**lead, "teacher_layers": (1, 2)}
+  peer = threading.Thread(target=lambda: results.update({1: _rendezvous(address, 1, same)}))
+  peer.start()
+  results[0] = _rendezvous(address, 0, same)
+  peer.join()
+  assert [type(results[0]), type(results[1])] == [list, list]
+  for _, conn in results[0] + results[1]:
+    conn.close()
+
+
+def test_processes_that_read_other_data_all_stop_naming_them(monkeypatch):
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  gathered = []
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  monkeypatch.setattr(multihost_utils, "process_allgather",
+                      lambda mine: np.stack([mine, *gathered]))
+  digests = {"train": "1a", "validation": "2b"}
+  theirs = distributed.hashlib.sha256(b"other").digest()
+  gathered[:] = [np.frombuffer(theirs, np.uint8), None]
+  gathered[1] = gathered[0]
+  with pytest.raises(UserError) as info:
+    distributed.same_data(digests)
+  assert_one_line(info, "processes 1, 2 read other data than process 0")
+  monkeypatch.setattr(multihost_utils, "process_allgather", lambda mine: np.stack([mine] * 3))
+  distributed.same_data(digests)  # the same data everywhere: no error
