@@ -42,6 +42,7 @@ from orbax.checkpoint import step as step_lib
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from augpro_jax import hf_io
+from augpro_jax import model as model_lib
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertConfig
 
@@ -328,7 +329,39 @@ def load_exported(directory: str | pathlib.Path) -> tuple[BertConfig, Any, dict[
     params = serialization.msgpack_restore(params_path.read_bytes())
   except Exception as exc:  # pylint: disable=broad-except  # corrupt json/msgpack/config
     raise UserError(f"cannot read model {directory}: {str(exc).splitlines()[0][:200]}") from None
+  check_params_match(directory, config, params)
   return config, params, meta
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(np.shape(leaf))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_params_match(directory: pathlib.Path, config: BertConfig, params: Any) -> None:
+  """Refuse params.msgpack unless it is exactly the tree model.json's config describes."""
+  try:
+    want = _leaf_shapes(model_lib.param_shapes(config))
+  except Exception as exc:  # pylint: disable=broad-except  # sizes flax cannot build
+    raise UserError(f"model {directory}: model.json describes no valid model ({exc!s:.200})"
+                    ) from None
+  have = _leaf_shapes(params) if isinstance(params, dict) else {}
+  if want == have:
+    return
+  layers = {k.split("/")[1] for k in have if k.startswith("encoder/layer_")}
+  where = f"model {directory}: params.msgpack does not match model.json"
+  if len(layers) != config.num_layers:
+    raise UserError(f"{where}: model.json says {config.num_layers} layers, params.msgpack has "
+                    f"{len(layers)}")
+  head = have.get("classifier/bias")
+  if head and head != (config.num_labels,):
+    raise UserError(f"{where}: model.json says {config.num_labels} labels, params.msgpack's "
+                    f"classifier has {head[0]}")
+  name = next(k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k))
+  show = lambda shape: "missing" if shape is None else list(shape)  # pylint: disable=unnecessary-lambda-assignment
+  raise UserError(f"{where}: {name} is {show(have.get(name))} in params.msgpack, "
+                  f"{show(want.get(name))} from model.json (vocab_size {config.vocab_size}, "
+                  f"hidden_size {config.hidden_size})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -196,6 +196,9 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   keep_checkpoints: int = knob(3, "Recent checkpoints kept (+ the best).")
   skip_nonfinite_steps: int = knob(0, "Tolerate up to K non-finite steps (skipped) before stopping.")
   progress: bool = knob(True, "Show a progress bar.")
+  adopt_checkpoints: bool = knob(False, "Resume a workdir that holds results but no run.json "
+                                        "(the settings they were trained with are unknown), "
+                                        "recording the current settings as its identity.")
 
   # Multi-process.
   coordinator_address: Optional[str] = knob(None, "host:port of process 0 (multi-process runs).")
@@ -256,8 +259,8 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
         raise UserError(f"--{name} must be positive, got {value}")
     for name in ("num_epochs", "teacher_num_epochs", "learning_rate", "temperature"):
       value = getattr(self, name)
-      if not value > 0:
-        raise UserError(f"--{name} must be positive, got {value}")
+      if not 0 < value < math.inf:
+        raise UserError(f"--{name} must be finite and positive, got {value}")
     for name in ("eval_every", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup"):
       value = getattr(self, name)
       if value < 0:

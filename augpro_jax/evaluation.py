@@ -176,7 +176,20 @@ def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: An
     np.add.at(seen, index[real], 1)
   if not np.all(seen == 1):
     raise AssertionError("evaluation did not see every example exactly once")
+  check_finite(out, phase)
   return out
+
+
+_PHASES = {"eval": "evaluating", "teacher_logits": "computing the teacher's logits"}
+
+
+def check_finite(logits: np.ndarray, phase: str) -> None:
+  """Refuse logits [N, C] with NaN or infinity: a metric or a prediction from them means nothing."""
+  bad = int(np.sum(~np.isfinite(logits).all(axis=-1)))
+  if bad:
+    raise UserError(f"the model gave non-finite logits (NaN or infinity) for {bad} of "
+                    f"{len(logits)} examples while {_PHASES.get(phase, phase)}: its weights are "
+                    "broken (NaN or infinity in them, or values that overflow)")
 
 
 def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,

@@ -393,13 +393,12 @@ _MAX_SIZE = 1 << 22
 _MAX_PARAMS = 20_000_000_000
 
 
-def check_for_task(directory: str | pathlib.Path, config: BertConfig, task_name: str,
+def check_for_task(source: str | pathlib.Path, config: BertConfig, task_name: str,
                    num_texts: int) -> None:
   """A sentence-pair task marks its second text with token type 1: the model must have one."""
   if num_texts > 1 and config.type_vocab_size < 2:
-    raise UserError(f"{pathlib.Path(directory) / 'config.json'} has type_vocab_size "
-                    f"{config.type_vocab_size}, but task {task_name} pairs two texts and needs 2 "
-                    "token types")
+    raise UserError(f"model {source} has type_vocab_size {config.type_vocab_size}, but task "
+                    f"{task_name} pairs two texts and needs 2 token types")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ Preempted = loop.Preempted
 def _pretrained(ctx: Context):
   config, params = hf_io.load_pretrained(str(ctx.teacher_dir), num_labels=ctx.task.num_labels,
                                          dropout_rate=ctx.cfg.dropout, dtype=ctx.cfg.dtype)
+  hf_io.check_for_task(ctx.teacher_dir, config, ctx.task.name, len(ctx.task.text_fields))
   return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits,
                              attention_dropout_mask=ctx.cfg.attention_dropout_mask), params
 
@@ -95,6 +96,7 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
     config, params, info = checkpoints.load_model(
         found, task_name=ctx.task.name, num_labels=ctx.task.num_labels,
         task_labels=ctx.task.label_names, dtype=cfg.dtype)
+    hf_io.check_for_task(path, config, ctx.task.name, len(ctx.task.text_fields))
     if found.kind == "huggingface":
       info["dev"] = _teacher_dev(ctx, config, params, info)
   else:
@@ -217,7 +219,8 @@ def run(cfg: Config) -> dict[str, Any]:
     digests = workdir_lib.data_digest({"train": ctx.train, **ctx.dev})
     distributed.same_data(digests)
     identity = workdir_lib.identity(cfg, digests, ctx.task.label_names)
-    with workdir_lib.claim(workdir, identity, agree=distributed.agree):
+    with workdir_lib.claim(workdir, identity, agree=distributed.agree,
+                           adopt=cfg.adopt_checkpoints):
       if cfg.mode == "train_teacher":
         _, _, info = train_teacher(ctx, workdir)
         summary = (json.loads((workdir / "summary.json").read_text())

@@ -2,6 +2,7 @@
 beyond config.json, zip bombs), models whose description disagrees with their weights, and
 non-finite outputs. Every file is built here, without torch, from the bytes torch.save writes."""
 
+import dataclasses
 import json
 import pathlib
 import socket
@@ -16,11 +17,18 @@ import jax
 import numpy as np
 import pytest
 
+from augpro_jax import checkpoints
+from augpro_jax import data as data_lib
 from augpro_jax import distributed
 from augpro_jax import hf_io
 from augpro_jax import model as model_lib
+from augpro_jax import predict
 from augpro_jax import rendezvous
+from augpro_jax import tasks as tasks_lib
 from augpro_jax import torch_pickle
+from augpro_jax import train
+from augpro_jax import workdir as workdir_lib
+from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 from test_model import assert_one_line, tiny
 
@@ -222,3 +230,139 @@ def test_processes_that_read_other_data_all_stop_naming_them(monkeypatch):
   assert_one_line(info, "processes 1, 2 read other data than process 0")
   monkeypatch.setattr(multihost_utils, "process_allgather", lambda mine: np.stack([mine] * 3))
   distributed.same_data(digests)  # the same data everywhere: no error
+
+
+# ----------------------------------------------------------------------------------------------
+# A model is checked before it is used.
+# ----------------------------------------------------------------------------------------------
+
+
+def _exported(path: pathlib.Path, config, params, labels=("0", "1")) -> pathlib.Path:
+  return checkpoints.export_model(path, config, params,
+                                  {"task": "sst2", "num_labels": config.num_labels,
+                                   "label_names": list(labels)},
+                                  tokenizer_dir=hf_io.resolve_pretrained_dir("minilm"))
+
+
+def _rewrite_model_json(directory: pathlib.Path, **config_fields) -> None:
+  meta = json.loads((directory / "model.json").read_text())
+  meta["config"].update(config_fields)
+  (directory / "model.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("fields, needles", [
+    ({"num_layers": 1}, ["model.json says 1 layers, params.msgpack has 2"]),
+    ({"num_labels": 3}, ["model.json says 3 labels, params.msgpack's classifier has 2"]),
+    ({"vocab_size": 50}, ["embeddings/word_embeddings/embedding is [100, 32] in params.msgpack, "
+                          "[50, 32] from model.json"]),
+    ({"intermediate_size": 32}, ["layer_0/intermediate/bias is [64] in params.msgpack, [32] from"]),
+], ids=["layers", "labels", "vocabulary", "width"])
+def test_model_json_that_disagrees_with_its_params_is_refused(tmp_path, fields, needles):
+  config = tiny()
+  params = model_lib.init_params(config, jax.random.PRNGKey(0))
+  directory = checkpoints.export_model(tmp_path / "final", config, params,
+                                       {"task": "sst2", "num_labels": 2})
+  checkpoints.load_exported(directory)  # as written: fine
+  _rewrite_model_json(directory, **fields)
+  with pytest.raises(UserError) as info:
+    checkpoints.load_exported(directory)
+  assert_one_line(info, f"model {directory}: params.msgpack does not match model.json", *needles)
+
+
+def test_one_token_type_model_is_refused_for_a_pair_task(glue, tmp_path):
+  config = dataclasses.replace(tiny(vocab=30522), max_position_embeddings=64, type_vocab_size=1)
+  model = _exported(tmp_path / "final", config, model_lib.init_params(config,
+                                                                      jax.random.PRNGKey(0)))
+  common = dict(mode="eval", teacher_ckpt=str(model), max_seq_len=64, eval_batch_size=16,
+                progress=False, glue_dir=str(glue))
+  # RTE marks its second sentence with token type 1, which this model has no embedding for.
+  with pytest.raises(UserError) as info:
+    train.run(Config(task="rte", **common))
+  assert_one_line(info, f"model {model} has type_vocab_size 1", "task rte pairs two texts")
+  hf_io.check_for_task(model, config, "sst2", 1)  # one text per example: fine
+
+
+def test_nan_model_in_eval_and_predict_is_one_line_and_writes_nothing(glue, tmp_path):
+  config = dataclasses.replace(tiny(vocab=30522), max_position_embeddings=64)
+  params = jax.tree.map(lambda x: np.full_like(x, np.nan),
+                        model_lib.init_params(config, jax.random.PRNGKey(0)))
+  model = _exported(tmp_path / "final", config, params)
+  texts = tmp_path / "texts.tsv"
+  texts.write_text("sentence\nfine\nawful\nso so\n")
+  common = dict(task="sst2", teacher_ckpt=str(model), max_seq_len=64, eval_batch_size=16,
+                progress=False, glue_dir=str(glue))
+  out = tmp_path / "p.jsonl"
+  with pytest.raises(UserError) as info:
+    train.run(Config(mode="predict", predict_file=str(texts), predict_out=str(out), **common))
+  assert_one_line(info, "non-finite logits (NaN or infinity) for 3 of 3 examples")
+  assert not out.exists()
+  with pytest.raises(UserError) as info:
+    train.run(Config(mode="eval", **common))
+  assert_one_line(info, "non-finite logits (NaN or infinity) for 872 of 872 examples while "
+                  "evaluating")
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels and workdirs.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, content, line", [
+    ("train.tsv", "sentence\tlabel\ngood film\t1\nbad film\t\n", 3),
+    ("train.tsv", "sentence\tlabel\ngood film\t  \nbad film\t0\n", 2),
+    ("train.jsonl", '{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": " "}\n', 2),
+], ids=["tsv_empty", "tsv_spaces", "jsonl_spaces"])
+def test_empty_or_blank_label_is_a_line_numbered_error(tmp_path, name, content, line):
+  path = tmp_path / name
+  path.write_text(content)
+  with pytest.raises(UserError) as info:
+    data_lib._read_custom(str(path), "--train_file", ("sentence",), "label")  # pylint: disable=protected-access
+  assert_one_line(info, f"{path} line {line}: empty label in column 'label'")
+
+
+def test_labels_with_a_tab_or_line_break_stay_one_tsv_cell():
+  task = tasks_lib.TaskSpec("custom", None, None, ("sentence",), "label", ("a\tb", "c\nd"),
+                            ("dev",), "accuracy")
+  text = predict.format_rows(task, np.array([[2.0, 0.0], [0.0, 2.0]]), ".tsv")
+  rows = [line.split("\t") for line in text.splitlines()]
+  assert [len(r) for r in rows] == [4, 4, 4], text
+  assert rows[0] == ["index", "label", "prob_a\\tb", "prob_c\\nd"]
+  assert [r[1] for r in rows[1:]] == ["a\\tb", "c\\nd"]
+
+
+def _identity(cfg):
+  return workdir_lib.identity(cfg, {"train": "aa", "dev": "bb"}, ("0", "1"))
+
+
+def test_results_without_run_json_need_adopt_checkpoints(tmp_path, capsys):
+  (tmp_path / "checkpoints").mkdir()  # run.json deleted, or never written
+  current = _identity(Config(seed=1))
+  with pytest.raises(UserError) as info:
+    workdir_lib.check_identity(tmp_path, current, write=True)
+  assert_one_line(info, f"workdir {tmp_path} has results but no run.json",
+                  "pass --adopt_checkpoints")
+  assert not (tmp_path / "run.json").exists()
+  workdir_lib.check_identity(tmp_path, current, write=True, adopt=True)
+  assert "--adopt_checkpoints: recording the current settings" in capsys.readouterr().err
+  recorded = json.loads((tmp_path / "run.json").read_text())
+  assert recorded["settings"]["seed"] == 1 and recorded["adopted"]
+  # The adopted identity is enforced from then on; the flag itself is not part of it.
+  workdir_lib.check_identity(tmp_path, _identity(Config(seed=1, adopt_checkpoints=True)),
+                             write=True)
+  with pytest.raises(UserError, match="--seed: 1 in the workdir, 2 now"):
+    workdir_lib.check_identity(tmp_path, _identity(Config(seed=2)), write=True)
+
+
+def test_num_epochs_may_change_when_num_train_steps_sets_the_length():
+  old = _identity(Config(num_epochs=3, num_train_steps=50))
+  assert workdir_lib.describe_differences(
+      old, _identity(Config(num_epochs=5, num_train_steps=50))) == []
+  assert workdir_lib.describe_differences(old, _identity(Config(num_epochs=5))) == [
+      "--num_epochs: 3 in the workdir, 5 now", "--num_train_steps: 50 in the workdir, None now"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 0.0, -1e-5])
+def test_learning_rate_must_be_finite_and_positive(value):
+  with pytest.raises(UserError) as info:
+    Config(learning_rate=value).validate()
+  assert_one_line(info, f"--learning_rate must be finite and positive, got {value}")
