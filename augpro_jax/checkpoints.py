@@ -292,6 +292,7 @@ def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
   try:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make final/ private
     (tmp / "params.msgpack").write_bytes(serialization.msgpack_serialize(
         jax.tree.map(np.asarray, params)))
     if tokenizer_dir is not None:
@@ -313,6 +314,26 @@ def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
   return directory
+
+
+def _umask() -> int:
+  mask = os.umask(0o22)  # reading the umask means setting it: put it straight back
+  os.umask(mask)
+  return mask
+
+
+def tidy_exports(directory: pathlib.Path) -> None:
+  """Finish what a killed export left in `directory`: a moved-aside export whose replacement never
+  arrived goes back into place; half-written temporary exports are removed."""
+  for old in directory.glob(".*.old-*"):
+    target = directory / old.name[1:].split(".old-")[0]
+    if not target.exists():
+      os.replace(old, target)
+    else:
+      shutil.rmtree(old, ignore_errors=True)
+  for tmp in directory.glob(".*.tmp-*"):
+    if tmp.is_dir():
+      shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_exported(directory: str | pathlib.Path) -> tuple[BertConfig, Any, dict[str, Any]]:

@@ -57,6 +57,9 @@ def local_layout() -> pipeline.Layout:
 def ensure_workdir(path: str | pathlib.Path) -> pathlib.Path:
   """Create the workdir and check that we can write there, before any work is done."""
   path = pathlib.Path(path)
+  if path.exists() and not path.is_dir():
+    raise UserError(f"workdir {path} is a file, not a directory; give a directory (it is "
+                    "created if missing)")
   try:
     path.mkdir(parents=True, exist_ok=True)
     # Hosts of a pod share the workdir and, in containers, often the pid: name the process too.

@@ -5,6 +5,7 @@ blocks, with learning rate, throughput, MFU and the non-finite policy (`MetricLo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -45,7 +46,8 @@ class Writers:
     self.tb = None
     if enabled:
       _rewind_metrics(workdir / "metrics.jsonl", start_step)
-      self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+      # Unbuffered bytes: each record is one write, undone if it fails (see `_append`).
+      self.jsonl = open(workdir / "metrics.jsonl", "ab", buffering=0)
       self.tb = _summary_writer_class()(str(workdir / "tensorboard"))
 
   def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
@@ -53,8 +55,7 @@ class Writers:
       return
     record = {"step": step, "kind": kind, **values}
     try:
-      self.jsonl.write(json.dumps(record) + "\n")
-      self.jsonl.flush()
+      _append(self.jsonl, (json.dumps(record) + "\n").encode("utf-8"))
       for key, value in values.items():
         if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
           self.tb.add_scalar(f"{kind}/{key}", value, step)
@@ -66,6 +67,17 @@ class Writers:
     if self.enabled:
       self.jsonl.close()
       self.tb.close()
+
+
+def _append(file, data: bytes) -> None:
+  """Append `data` whole or not at all: a full disk must not leave half a JSON line."""
+  size = os.fstat(file.fileno()).st_size
+  try:
+    if file.write(data) != len(data):
+      raise OSError(errno.ENOSPC, "No space left on device (a short write)")
+  except OSError:
+    os.ftruncate(file.fileno(), size)
+    raise
 
 
 def _rewind_metrics(path: pathlib.Path, step: int) -> None:

@@ -219,8 +219,9 @@ def _read_identity(path: pathlib.Path) -> Optional[dict[str, Any]]:
   except (OSError, ValueError) as exc:
     raise UserError(f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}): the run's "
                     f"identity is unknown; move the workdir away to start over") from None
-  if not isinstance(recorded, dict):
-    raise UserError(f"{path} is not a run identity; move the workdir away to start over")
+  if not isinstance(recorded, dict) or not isinstance(recorded.get("settings", {}), dict):
+    raise UserError(f"{path} holds a JSON {type(recorded).__name__}, not a run identity (an object "
+                    "with the run's settings); move the workdir away to start over")
   return recorded
 
 

@@ -3,14 +3,19 @@ beyond config.json, zip bombs), models whose description disagrees with their we
 non-finite outputs. Every file is built here, without torch, from the bytes torch.save writes."""
 
 import dataclasses
+import errno
 import json
+import os
 import pathlib
+import shutil
 import socket
+import stat
 import struct
 import subprocess
 import sys
 import textwrap
 import threading
+import types
 import zipfile
 
 import jax
@@ -20,10 +25,13 @@ import pytest
 from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
+from augpro_jax import evaluation
 from augpro_jax import hf_io
+from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import predict
 from augpro_jax import rendezvous
+from augpro_jax import run_log
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import torch_pickle
 from augpro_jax import train
@@ -139,6 +147,7 @@ def test_crafted_tensor_is_one_line_naming_it(tmp_path, tensor, data, needles):
 _PEAK = textwrap.dedent("""
     import resource, sys
     from augpro_jax import hf_io
+from augpro_jax import input_pipeline as pipeline
     from augpro_jax.errors import UserError
     hf_io.load_pretrained(sys.argv[1], num_labels=2)  # warm: JAX's backend, numpy, zipfile
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -366,3 +375,126 @@ def test_learning_rate_must_be_finite_and_positive(value):
   with pytest.raises(UserError) as info:
     Config(learning_rate=value).validate()
   assert_one_line(info, f"--learning_rate must be finite and positive, got {value}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tidiness.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_eval_batch_is_capped_at_the_split_size():
+  ids = np.ones((3, 8), np.int32)
+  split = pipeline.Tokenized(ids, ids, np.zeros_like(ids), np.zeros(3, np.int32), 0, [("x",)] * 3)
+  layout = pipeline.Layout(local_devices=8)
+  batches = list(pipeline.eval_batches(split, 128, layout))
+  assert [b["index"].size for b in batches] == [8]  # 3 examples, one row per device, not 128
+  assert sorted(np.concatenate([b["index"].ravel() for b in batches]).tolist()) == \
+      [-1] * 5 + [0, 1, 2]
+  assert pipeline.eval_batch_cap(128, 1000, layout) == 128
+
+
+def test_full_disk_in_the_middle_of_a_metrics_line_leaves_whole_lines(tmp_path):
+  writers = run_log.Writers(tmp_path, enabled=True)
+  writers.write(0, "train", {"loss": 1.0})
+  real = writers.jsonl
+
+  class FillsUpMidLine:
+    name = real.name
+
+    def write(self, data):
+      real.write(data[:len(data) // 2])
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fileno(self):
+      return real.fileno()
+
+  writers.jsonl = FillsUpMidLine()
+  with pytest.raises(UserError) as info:
+    writers.write(1, "train", {"loss": 0.5})
+  assert_one_line(info, "cannot write metrics", "No space left on device")
+  writers.jsonl = real
+  writers.write(1, "train", {"loss": 0.5})  # space again: the run (or its rerun) goes on
+  writers.close()
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [0, 1]
+
+
+def test_export_has_normal_permissions_and_a_killed_export_is_tidied(tmp_path):
+  config = tiny()
+  params = model_lib.init_params(config, jax.random.PRNGKey(0))
+  old_mask = os.umask(0o022)
+  try:
+    final = checkpoints.export_model(tmp_path / "final", config, params, {"v": 1})
+  finally:
+    os.umask(old_mask)
+  assert stat.S_IMODE(final.stat().st_mode) == 0o755
+  assert {stat.S_IMODE(p.stat().st_mode) for p in final.iterdir()} == {0o644}
+  # A kill between moving the old export aside and renaming the new one in, and a half-written
+  # temporary export: the next start puts the old export back and removes the rest.
+  os.replace(final, tmp_path / ".final.old-abc")
+  (tmp_path / ".final.tmp-def").mkdir()
+  (tmp_path / ".final.tmp-def" / "params.msgpack").write_bytes(b"half")
+  checkpoints.tidy_exports(tmp_path)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+  assert checkpoints.load_exported(final)[2]["v"] == 1
+
+
+def test_workdir_that_is_a_file_and_run_json_of_the_wrong_type_say_what_is_wrong(tmp_path):
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(UserError) as info:
+    evaluation.ensure_workdir(tmp_path / "file")
+  assert_one_line(info, f"workdir {tmp_path / 'file'} is a file, not a directory")
+  (tmp_path / "run.json").write_text("[1, 2]")
+  with pytest.raises(UserError) as info:
+    workdir_lib.check_identity(tmp_path, _identity(Config()), write=True)
+  assert_one_line(info, "run.json holds a JSON list, not a run identity")
+
+
+def test_absurd_config_sizes_are_refused_before_anything_is_allocated(tmp_path):
+  path, _ = backbone_dir(tmp_path / "m")
+  raw = json.loads((path / "config.json").read_text())
+  (path / "config.json").write_text(json.dumps({**raw, "vocab_size": 10**9,
+                                                "hidden_size": 4096, "num_attention_heads": 64}))
+  with pytest.raises(UserError) as info:
+    hf_io.load_pretrained(str(path), num_labels=2)
+  assert_one_line(info, "config.json declares a model of", "more than this program handles")
+
+
+def test_tokenizer_with_an_empty_vocabulary_is_one_line(tmp_path):
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  tokenizers.Tokenizer(tokenizers.models.WordPiece({}, unk_token="[UNK]")).save(
+      str(tmp_path / "tokenizer.json"))
+  with pytest.raises(UserError) as info:
+    pipeline.load_tokenizer(tmp_path)
+  assert_one_line(info, "has an empty vocabulary")
+
+
+def test_a_start_that_fails_leaves_no_empty_workdir(glue, tmp_path):
+  # A teacher whose weights do not match its config.json: the start fails after the workdir
+  # was made and claimed.
+  teacher, _ = backbone_dir(tmp_path / "teacher", **{WORDS.replace(".", "__"): (
+      _words(offset=3000), bytes(3200 * 4))})
+  shutil.copy(hf_io.resolve_pretrained_dir("minilm") / "tokenizer.json", teacher)
+  workdir = tmp_path / "run"
+  with pytest.raises(UserError, match="outside its data"):
+    train.run(Config(task="sst2", mode="finetune", teacher=str(teacher), workdir=str(workdir),
+                     glue_dir=str(glue), train_size=32, eval_size=16, max_seq_len=16,
+                     batch_size=8, eval_batch_size=8, progress=False))
+  assert not workdir.exists()
+
+
+def test_the_backbone_is_read_once_per_run_and_again_when_it_changes(tmp_path, monkeypatch):
+  path, _ = backbone_dir(tmp_path / "m")
+  reads = []
+  real_read = hf_io._WeightIndex.read  # pylint: disable=protected-access
+  monkeypatch.setattr(hf_io._WeightIndex, "read",  # pylint: disable=protected-access
+                      lambda self, shapes: reads.append(self.path) or real_read(self, shapes))
+  ctx = types.SimpleNamespace(teacher_dir=path, cfg=Config(dropout=0.1),
+                              task=types.SimpleNamespace(num_labels=2, name="sst2",
+                                                         text_fields=("sentence",)))
+  train._pretrained(ctx)  # pylint: disable=protected-access  # the teacher's start
+  train._pretrained(ctx)  # pylint: disable=protected-access  # the student's start
+  assert len(reads) == 1
+  backbone_dir(tmp_path / "m")  # written again: another file
+  train._pretrained(ctx)  # pylint: disable=protected-access
+  assert len(reads) == 2
