@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from augpro_jax import model as model_lib
+from augpro_jax import weight_files
 from augpro_jax.errors import UserError
 from augpro_jax.errors import one_line
 from augpro_jax.model import BertConfig, Params
-from augpro_jax import torch_pickle
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
@@ -122,14 +122,14 @@ def _read_config(path: pathlib.Path, *, num_labels: int, dropout_rate: float,
     raise UserError(f"{path} has inconsistent sizes: hidden_size {config.hidden_size}, "
                     f"num_attention_heads {config.num_heads}")
   _ = config.compute_dtype  # an unknown dtype is a UserError here, not at the first matmul
-  check_config_sizes(path, config)
+  weight_files.check_sizes(path, config)
   return config
 
 
 def _read_weights(directory: pathlib.Path, config: BertConfig, head: bool = False
                   ) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
   """The weights `config` needs (and the classifier, if `head`), checked before they are read."""
-  index = _WeightIndex(directory)
+  index = weight_files.WeightIndex(directory)
   return index.path, index.read(_wanted_shapes(config, index, head))
 
 
@@ -226,7 +226,7 @@ def load_pretrained(name_or_path: str, *, num_labels: int, dropout_rate: float =
 
 def head_size(directory: str | pathlib.Path) -> Optional[int]:
   """Outputs of the classifier head stored in a checkpoint directory; None when it has none."""
-  shapes = _WeightIndex(pathlib.Path(directory)).shapes  # the header or pickle only
+  shapes = weight_files.WeightIndex(pathlib.Path(directory)).shapes  # the header or pickle only
   name = _lookup(shapes, "classifier", ("bias",))
   return None if name is None or not shapes[name] else int(shapes[name][0])
 
@@ -274,7 +274,7 @@ def load_classifier(directory: str | pathlib.Path, *, task_name: str, num_labels
   directory = pathlib.Path(directory)
   config = _read_config(directory / "config.json", num_labels=num_labels, dropout_rate=0.0,
                         dtype=dtype)
-  index = _WeightIndex(directory)
+  index = weight_files.WeightIndex(directory)
   _check_head_shapes(directory, index.shapes, config, task_name)
   weights_path, weights = index.path, index.read(_wanted_shapes(config, index, head=True))
   weight, bias = _head(weights)  # [C, hidden], [C]
@@ -294,60 +294,22 @@ def load_classifier(directory: str | pathlib.Path, *, task_name: str, num_labels
 # ----------------------------------------------------------------------------------------------
 
 
-class _WeightIndex:
-  """The tensors of a directory's weights file, by name: shapes now, data on `read`."""
-
-  def __init__(self, directory: pathlib.Path):
-    self.path = directory / "model.safetensors"
-    self._refs = None
-    if self.path.is_file():
-      from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-      try:
-        with safe_open(str(self.path), framework="numpy") as f:  # the header only
-          self.shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-      except Exception as exc:  # pylint: disable=broad-except  # SafetensorError, OSError
-        raise _bad_safetensors(self.path, exc) from None
-    elif (directory / "pytorch_model.bin").is_file():
-      self.path = directory / "pytorch_model.bin"
-      self._refs = torch_pickle.read_tensor_refs(self.path)
-      self.shapes = {k: ref.shape for k, ref in self._refs.items()}
-    else:
-      raise UserError(f"no model.safetensors in {directory}")
-
-  def read(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """The tensors named in `shapes`, each checked to have its shape there."""
-    if self._refs is not None:
-      return torch_pickle.read_tensors(self.path, self._refs, shapes)
-    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-    try:
-      with safe_open(str(self.path), framework="numpy") as f:
-        return {k: f.get_tensor(k) for k in shapes}
-    except Exception as exc:  # pylint: disable=broad-except  # dtype errors, truncation
-      raise _bad_safetensors(self.path, exc) from None
-
-
-def _bad_safetensors(path: pathlib.Path, exc: Exception) -> UserError:
-  return UserError(f"cannot read {path}: not a valid safetensors file ({one_line(exc)})")
-
-
-def _wanted_shapes(config: BertConfig, index: _WeightIndex, head: bool
+def _wanted_shapes(config: BertConfig, index: weight_files.WeightIndex, head: bool
                    ) -> dict[str, tuple[int, ...]]:
   """Checkpoint name -> the shape config.json gives it, for every weight the model reads."""
   wanted = {}
   for path, spec in jax.tree_util.tree_flatten_with_path(model_lib.param_shapes(config))[0]:
     keys = tuple(k.key for k in path)
-    if keys[0] == "classifier" and not head:
-      continue
+    if keys[0] == "classifier":
+      continue  # the head: `_check_head_shapes` checks it against the task; added below
     base, suffixes, transpose = _hf_name(keys)
     name = _lookup(index.shapes, base, suffixes)
     if name is None:
-      if keys[0] in ("pooler", "classifier"):
-        continue  # a missing pooler is initialised; a missing head is reported by the caller
+      if keys[0] == "pooler":
+        continue  # initialised when missing
       raise UserError(f"{index.path} has no weight {base}.{suffixes[0]}: not a BERT checkpoint "
                       "matching its config.json")
     shape = tuple(reversed(spec.shape)) if transpose else tuple(spec.shape)
-    if keys[0] == "classifier":
-      continue  # checked against the task by `_check_head_shapes`, read as the file has it
     if index.shapes[name] != shape:
       raise UserError(f"{index.path}: {name} has shape {list(index.shapes[name])}, expected "
                       f"{list(shape)} from {index.path.parent / 'config.json'}")
@@ -373,24 +335,6 @@ def _check_head_shapes(directory: pathlib.Path, shapes: dict[str, tuple[int, ...
   if shapes[weight][1] != config.hidden_size:
     raise UserError(f"{directory}: classifier.weight has shape {list(shapes[weight])}, expected "
                     f"[{config.num_labels}, {config.hidden_size}]")
-
-
-def check_config_sizes(path: pathlib.Path, config: BertConfig) -> None:
-  """Refuse absurd sizes before anything is allocated from them."""
-  params = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size
-            ) * config.hidden_size + config.num_layers * (
-                4 * config.hidden_size ** 2 + 2 * config.hidden_size * config.intermediate_size)
-  if max(config.vocab_size, config.hidden_size, config.intermediate_size,
-         config.max_position_embeddings) > _MAX_SIZE or config.num_layers > 1024 or (
-             params > _MAX_PARAMS):
-    raise UserError(f"{path} declares a model of {params:.3g} parameters (vocab_size "
-                    f"{config.vocab_size}, hidden_size {config.hidden_size}, num_hidden_layers "
-                    f"{config.num_layers}, intermediate_size {config.intermediate_size}): more "
-                    f"than this program handles ({_MAX_PARAMS:.0e})")
-
-
-_MAX_SIZE = 1 << 22
-_MAX_PARAMS = 20_000_000_000
 
 
 def check_for_task(source: str | pathlib.Path, config: BertConfig, task_name: str,

@@ -64,6 +64,8 @@ def rendezvous(address: str, num_processes: int, process_id: int, timeout: float
 
 def identity_differences(process_id: int, lead: dict[str, Any], other: dict[str, Any]) -> str:
   """'' when `other` is `lead`; else one clause per differing flag, naming both processes."""
+  if lead.get("mode") != other.get("mode"):  # the modes compare different sets of flags
+    lead, other = {"mode": lead.get("mode")}, {"mode": other.get("mode")}
   clauses = [f"--{name}: {_show(lead.get(name))} on process 0, {_show(other.get(name))} on "
              f"process {process_id}" for name in sorted(set(lead) | set(other))
              if lead.get(name) != other.get(name)]

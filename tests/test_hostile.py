@@ -1,6 +1,9 @@
-"""Hostile and careless files: a crafted `pytorch_model.bin` (views outside their storage, sizes
-beyond config.json, zip bombs), models whose description disagrees with their weights, and
-non-finite outputs. Every file is built here, without torch, from the bytes torch.save writes."""
+"""Hostile files and mixed processes (the catalogue in docs/robustness.md): a crafted
+`pytorch_model.bin` (views outside their storage, sizes beyond config.json, zip bombs), processes
+of one run started with other settings or data, models whose description disagrees with their
+weights or task, non-finite outputs, bad labels, workdirs without their identity, and tidiness.
+Every hostile file is built here; the torch checkpoints without torch, from the bytes torch.save
+writes."""
 
 import dataclasses
 import errno
@@ -35,6 +38,7 @@ from augpro_jax import run_log
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import torch_pickle
 from augpro_jax import train
+from augpro_jax import weight_files
 from augpro_jax import workdir as workdir_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -147,7 +151,6 @@ def test_crafted_tensor_is_one_line_naming_it(tmp_path, tensor, data, needles):
 _PEAK = textwrap.dedent("""
     import resource, sys
     from augpro_jax import hf_io
-from augpro_jax import input_pipeline as pipeline
     from augpro_jax.errors import UserError
     hf_io.load_pretrained(sys.argv[1], num_labels=2)  # warm: JAX's backend, numpy, zipfile
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -212,6 +215,10 @@ def test_handshake_refuses_a_partner_with_other_settings_on_both_processes():
           "process with the same flags")
   assert [str(results[0]), str(results[1])] == [want, want]
   assert all(isinstance(r, UserError) for r in results.values())
+  # Another mode reads other flags: the mode alone is named.
+  assert rendezvous.identity_differences(1, lead, {"mode": "finetune", "seed": 3}) == (
+      "process 1 was started with other settings than process 0: --mode: distill on process 0, "
+      "finetune on process 1; start every process with the same flags")
   # The same settings (a tuple travels as a list) start.
   address = f"127.0.0.1:{_free_port()}"
   same = {**lead, "teacher_layers": (1, 2)}
@@ -486,8 +493,8 @@ def test_a_start_that_fails_leaves_no_empty_workdir(glue, tmp_path):
 def test_the_backbone_is_read_once_per_run_and_again_when_it_changes(tmp_path, monkeypatch):
   path, _ = backbone_dir(tmp_path / "m")
   reads = []
-  real_read = hf_io._WeightIndex.read  # pylint: disable=protected-access
-  monkeypatch.setattr(hf_io._WeightIndex, "read",  # pylint: disable=protected-access
+  real_read = weight_files.WeightIndex.read  # pylint: disable=protected-access
+  monkeypatch.setattr(weight_files.WeightIndex, "read",  # pylint: disable=protected-access
                       lambda self, shapes: reads.append(self.path) or real_read(self, shapes))
   ctx = types.SimpleNamespace(teacher_dir=path, cfg=Config(dropout=0.1),
                               task=types.SimpleNamespace(num_labels=2, name="sst2",
