@@ -505,3 +505,23 @@ def test_the_backbone_is_read_once_per_run_and_again_when_it_changes(tmp_path, m
   backbone_dir(tmp_path / "m")  # written again: another file
   train._pretrained(ctx)  # pylint: disable=protected-access
   assert len(reads) == 2
+
+
+def test_full_disk_in_the_tensorboard_thread_is_one_line_without_a_thread_traceback(
+    tmp_path, capsys, monkeypatch):
+  writers = run_log.Writers(tmp_path, enabled=True)
+  writers.write(0, "train", {"loss": 1.0})
+  events = writers.tb._get_file_writer().event_writer  # pylint: disable=protected-access
+
+  def no_space(*unused):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(events._ev_writer, "write_event", no_space)  # pylint: disable=protected-access
+  monkeypatch.setattr(run_log, "_EVENT_WRITER_ERRORS", [])
+  writers.write(1, "train", {"loss": 0.5})  # queued; the writer thread fails on it
+  events._worker.join(timeout=30)  # pylint: disable=protected-access
+  with pytest.raises(UserError) as info:
+    writers.write(2, "train", {"loss": 0.25})
+  assert_one_line(info, "cannot write metrics", "No space left on device")
+  writers.close()  # returns: it does not wait for the dead thread
+  assert "Traceback" not in capsys.readouterr().err
