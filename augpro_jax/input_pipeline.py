@@ -349,16 +349,17 @@ def eval_batch_cap(global_batch: int, examples: int, layout: Layout) -> int:
 
 
 def eval_token_utilisation(splits: list[Tokenized], global_batch: int,
-                           buckets: Optional[buckets_lib.Buckets] = None) -> Optional[float]:
+                           buckets: Optional[buckets_lib.Buckets] = None,
+                           layout: Layout = Layout()) -> Optional[float]:
   """Real tokens / tokens processed by `eval_batches` over `splits` (padding rows count as
   processed); None without examples."""
   real = processed = 0
   for data in splits:
     lengths = buckets_lib.extend_for(_buckets_of(data, buckets), data.lengths, data.max_seq_len)
-    plan = buckets_lib.eval_plan(buckets_lib.assign(data.lengths, lengths), len(lengths),
-                                 global_batch)
+    batch = eval_batch_cap(global_batch, len(data), layout)
+    plan = buckets_lib.eval_plan(buckets_lib.assign(data.lengths, lengths), len(lengths), batch)
     real += int(data.lengths.sum())
-    processed += sum(lengths[b] * global_batch for b, _ in plan)
+    processed += sum(lengths[b] * batch for b, _ in plan)
   return real / processed if processed else None
 
 

@@ -398,6 +398,9 @@ def test_eval_batch_is_capped_at_the_split_size():
   assert sorted(np.concatenate([b["index"].ravel() for b in batches]).tolist()) == \
       [-1] * 5 + [0, 1, 2]
   assert pipeline.eval_batch_cap(128, 1000, layout) == 128
+  # The summary's eval token utilisation counts the rows actually run.
+  assert pipeline.eval_token_utilisation([split], 128, layout=layout) == pytest.approx(
+      split.lengths.sum() / (8 * 8))
 
 
 def test_full_disk_in_the_middle_of_a_metrics_line_leaves_whole_lines(tmp_path):
