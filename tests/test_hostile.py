@@ -519,10 +519,14 @@ def test_full_disk_in_the_tensorboard_thread_is_one_line_without_a_thread_traceb
   def no_space(*unused):
     raise OSError(errno.ENOSPC, "No space left on device")
 
-  monkeypatch.setattr(events._ev_writer, "write_event", no_space)  # pylint: disable=protected-access
   monkeypatch.setattr(run_log, "_EVENT_WRITER_ERRORS", [])
-  writers.write(1, "train", {"loss": 0.5})  # queued; the writer thread fails on it
+  monkeypatch.setattr(events._ev_writer, "write_event", no_space)  # pylint: disable=protected-access
+  try:  # queued, and the writer thread fails on it (or already on step 0's event: refused)
+    writers.write(1, "train", {"loss": 0.5})
+  except UserError:
+    pass
   events._worker.join(timeout=30)  # pylint: disable=protected-access
+  assert not events._worker.is_alive()  # pylint: disable=protected-access
   with pytest.raises(UserError) as info:
     writers.write(2, "train", {"loss": 0.25})
   assert_one_line(info, "cannot write metrics", "No space left on device")
