@@ -183,6 +183,19 @@ def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: An
   return out
 
 
+def check_token_types(ctx: Context, config: model_lib.BertConfig, source: Any) -> None:
+  """The tokenizer's token types must exist in the model: a sentence-pair task marks its second
+  text with type 1 in BERT's tokenizers (RoBERTa's mark none), and an embedding row that is not
+  there would be read out of bounds (clamped, silently wrong)."""
+  if len(ctx.task.text_fields) < 2:
+    return
+  needed = max(ctx.tokenizer.encode("a", "b").type_ids) + 1
+  if needed > config.type_vocab_size:
+    raise UserError(f"model {source} has type_vocab_size {config.type_vocab_size}, but task "
+                    f"{ctx.task.name} pairs two texts and its tokenizer marks them with {needed} "
+                    "token types")
+
+
 _PHASES = {"eval": "evaluating", "teacher_logits": "computing the teacher's logits"}
 
 

@@ -337,14 +337,6 @@ def _check_head_shapes(directory: pathlib.Path, shapes: dict[str, tuple[int, ...
                     f"[{config.num_labels}, {config.hidden_size}]")
 
 
-def check_for_task(source: str | pathlib.Path, config: BertConfig, task_name: str,
-                   num_texts: int) -> None:
-  """A sentence-pair task marks its second text with token type 1: the model must have one."""
-  if num_texts > 1 and config.type_vocab_size < 2:
-    raise UserError(f"model {source} has type_vocab_size {config.type_vocab_size}, but task "
-                    f"{task_name} pairs two texts and needs 2 token types")
-
-
 # ----------------------------------------------------------------------------------------------
 # Writing.
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from augpro_jax import data as data_lib
 from augpro_jax import distributed
 from augpro_jax import evaluation
 from augpro_jax import glue_submission
-from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import tasks as tasks_lib
@@ -53,7 +52,7 @@ def run(cfg: Config) -> dict[str, Any]:
   config, params, info = checkpoints.load_model(found, task_name=task.name,
                                                 num_labels=task.num_labels,
                                                 task_labels=task.label_names, dtype=cfg.dtype)
-  hf_io.check_for_task(found.path, config, task.name, len(ctx.task.text_fields))
+  evaluation.check_token_types(ctx, config, found.path)
   if info.get("label_note") and distributed.is_main_process():
     print(f"note: model {found.path}: {info['label_note']}", flush=True)
   model = model_lib.BertClassifier(dataclasses.replace(config, dropout_rate=0.0))

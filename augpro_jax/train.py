@@ -48,7 +48,7 @@ Preempted = loop.Preempted
 def _pretrained(ctx: Context):
   config, params = _backbone(str(ctx.teacher_dir), _file_stamp(pathlib.Path(ctx.teacher_dir)),
                              ctx.task.num_labels, ctx.cfg.dropout, ctx.cfg.dtype)
-  hf_io.check_for_task(ctx.teacher_dir, config, ctx.task.name, len(ctx.task.text_fields))
+  evaluation.check_token_types(ctx, config, ctx.teacher_dir)
   return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits,
                              attention_dropout_mask=ctx.cfg.attention_dropout_mask), params
 
@@ -116,7 +116,7 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
     config, params, info = checkpoints.load_model(
         found, task_name=ctx.task.name, num_labels=ctx.task.num_labels,
         task_labels=ctx.task.label_names, dtype=cfg.dtype)
-    hf_io.check_for_task(path, config, ctx.task.name, len(ctx.task.text_fields))
+    evaluation.check_token_types(ctx, config, path)
     if found.kind == "huggingface":
       info["dev"] = _teacher_dev(ctx, config, params, info)
   else:
