@@ -237,8 +237,10 @@ def run(cfg: Config) -> dict[str, Any]:
     try:
       return _train_in(ctx, workdir)
     except BaseException:
-      if created and distributed.is_main_process():
-        _remove_if_empty(workdir)  # a start that failed leaves no empty workdir behind
+      # A start that failed leaves no empty workdir behind. Whichever process made it removes it
+      # (processes race to make it); a workdir with anything in it stays.
+      if created:
+        _remove_if_empty(workdir)
       raise
 
 
