@@ -28,9 +28,9 @@ import logging as pylogging
 import os
 import pathlib
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 from typing import Any, Optional
 
 import jax
@@ -291,8 +291,8 @@ def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
   tmp = old = None
   try:
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make final/ private
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()  # honours the umask, where mkdtemp's 0700 would make final/ private
     (tmp / "params.msgpack").write_bytes(serialization.msgpack_serialize(
         jax.tree.map(np.asarray, params)))
     if tokenizer_dir is not None:
@@ -314,12 +314,6 @@ def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
   return directory
-
-
-def _umask() -> int:
-  mask = os.umask(0o22)  # reading the umask means setting it: put it straight back
-  os.umask(mask)
-  return mask
 
 
 def tidy_exports(directory: pathlib.Path) -> None:
@@ -379,10 +373,13 @@ def check_params_match(directory: pathlib.Path, config: BertConfig, params: Any)
     raise UserError(f"{where}: model.json says {config.num_labels} labels, params.msgpack's "
                     f"classifier has {head[0]}")
   name = next(k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k))
-  show = lambda shape: "missing" if shape is None else list(shape)  # pylint: disable=unnecessary-lambda-assignment
-  raise UserError(f"{where}: {name} is {show(have.get(name))} in params.msgpack, "
-                  f"{show(want.get(name))} from model.json (vocab_size {config.vocab_size}, "
-                  f"hidden_size {config.hidden_size})")
+  raise UserError(f"{where}: {name} is {_show_shape(have.get(name))} in params.msgpack, "
+                  f"{_show_shape(want.get(name))} from model.json (vocab_size "
+                  f"{config.vocab_size}, hidden_size {config.hidden_size})")
+
+
+def _show_shape(shape: Optional[tuple[int, ...]]) -> str:
+  return "missing" if shape is None else str(list(shape))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,15 +71,19 @@ class TensorRef:
     return 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _ints(value, what: str) -> tuple[int, ...]:
-  if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):  # pylint: disable=unidiomatic-typecheck
+  if not isinstance(value, (tuple, list)) or not all(map(_is_int, value)):
     raise pickle.UnpicklingError(f"malformed tensor {what} {value!r:.80}")
   return tuple(value)
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused) -> TensorRef:
   del unused  # requires_grad, backward hooks, metadata
-  if not isinstance(storage, _Storage) or type(offset) is not int:  # pylint: disable=unidiomatic-typecheck
+  if not isinstance(storage, _Storage) or not _is_int(offset):
     raise pickle.UnpicklingError("malformed tensor (storage or offset)")
   shape, stride = _ints(size, "size"), _ints(stride, "stride")
   if len(shape) != len(stride) or min((*shape, *stride, offset, 0)) < 0:
@@ -112,7 +116,7 @@ class _TorchUnpickler(pickle.Unpickler):
     if not isinstance(pid, tuple) or len(pid) != 5 or not isinstance(pid[1], _StorageType):
       raise pickle.UnpicklingError("malformed storage reference")
     _, storage_type, key, _, numel = pid
-    if type(numel) is not int or numel < 0:  # pylint: disable=unidiomatic-typecheck
+    if not _is_int(numel) or numel < 0:
       raise pickle.UnpicklingError(f"malformed storage size {numel!r:.80}")
     return _Storage(str(key), storage_type.dtype, numel)
 

@@ -1,7 +1,7 @@
-"""A model directory's weights file (model.safetensors, or a zip-format pytorch_model.bin), described
-before it is read: `WeightIndex.shapes` comes from the safetensors header or the torch pickle
-alone, so shapes can be checked against config.json before any tensor is allocated, and `read`
-then reads only the tensors asked for.
+"""A model directory's weights file (model.safetensors, or a zip-format pytorch_model.bin),
+described before it is read: `WeightIndex.shapes` comes from the safetensors header or the torch
+pickle alone, so shapes can be checked against config.json before any tensor is allocated, and
+`read` then reads only the tensors asked for.
 """
 
 from __future__ import annotations
