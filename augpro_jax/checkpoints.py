@@ -28,9 +28,9 @@ import logging as pylogging
 import os
 import pathlib
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 from typing import Any, Optional
 
 import jax
@@ -42,6 +42,7 @@ from orbax.checkpoint import step as step_lib
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from augpro_jax import hf_io
+from augpro_jax import model as model_lib
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertConfig
 
@@ -290,7 +291,8 @@ def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
   tmp = old = None
   try:
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()  # honours the umask, where mkdtemp's 0700 would make final/ private
     (tmp / "params.msgpack").write_bytes(serialization.msgpack_serialize(
         jax.tree.map(np.asarray, params)))
     if tokenizer_dir is not None:
@@ -314,6 +316,20 @@ def export_model(directory: str | pathlib.Path, config: BertConfig, params: Any,
   return directory
 
 
+def tidy_exports(directory: pathlib.Path) -> None:
+  """Finish what a killed export left in `directory`: a moved-aside export whose replacement never
+  arrived goes back into place; half-written temporary exports are removed."""
+  for old in directory.glob(".*.old-*"):
+    target = directory / old.name[1:].split(".old-")[0]
+    if not target.exists():
+      os.replace(old, target)
+    else:
+      shutil.rmtree(old, ignore_errors=True)
+  for tmp in directory.glob(".*.tmp-*"):
+    if tmp.is_dir():
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_exported(directory: str | pathlib.Path) -> tuple[BertConfig, Any, dict[str, Any]]:
   """Read an exported model: (config, params, info). Accepts a run workdir (uses its `final/`)."""
   directory = pathlib.Path(directory)
@@ -328,7 +344,42 @@ def load_exported(directory: str | pathlib.Path) -> tuple[BertConfig, Any, dict[
     params = serialization.msgpack_restore(params_path.read_bytes())
   except Exception as exc:  # pylint: disable=broad-except  # corrupt json/msgpack/config
     raise UserError(f"cannot read model {directory}: {str(exc).splitlines()[0][:200]}") from None
+  check_params_match(directory, config, params)
   return config, params, meta
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(np.shape(leaf))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_params_match(directory: pathlib.Path, config: BertConfig, params: Any) -> None:
+  """Refuse params.msgpack unless it is exactly the tree model.json's config describes."""
+  try:
+    want = _leaf_shapes(model_lib.param_shapes(config))
+  except Exception as exc:  # pylint: disable=broad-except  # sizes flax cannot build
+    raise UserError(f"model {directory}: model.json describes no valid model ({exc!s:.200})"
+                    ) from None
+  have = _leaf_shapes(params) if isinstance(params, dict) else {}
+  if want == have:
+    return
+  layers = {k.split("/")[1] for k in have if k.startswith("encoder/layer_")}
+  where = f"model {directory}: params.msgpack does not match model.json"
+  if len(layers) != config.num_layers:
+    raise UserError(f"{where}: model.json says {config.num_layers} layers, params.msgpack has "
+                    f"{len(layers)}")
+  head = have.get("classifier/bias")
+  if head and head != (config.num_labels,):
+    raise UserError(f"{where}: model.json says {config.num_labels} labels, params.msgpack's "
+                    f"classifier has {head[0]}")
+  name = next(k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k))
+  raise UserError(f"{where}: {name} is {_show_shape(have.get(name))} in params.msgpack, "
+                  f"{_show_shape(want.get(name))} from model.json (vocab_size "
+                  f"{config.vocab_size}, hidden_size {config.hidden_size})")
+
+
+def _show_shape(shape: Optional[tuple[int, ...]]) -> str:
+  return "missing" if shape is None else str(list(shape))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -244,6 +244,10 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
                                     may_differ="a tolerance: with it a run skips the same steps a "
                                                "stopped run hit")
   progress: bool = _loop(True, "Show a progress bar.", may_differ="the progress display")
+  adopt_checkpoints: bool = _loop(False, "Resume a workdir that holds results but no run.json "
+                                          "(the settings they were trained with are unknown), "
+                                          "recording the current settings as its identity.",
+                                   may_differ="consent to resume a workdir without run.json, asked once")
 
   # Multi-process.
   coordinator_address: Optional[str] = _multi(None, "host:port of process 0 (multi-process runs).",
@@ -310,10 +314,11 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
 _POSITIVE = ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
              "student_heads", "log_every", "knn_k", "projection_chunk", "aug_copies",
              "keep_checkpoints", "benchmark_steps", "benchmark_rounds", "distributed_timeout",
-             "max_length_buckets", "num_epochs", "teacher_num_epochs", "learning_rate",
-             "temperature", "mix_alpha")
+             "max_length_buckets", "mix_alpha")
 _RANGES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (_POSITIVE, lambda v: v > 0, "be positive"),
+    (("num_epochs", "teacher_num_epochs", "learning_rate", "teacher_learning_rate", "temperature"),
+     lambda v: 0 < v < math.inf, "be finite and positive"),
     (("num_train_steps", "train_size", "eval_size"), lambda v: v is None or v > 0, "be positive"),
     (("eval_every", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup", "alpha_ce",
       "aug_weight", "fgsm_eps", "weight_decay", "bucket_compile_steps"), lambda v: v >= 0,

@@ -19,7 +19,9 @@ line too. The same interval bounds JAX's own initialization and its heartbeat.
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
+import json
 import math
 import os
 from typing import Callable, Optional
@@ -29,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from augpro_jax import rendezvous as rendezvous_lib
+from augpro_jax import workdir as workdir_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
@@ -95,7 +98,8 @@ def initialize(cfg: Config) -> None:
   _use_gloo_for_cpu()
   _set_topology_timeouts(cfg.distributed_timeout)
   links = rendezvous_lib.rendezvous(cfg.coordinator_address, cfg.num_processes, cfg.process_id,
-                                   cfg.distributed_timeout)
+                                   cfg.distributed_timeout,
+                                   identity=workdir_lib.compared_settings(cfg))
   rendezvous_lib.watch(links, cfg.num_processes, grace=min(5.0, cfg.distributed_timeout))
   jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
                              num_processes=cfg.num_processes, process_id=cfg.process_id,
@@ -155,6 +159,26 @@ def agree(fn: Callable[[], None]) -> None:
 
 
 _MESSAGE_BYTES = 2048
+
+
+def same_data(digests: dict[str, str]) -> None:
+  """Refuse, on every process, a run whose processes read different data.
+
+  The settings were compared at the handshake; the data is known only once read. Every process
+  gathers every process's digest (one small collective that all of them reach), so all stop
+  together with the same line.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  mine = np.frombuffer(hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).digest(),
+                       np.uint8)
+  everyone = np.asarray(multihost_utils.process_allgather(mine), np.uint8).reshape(-1, mine.size)
+  differ = [i for i in range(1, len(everyone)) if not np.array_equal(everyone[i], everyone[0])]
+  if differ:
+    raise UserError(f"process{'es' * (len(differ) > 1)} {', '.join(map(str, differ))} read other "
+                    "data than process 0 (the tokenized train or dev data differ); give every "
+                    "process the same data files")
 
 
 def _set_topology_timeouts(seconds: int) -> None:

@@ -58,6 +58,9 @@ def local_layout() -> pipeline.Layout:
 def ensure_workdir(path: str | pathlib.Path) -> pathlib.Path:
   """Create the workdir and check that we can write there, before any work is done."""
   path = pathlib.Path(path)
+  if path.exists() and not path.is_dir():
+    raise UserError(f"workdir {path} is a file, not a directory; give a directory (it is "
+                    "created if missing)")
   try:
     path.mkdir(parents=True, exist_ok=True)
     # Hosts of a pod share the workdir and, in containers, often the pid: name the process too.
@@ -177,7 +180,33 @@ def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: An
     np.add.at(seen, index[real], 1)
   if not np.all(seen == 1):
     raise AssertionError("evaluation did not see every example exactly once")
+  check_finite(out, phase)
   return out
+
+
+def check_token_types(ctx: Context, config: model_lib.BertConfig, source: Any) -> None:
+  """The tokenizer's token types must exist in the model: a sentence-pair task marks its second
+  text with type 1 in BERT's tokenizers (RoBERTa's mark none), and an embedding row that is not
+  there would be read out of bounds (clamped, silently wrong)."""
+  if len(ctx.task.text_fields) < 2:
+    return
+  needed = max(ctx.tokenizer.encode("a", "b").type_ids) + 1
+  if needed > config.type_vocab_size:
+    raise UserError(f"model {source} has type_vocab_size {config.type_vocab_size}, but task "
+                    f"{ctx.task.name} pairs two texts and its tokenizer marks them with {needed} "
+                    "token types")
+
+
+_PHASES = {"eval": "evaluating", "teacher_logits": "computing the teacher's logits"}
+
+
+def check_finite(logits: np.ndarray, phase: str) -> None:
+  """Refuse logits [N, C] with NaN or infinity: a metric or a prediction from them means nothing."""
+  bad = int(np.sum(~np.isfinite(logits).all(axis=-1)))
+  if bad:
+    raise UserError(f"the model gave non-finite logits (NaN or infinity) for {bad} of "
+                    f"{len(logits)} examples while {_PHASES.get(phase, phase)}: its weights are "
+                    "broken (NaN or infinity in them, or values that overflow)")
 
 
 def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,

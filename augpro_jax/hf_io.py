@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from augpro_jax import model as model_lib
+from augpro_jax import weight_files
 from augpro_jax.errors import UserError
 from augpro_jax.errors import one_line
 from augpro_jax.model import BertConfig, Params
-from augpro_jax.torch_pickle import read_state_dict
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
@@ -122,26 +122,15 @@ def _read_config(path: pathlib.Path, *, num_labels: int, dropout_rate: float,
     raise UserError(f"{path} has inconsistent sizes: hidden_size {config.hidden_size}, "
                     f"num_attention_heads {config.num_heads}")
   _ = config.compute_dtype  # an unknown dtype is a UserError here, not at the first matmul
+  weight_files.check_sizes(path, config)
   return config
 
 
-def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-  try:
-    with safe_open(str(path), framework="numpy") as f:
-      return {k: f.get_tensor(k) for k in f.keys()}
-  except Exception as exc:  # SafetensorError, OSError, dtype errors: a bad file either way
-    raise UserError(f"cannot read {path}: not a valid safetensors file "
-                    f"({one_line(exc)})") from None
-
-
-def _read_weights(directory: pathlib.Path) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
-  path = directory / "model.safetensors"
-  if path.is_file():
-    return path, _read_safetensors(path)
-  if (directory / "pytorch_model.bin").is_file():
-    return directory / "pytorch_model.bin", read_state_dict(directory / "pytorch_model.bin")
-  raise UserError(f"no model.safetensors in {directory}")
+def _read_weights(directory: pathlib.Path, config: BertConfig, head: bool = False
+                  ) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
+  """The weights `config` needs (and the classifier, if `head`), checked before they are read."""
+  index = weight_files.WeightIndex(directory)
+  return index.path, index.read(_wanted_shapes(config, index, head))
 
 
 def _hf_name(path: tuple[str, ...]) -> tuple[str, tuple[str, ...], bool]:
@@ -231,25 +220,15 @@ def load_pretrained(name_or_path: str, *, num_labels: int, dropout_rate: float =
   directory = resolve_pretrained_dir(name_or_path)
   config = _read_config(directory / "config.json", num_labels=num_labels,
                         dropout_rate=dropout_rate, dtype=dtype)
-  weights_path, weights = _read_weights(directory)
+  weights_path, weights = _read_weights(directory, config)
   return config, _assemble(config, weights, weights_path, head=None)
 
 
 def head_size(directory: str | pathlib.Path) -> Optional[int]:
   """Outputs of the classifier head stored in a checkpoint directory; None when it has none."""
-  directory = pathlib.Path(directory)
-  path = directory / "model.safetensors"
-  if path.is_file():
-    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-    try:
-      with safe_open(str(path), framework="numpy") as f:  # reads the header only
-        name = _lookup(dict.fromkeys(f.keys()), "classifier", ("bias",))
-        return None if name is None else int(f.get_slice(name).get_shape()[0])
-    except Exception as exc:  # pylint: disable=broad-except
-      raise UserError(f"cannot read {path}: not a valid safetensors file "
-                      f"({one_line(exc)})") from None
-  head = _head(_read_weights(directory)[1])
-  return None if head is None else int(head[1].shape[0])
+  shapes = weight_files.WeightIndex(pathlib.Path(directory)).shapes  # the header or pickle only
+  name = _lookup(shapes, "classifier", ("bias",))
+  return None if name is None or not shapes[name] else int(shapes[name][0])
 
 
 def label_names(directory: str | pathlib.Path, num_labels: int) -> tuple[str, ...]:
@@ -295,18 +274,10 @@ def load_classifier(directory: str | pathlib.Path, *, task_name: str, num_labels
   directory = pathlib.Path(directory)
   config = _read_config(directory / "config.json", num_labels=num_labels, dropout_rate=0.0,
                         dtype=dtype)
-  weights_path, weights = _read_weights(directory)
-  head = _head(weights)
-  if head is None:
-    raise UserError(f"{directory} has no classifier head (classifier.weight): it is a backbone; "
-                    f"to fine-tune it first, pass --teacher={directory} instead")
-  weight, bias = head  # [C, hidden], [C]
-  if weight.shape[0] != num_labels or bias.shape != (weight.shape[0],):
-    raise UserError(f"{directory} has a classifier head with {weight.shape[0]} labels but task "
-                    f"{task_name} has {num_labels}: it was trained for another task")
-  if weight.shape[1] != config.hidden_size:
-    raise UserError(f"{weights_path}: classifier.weight has shape {list(weight.shape)}, expected "
-                    f"[{num_labels}, {config.hidden_size}]")
+  index = weight_files.WeightIndex(directory)
+  _check_head_shapes(directory, index.shapes, config, task_name)
+  weights_path, weights = index.path, index.read(_wanted_shapes(config, index, head=True))
+  weight, bias = _head(weights)  # [C, hidden], [C]
   order, note = _head_order(label_names(directory, num_labels), tuple(task_labels))
   params = _assemble(config, weights, weights_path,
                      head={"kernel": weight.T[:, order], "bias": bias[order]})
@@ -315,6 +286,55 @@ def load_classifier(directory: str | pathlib.Path, *, task_name: str, num_labels
   if note:
     info["label_note"] = note
   return config, params, info
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks: a weights file is described (shapes only) and checked against config.json before any
+# tensor is read, and only the tensors the model uses are read, once.
+# ----------------------------------------------------------------------------------------------
+
+
+def _wanted_shapes(config: BertConfig, index: weight_files.WeightIndex, head: bool
+                   ) -> dict[str, tuple[int, ...]]:
+  """Checkpoint name -> the shape config.json gives it, for every weight the model reads."""
+  wanted = {}
+  for path, spec in jax.tree_util.tree_flatten_with_path(model_lib.param_shapes(config))[0]:
+    keys = tuple(k.key for k in path)
+    if keys[0] == "classifier":
+      continue  # the head: `_check_head_shapes` checks it against the task; added below
+    base, suffixes, transpose = _hf_name(keys)
+    name = _lookup(index.shapes, base, suffixes)
+    if name is None:
+      if keys[0] == "pooler":
+        continue  # initialised when missing
+      raise UserError(f"{index.path} has no weight {base}.{suffixes[0]}: not a BERT checkpoint "
+                      "matching its config.json")
+    shape = tuple(reversed(spec.shape)) if transpose else tuple(spec.shape)
+    if index.shapes[name] != shape:
+      raise UserError(f"{index.path}: {name} has shape {list(index.shapes[name])}, expected "
+                      f"{list(shape)} from {index.path.parent / 'config.json'}")
+    wanted[name] = shape
+  if head:
+    wanted.update({n: index.shapes[n] for n in (_lookup(index.shapes, "classifier", (s,))
+                                                for s in ("weight", "bias")) if n})
+  return wanted
+
+
+def _check_head_shapes(directory: pathlib.Path, shapes: dict[str, tuple[int, ...]],
+                       config: BertConfig, task_name: str) -> None:
+  """A classifier head of [num_labels, hidden] and [num_labels], from the file's shapes alone."""
+  weight = _lookup(shapes, "classifier", ("weight",))
+  bias = _lookup(shapes, "classifier", ("bias",))
+  if weight is None or bias is None:
+    raise UserError(f"{directory} has no classifier head (classifier.weight): it is a backbone; "
+                    f"to fine-tune it first, pass --teacher={directory} instead")
+  labels = shapes[weight][0] if shapes[weight] else 0
+  if len(shapes[weight]) != 2 or labels != config.num_labels or shapes[bias] != (labels,):
+    raise UserError(f"{directory} has a classifier head with {labels} labels but task "
+                    f"{task_name} has {config.num_labels}: it was trained for another task")
+  if shapes[weight][1] != config.hidden_size:
+    raise UserError(f"{directory}: classifier.weight has shape {list(shapes[weight])}, expected "
+                    f"[{config.num_labels}, {config.hidden_size}]")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ def load_tokenizer(model_dir: str | pathlib.Path):
     tokenizer = tokenizers.Tokenizer.from_file(str(path))
   except Exception as exc:  # tokenizers raises plain Exception subclasses on bad JSON
     raise UserError(f"cannot read tokenizer {path}: {str(exc).splitlines()[0]}") from None
+  if tokenizer.get_vocab_size() == 0:
+    raise UserError(f"tokenizer {path} has an empty vocabulary: not a trained tokenizer")
   tokenizer.no_padding()
   tokenizer.no_truncation()
   return tokenizer
@@ -322,6 +324,7 @@ def eval_batches(data: Tokenized, global_batch: int, layout: Layout,
   get one more (`buckets.extend_for`). Padding rows repeat the batch's first example.
   """
   buckets = buckets_lib.extend_for(_buckets_of(data, buckets), data.lengths, data.max_seq_len)
+  global_batch = eval_batch_cap(global_batch, len(data), layout)
   for b, index in buckets_lib.eval_plan(buckets_lib.assign(data.lengths, buckets), len(buckets),
                                         global_batch):
     weight = (index >= 0).astype(np.float32)
@@ -338,17 +341,25 @@ def eval_batches(data: Tokenized, global_batch: int, layout: Layout,
     yield {key: _shard(value, layout.local_devices) for key, value in batch.items()}
 
 
+def eval_batch_cap(global_batch: int, examples: int, layout: Layout) -> int:
+  """`global_batch`, or less for a split smaller than it: the fewest rows (a multiple of the
+  device count) that hold every example, so 3 examples are not padded to 128 rows."""
+  devices = layout.local_devices * layout.process_count
+  return min(global_batch, max(1, -(-examples // devices)) * devices)
+
+
 def eval_token_utilisation(splits: list[Tokenized], global_batch: int,
-                           buckets: Optional[buckets_lib.Buckets] = None) -> Optional[float]:
+                           buckets: Optional[buckets_lib.Buckets] = None,
+                           layout: Layout = Layout()) -> Optional[float]:
   """Real tokens / tokens processed by `eval_batches` over `splits` (padding rows count as
   processed); None without examples."""
   real = processed = 0
   for data in splits:
     lengths = buckets_lib.extend_for(_buckets_of(data, buckets), data.lengths, data.max_seq_len)
-    plan = buckets_lib.eval_plan(buckets_lib.assign(data.lengths, lengths), len(lengths),
-                                 global_batch)
+    batch = eval_batch_cap(global_batch, len(data), layout)
+    plan = buckets_lib.eval_plan(buckets_lib.assign(data.lengths, lengths), len(lengths), batch)
     real += int(data.lengths.sum())
-    processed += sum(lengths[b] * global_batch for b, _ in plan)
+    processed += sum(lengths[b] * batch for b, _ in plan)
   return real / processed if processed else None
 
 

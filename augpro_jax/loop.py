@@ -104,7 +104,7 @@ def bucket_summary(ctx: evaluation.Context, final_state: step_lib.TrainState,
       "token_utilisation": {
           "train": float(final_state.real_tokens) / padded if padded else None,
           "eval": pipeline.eval_token_utilisation(list(ctx.dev.values()), ctx.cfg.eval_batch_size,
-                                                  ctx.buckets)},
+                                                  ctx.buckets, ctx.layout)},
   }
 
 

@@ -50,6 +50,7 @@ def run(cfg: Config) -> dict[str, Any]:
   config, params, info = checkpoints.load_model(found, task_name=task.name,
                                                 num_labels=task.num_labels,
                                                 task_labels=task.label_names, dtype=cfg.dtype)
+  evaluation.check_token_types(ctx, config, found.path)
   if info.get("label_note") and distributed.is_main_process():
     print(f"note: model {found.path}: {info['label_note']}", flush=True)
   model = model_lib.BertClassifier(dataclasses.replace(config, dropout_rate=0.0))
@@ -116,10 +117,16 @@ def format_rows(task: tasks_lib.TaskSpec, logits: np.ndarray, out_format: str) -
     return "".join(json.dumps({"index": i, "label": names[labels[i]],
                                "probabilities": dict(zip(names, map(float, p)))}) + "\n"
                    for i, p in enumerate(probs))
-  header = "\t".join(["index", "label", *(f"prob_{name}" for name in names)])
-  rows = ("\t".join([str(i), names[labels[i]], *(f"{x:.6f}" for x in p)]) + "\n"
+  header = "\t".join(["index", "label", *(f"prob_{tsv_cell(name)}" for name in names)])
+  rows = ("\t".join([str(i), tsv_cell(names[labels[i]]), *(f"{x:.6f}" for x in p)]) + "\n"
           for i, p in enumerate(probs))
   return header + "\n" + "".join(rows)
+
+
+def tsv_cell(text: str) -> str:
+  """`text` as one .tsv cell: a tab or line break in a label would split the row."""
+  return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+          .replace("\r", "\\r"))
 
 
 def _glue_submission(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated: Any,

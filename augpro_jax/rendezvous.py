@@ -3,7 +3,9 @@
 `rendezvous` runs before `jax.distributed.initialize`: process 0 listens on the coordinator port
 (before JAX's coordination service takes it) and waits for a hello from every other process, then
 answers each with 'go', or with the reason the run cannot start (a process missing after the
-timeout, two processes with one --process_id, different --num_processes). The others retry
+timeout, two processes with one --process_id, different --num_processes, or any setting that
+changes the result differing from process 0's: each hello carries the process's run identity, and
+a mixed run is refused before JAX connects, so before any collective). The others retry
 connecting until the timeout. A missing process is thus one line naming it, not JAX's wait and C++
 abort.
 
@@ -18,15 +20,19 @@ when process 0 stops.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 import threading
 import time
 
+from typing import Any, Optional
+
 from augpro_jax.errors import UserError
 
 _HELLO = "augpro-jax hello"
+_HELLO_LIMIT = 1 << 20  # a hello carries the run's settings as JSON (a few KB)
 PARTNER_FAILED_STATUS = 4
 _links: list[tuple[int, socket.socket]] = []
 _exit_lock = threading.Lock()
@@ -39,22 +45,57 @@ def _split_address(address: str) -> tuple[str, int]:
   return host.strip("[]"), int(port)
 
 
-def rendezvous(address: str, num_processes: int, process_id: int, timeout: float
-               ) -> list[tuple[int, socket.socket]]:
+def rendezvous(address: str, num_processes: int, process_id: int, timeout: float,
+               identity: Optional[dict[str, Any]] = None) -> list[tuple[int, socket.socket]]:
   """Wait until all `num_processes` processes are up, or fail with one line after `timeout` s.
 
-  Returns the open connections to the partners, as (their process id, socket), for `watch`.
+  `identity` (flag name -> JSON value) must be the same on every process; process 0 names each
+  flag where another process differs. Returns the open connections to the partners, as (their
+  process id, socket), for `watch`.
   """
   host, port = _split_address(address)
   deadline = time.monotonic() + timeout
+  identity = json.loads(json.dumps(identity or {}, sort_keys=True))  # as the partners see it
   if process_id == 0:
-    return _lead_rendezvous(port, num_processes, deadline, timeout, address)
+    return _lead_rendezvous(port, num_processes, deadline, timeout, address, identity)
   return [(0, _join_rendezvous(host, port, num_processes, process_id, deadline, timeout,
-                               address))]
+                               address, identity))]
+
+
+def identity_differences(process_id: int, lead: dict[str, Any], other: dict[str, Any]) -> str:
+  """'' when `other` is `lead`; else one clause per differing flag, naming both processes."""
+  if lead.get("mode") != other.get("mode"):  # the modes compare different sets of flags
+    lead, other = {"mode": lead.get("mode")}, {"mode": other.get("mode")}
+  clauses = [f"--{name}: {_show(lead.get(name))} on process 0, {_show(other.get(name))} on "
+             f"process {process_id}" for name in sorted(set(lead) | set(other))
+             if lead.get(name) != other.get(name)]
+  if not clauses:
+    return ""
+  return (f"process {process_id} was started with other settings than process 0: "
+          f"{'; '.join(clauses)}; start every process with the same flags")
+
+
+def _show(value: Any) -> str:
+  if value is None:
+    return "(unset)"
+  return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _parse_hello(line: str) -> Optional[tuple[int, int, dict[str, Any]]]:
+  """(process id, process count, identity) from a hello line; None if it is not one of ours."""
+  words = line.split(" ", 4)
+  if (len(words) < 4 or " ".join(words[:2]) != _HELLO or not words[2].isdigit()
+      or not words[3].isdigit()):
+    return None
+  try:
+    identity = json.loads(words[4]) if len(words) == 5 else {}
+  except ValueError:
+    return None
+  return int(words[2]), int(words[3]), identity if isinstance(identity, dict) else {}
 
 
 def _lead_rendezvous(port: int, num_processes: int, deadline: float, timeout: float,
-                     address: str) -> list[tuple[int, socket.socket]]:
+                     address: str, identity: dict[str, Any]) -> list[tuple[int, socket.socket]]:
   try:
     if socket.has_dualstack_ipv6():
       server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
@@ -77,17 +118,18 @@ def _lead_rendezvous(port: int, num_processes: int, deadline: float, timeout: fl
       except socket.timeout:
         break
       conn.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
-      words = _read_line(conn).split()
-      if (len(words) != 4 or " ".join(words[:2]) != _HELLO or not words[2].isdigit()
-          or not words[3].isdigit()):
+      hello = _parse_hello(_read_line(conn, _HELLO_LIMIT))
+      if hello is None:
         conn.close()  # not one of ours (a port scanner, a stale client): keep waiting
         continue
-      their_id, their_count = int(words[2]), int(words[3])
+      their_id, their_count, theirs = hello
       if their_count != num_processes:
         problem = (f"process {their_id} was started with --num_processes={their_count}, process 0 "
                    f"with {num_processes}")
       elif their_id in peers or not 0 < their_id < num_processes:
         problem = f"two processes were started with --process_id={their_id}"
+      else:
+        problem = identity_differences(their_id, identity, theirs)
       if their_id in peers:
         extra.append(conn)
       else:
@@ -117,7 +159,7 @@ def _lead_rendezvous(port: int, num_processes: int, deadline: float, timeout: fl
 
 
 def _join_rendezvous(host: str, port: int, num_processes: int, process_id: int, deadline: float,
-                     timeout: float, address: str) -> socket.socket:
+                     timeout: float, address: str, identity: dict[str, Any]) -> socket.socket:
   gone = (f"process 0 (the coordinator, {address}) did not answer within {timeout:g}s "
           f"(--distributed_timeout); start it with --process_id=0 and the same "
           f"--coordinator_address")
@@ -130,10 +172,11 @@ def _join_rendezvous(host: str, port: int, num_processes: int, process_id: int, 
         raise UserError(gone) from None
       time.sleep(0.2)
   try:
-    conn.sendall(f"{_HELLO} {process_id} {num_processes}\n".encode("utf-8"))
+    hello = f"{_HELLO} {process_id} {num_processes} {json.dumps(identity, sort_keys=True)}"
+    conn.sendall(hello.encode("utf-8") + b"\n")
     # Process 0 answers when all have come, or when it gives up: allow it its own full wait.
     conn.settimeout(max(1.0, deadline - time.monotonic()) + 10.0)
-    answer = _read_line(conn)
+    answer = _read_line(conn, _HELLO_LIMIT)
   except OSError:
     answer = ""
   if answer == "go":
@@ -148,7 +191,7 @@ def _read_line(conn: socket.socket, limit: int = 4096) -> str:
   data = b""
   try:
     while not data.endswith(b"\n") and len(data) < limit:
-      chunk = conn.recv(512)
+      chunk = conn.recv(65536)
       if not chunk:
         break
       data += chunk

@@ -5,10 +5,13 @@ blocks, with learning rate, throughput, MFU and the non-finite policy (`MetricLo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
+import os
 import pathlib
 import sys
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -45,16 +48,19 @@ class Writers:
     self.tb = None
     if enabled:
       _rewind_metrics(workdir / "metrics.jsonl", start_step)
-      self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+      # Unbuffered bytes: each record is one write, undone if it fails (see `_append`).
+      self.jsonl = open(workdir / "metrics.jsonl", "ab", buffering=0)
       self.tb = _summary_writer_class()(str(workdir / "tensorboard"))
+      _catch_event_writer_errors()
 
   def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
     if not self.enabled:
       return
     record = {"step": step, "kind": kind, **values}
     try:
-      self.jsonl.write(json.dumps(record) + "\n")
-      self.jsonl.flush()
+      _append(self.jsonl, (json.dumps(record) + "\n").encode("utf-8"))
+      if _EVENT_WRITER_ERRORS:  # its thread died: a put would block once the queue is full
+        raise _EVENT_WRITER_ERRORS[0]
       for key, value in values.items():
         if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
           self.tb.add_scalar(f"{kind}/{key}", value, step)
@@ -65,7 +71,43 @@ class Writers:
   def close(self) -> None:
     if self.enabled:
       self.jsonl.close()
-      self.tb.close()
+      if not _EVENT_WRITER_ERRORS:  # else closing would wait for the dead thread forever
+        try:
+          self.tb.close()
+        except OSError as exc:
+          raise UserError(f"cannot write TensorBoard events in {self.jsonl.name}'s folder: "
+                          f"{exc.strerror or exc}") from None
+
+
+# OSErrors of tensorboardX's writer thread (a full disk): kept for the main thread to report as
+# one line, instead of a thread traceback followed by a hang on the writer's full queue.
+_EVENT_WRITER_ERRORS: list[OSError] = []
+
+
+def _catch_event_writer_errors() -> None:
+  previous = threading.excepthook
+  if getattr(previous, "catches_event_writer_errors", False):
+    return
+
+  def hook(args) -> None:
+    if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_EventLoggerThread":
+      _EVENT_WRITER_ERRORS.append(args.exc_value)
+    else:
+      previous(args)
+
+  hook.catches_event_writer_errors = True
+  threading.excepthook = hook
+
+
+def _append(file, data: bytes) -> None:
+  """Append `data` whole or not at all: a full disk must not leave half a JSON line."""
+  size = os.fstat(file.fileno()).st_size
+  try:
+    if file.write(data) != len(data):
+      raise OSError(errno.ENOSPC, "No space left on device (a short write)")
+  except OSError:
+    os.ftruncate(file.fileno(), size)
+    raise
 
 
 def _rewind_metrics(path: pathlib.Path, step: int) -> None:

@@ -140,12 +140,19 @@ def _parse_rows(path: pathlib.Path, rows, delimiter: str, columns: Optional[tupl
       if not value.strip():
         raise UserError(f"{path} line {line}: empty text in column {name!r}")
     texts.append(tuple(values[:len(text_fields)]))
-    labels.append(values[-1].strip() if label_field else "")
+    labels.append(_label(path, line, label_field, values[-1]) if label_field else "")
     lines.append(line)
   if not lines:
     raise UserError(f"{path} is empty: "
                     + ("a header row but no examples" if columns is None else "no examples"))
   return Table(str(path), tuple(texts), tuple(labels), tuple(lines))
+
+
+def _label(path: pathlib.Path, line: int, label_field: str, value: str) -> str:
+  """A label cell, stripped; an empty one would become a class named ''."""
+  if not value.strip():
+    raise UserError(f"{path} line {line}: empty label in column {label_field!r}")
+  return value.strip()
 
 
 def _check_delimiter(path: pathlib.Path, fields: list[str], delimiter: str,
@@ -198,7 +205,7 @@ def _parse_jsonl(path: pathlib.Path, text: str, text_fields: tuple[str, ...],
       raise UserError(f"{path} line {number}: label field {label_field!r} is "
                       f"{json.dumps(label)[:40]}, not a string or number")
     texts.append(tuple(row))
-    labels.append(label)
+    labels.append(_label(path, number, label_field, label) if label_field else "")
     lines.append(number)
   if not lines:
     raise UserError(f"{path} is empty: no JSON lines")

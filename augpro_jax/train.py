@@ -12,6 +12,7 @@ model and objective:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -44,10 +45,30 @@ Context = evaluation.Context
 
 
 def _pretrained(ctx: Context):
-  config, params = hf_io.load_pretrained(str(ctx.teacher_dir), num_labels=ctx.task.num_labels,
-                                         dropout_rate=ctx.cfg.dropout, dtype=ctx.cfg.dtype)
+  config, params = _backbone(str(ctx.teacher_dir), _file_stamp(pathlib.Path(ctx.teacher_dir)),
+                             ctx.task.num_labels, ctx.cfg.dropout, ctx.cfg.dtype)
+  evaluation.check_token_types(ctx, config, ctx.teacher_dir)
   return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits,
                              attention_dropout_mask=ctx.cfg.attention_dropout_mask), params
+
+
+@functools.lru_cache(maxsize=1)
+def _backbone(directory: str, stamp: tuple, num_labels: int, dropout: float, dtype: str):
+  """`load_pretrained`, once per run: distill starts the teacher and the student from it."""
+  del stamp  # part of the cache key only: a changed file is read again
+  return hf_io.load_pretrained(directory, num_labels=num_labels, dropout_rate=dropout, dtype=dtype)
+
+
+def _file_stamp(directory: pathlib.Path) -> tuple:
+  """What identifies the contents of a model directory's files without reading them."""
+  stamps = []
+  for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
+    try:
+      st = (directory / name).stat()
+    except OSError:
+      continue
+    stamps.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+  return tuple(stamps)
 
 
 def _export(ctx: Context, workdir: pathlib.Path, config: model_lib.BertConfig, params: Any,
@@ -94,6 +115,7 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
     config, params, info = checkpoints.load_model(
         found, task_name=ctx.task.name, num_labels=ctx.task.num_labels,
         task_labels=ctx.task.label_names, dtype=cfg.dtype)
+    evaluation.check_token_types(ctx, config, path)
     if found.kind == "huggingface":
       info["dev"] = _teacher_dev(ctx, config, params, info)
   else:
@@ -209,21 +231,47 @@ def run(cfg: Config) -> dict[str, Any]:
       from augpro_jax import predict  # pylint: disable=g-import-not-at-top
       return predict.run(cfg)
     ctx = evaluation.build_context(cfg)  # validates data first
-    evaluation.ensure_workdir(cfg.workdir)
-    interrupts.stop_if_requested("between_phases", "while reading the data, before anything was "
-                                 "written")
     workdir = pathlib.Path(cfg.workdir)
-    identity = workdir_lib.identity(
-        cfg, workdir_lib.data_digest({"train": ctx.train, **ctx.dev}), ctx.task.label_names)
-    with workdir_lib.claim(workdir, identity, agree=distributed.agree):
-      if cfg.mode == "train_teacher":
-        _, _, info = train_teacher(ctx, workdir)
-        summary = (json.loads((workdir / "summary.json").read_text())
-                   if distributed.is_main_process() else info)
-      else:
-        summary = train_student(ctx, "kd" if cfg.mode == "distill" else "labels")
-      # A signal during the final save, export or summary: the results are complete, but the
-      # process was asked to stop and must not look like it ignored that.
-      interrupts.stop_if_requested("between_phases", "after the run finished",
-                                   f"its results in {workdir} are complete")
-    return summary
+    created = not workdir.exists()
+    try:
+      return _train_in(ctx, workdir)
+    except BaseException:
+      # A start that failed leaves no empty workdir behind. Whichever process made it removes it
+      # (processes race to make it); a workdir with anything in it stays.
+      if created:
+        _remove_if_empty(workdir)
+      raise
+
+
+def _remove_if_empty(directory: pathlib.Path) -> None:
+  try:
+    directory.rmdir()  # refused (OSError) unless empty
+  except OSError:
+    pass
+
+
+def _train_in(ctx: Context, workdir: pathlib.Path) -> dict[str, Any]:
+  """Claim `workdir` (lock, identity), then train the mode's model in it."""
+  cfg = ctx.cfg
+  evaluation.ensure_workdir(cfg.workdir)
+  interrupts.stop_if_requested("between_phases", "while reading the data, before anything was "
+                               "written")
+  digests = workdir_lib.data_digest({"train": ctx.train, **ctx.dev})
+  distributed.same_data(digests)
+  identity = workdir_lib.identity(cfg, digests, ctx.task.label_names)
+  with workdir_lib.claim(workdir, identity, agree=distributed.agree,
+                         adopt=cfg.adopt_checkpoints):
+    if distributed.is_main_process():  # what a killed export left behind
+      checkpoints.tidy_exports(workdir)
+      checkpoints.tidy_exports(workdir / "teacher")
+    if cfg.mode == "train_teacher":
+      _, _, info = train_teacher(ctx, workdir)
+      summary = (json.loads((workdir / "summary.json").read_text())
+                 if distributed.is_main_process() else info)
+    else:
+      summary = train_student(ctx, "kd" if cfg.mode == "distill" else "labels")
+    # A signal during the final save, export or summary: the results are complete, but the
+    # process was asked to stop and must not look like it ignored that.
+    interrupts.stop_if_requested("between_phases", "after the run finished",
+                                 f"its results in {workdir} are complete")
+  return summary

@@ -81,7 +81,7 @@ def identity(cfg: Config, data: dict[str, str], label_names: Optional[Iterable[s
 
 @contextlib.contextmanager
 def claim(workdir: pathlib.Path, current: dict[str, Any],
-          agree: Callable[[Callable[[], None]], None]) -> Iterator[None]:
+          agree: Callable[[Callable[[], None]], None], adopt: bool = False) -> Iterator[None]:
   """Hold `workdir` for the duration: lock it, then check (or record) its identity.
 
   `agree(fn)` runs `fn` where the decision is made (process 0 of a multi-process run, or the only
@@ -94,7 +94,7 @@ def claim(workdir: pathlib.Path, current: dict[str, Any],
     lock.acquire()
     try:
       fresh["identity"] = not holds_results(workdir)
-      check_identity(workdir, current, write=True)
+      check_identity(workdir, current, write=True, adopt=adopt)
     except BaseException:
       lock.release()
       raise
@@ -118,11 +118,13 @@ def holds_results(workdir: pathlib.Path) -> bool:
              ("checkpoints", "final", "summary.json", "teacher"))
 
 
-def check_identity(workdir: pathlib.Path, current: dict[str, Any], *, write: bool) -> None:
+def check_identity(workdir: pathlib.Path, current: dict[str, Any], *, write: bool,
+                   adopt: bool = False) -> None:
   """Refuse to continue a different run in `workdir`; record `current` if nothing is there yet.
 
   A workdir with nothing trained in it (a start that failed on bad input, say) takes the new
-  identity: there is nothing to mix.
+  identity: there is nothing to mix. One with results but no `run.json` (deleted, or written by
+  a version without it) is refused unless `adopt`: its settings are unknown.
   """
   path = workdir / IDENTITY_FILE
   recorded = _read_identity(path)
@@ -133,8 +135,13 @@ def check_identity(workdir: pathlib.Path, current: dict[str, Any], *, write: boo
                       f"the workdir's settings to resume, or use another --workdir")
     return
   if recorded is None and holds_results(workdir) and write:
-    print(f"warning: workdir {workdir} has results but no {IDENTITY_FILE} (an older version wrote "
-          f"it); recording the current settings as its identity", file=sys.stderr, flush=True)
+    if not adopt:
+      raise UserError(f"workdir {workdir} has results but no {IDENTITY_FILE}: the settings they "
+                      "were trained with are unknown; pass --adopt_checkpoints to resume them "
+                      "with the current settings, or use another --workdir")
+    print(f"warning: workdir {workdir} has results but no {IDENTITY_FILE}; --adopt_checkpoints: "
+          f"recording the current settings as its identity", file=sys.stderr, flush=True)
+    current = {**current, "adopted": time.strftime("%Y-%m-%d %H:%M:%S")}
   if write:
     _write_json(path, current)
 
@@ -152,6 +159,9 @@ def describe_differences(recorded: dict[str, Any], current: dict[str, Any],
     for name in sorted(set(old) | set(new)):
       if name in skipped or name not in declared:
         continue
+      if name == "num_epochs" and None not in (old.get("num_train_steps"),
+                                               new.get("num_train_steps")):
+        continue  # --num_train_steps sets the length; the epochs are not read
       # A setting added after the workdir was written had its old value (or default) there.
       missing = _jsonable(knobs.value_before_added(declared[name]))
       before, after = old.get(name, missing), new.get(name, _jsonable(declared[name].default))
@@ -178,8 +188,9 @@ def _read_identity(path: pathlib.Path) -> Optional[dict[str, Any]]:
   except (OSError, ValueError) as exc:
     raise UserError(f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}): the run's "
                     f"identity is unknown; move the workdir away to start over") from None
-  if not isinstance(recorded, dict):
-    raise UserError(f"{path} is not a run identity; move the workdir away to start over")
+  if not isinstance(recorded, dict) or not isinstance(recorded.get("settings", {}), dict):
+    raise UserError(f"{path} holds a JSON {type(recorded).__name__}, not a run identity (an object "
+                    "with the run's settings); move the workdir away to start over")
   return recorded
 
 

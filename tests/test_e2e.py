@@ -2,7 +2,9 @@
 fine-tuning with augmentation; a custom TSV; eval mode. Tiny settings, real MiniLM, real SST-2."""
 
 import json
+import os
 import pathlib
+import stat
 
 import numpy as np
 import pytest
@@ -87,10 +89,18 @@ def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
 
 def test_finetune_with_augmentation_keeps_labels(glue, tmp_path):
   cfg = config_lib.Config(task="sst2", mode="finetune", aug="augpro_mix", glue_dir=str(glue),
-                          workdir=str(tmp_path), **TINY)
-  summary = train.run(cfg)
+                          workdir=str(tmp_path / "run"), **TINY)
+  mask = os.umask(0o022)
+  try:
+    summary = train.run(cfg)
+  finally:
+    os.umask(mask)
   assert summary["mode"] == "finetune" and summary["teacher_ckpt"] is None
   assert summary["measured_shift"] is not None
+  # Everything the run wrote (checkpoints, final/, metrics) has the umask's normal permissions.
+  modes = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in (tmp_path / "run").rglob("*")}
+  assert modes and {p: m for p, m in modes.items()
+                    if m != ("0o755" if pathlib.Path(p).is_dir() else "0o644")} == {}
 
 
 def test_custom_tsv_distillation_and_eval(tmp_path, teacher):

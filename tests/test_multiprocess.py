@@ -428,3 +428,60 @@ def test_a_process_lost_mid_run_ends_its_partner_with_one_line(setup, tmp_path):
   assert "Traceback" not in log and "Check failure" not in log, log[-3000:]
   errors = [line for line in log.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and "process 1 of this 2-process run" in errors[0], log
+
+
+@pytest.mark.parametrize("flag", ["--seed=1", "--aug=knn"])
+def test_processes_with_one_differing_flag_both_stop_with_one_line(flag, tmp_path):
+  """Process 1 differs from process 0 in one setting that changes the result: both refuse at the
+  handshake, before JAX connects, with one line naming the flag, and nothing is trained."""
+  address = f"127.0.0.1:{_free_port()}"
+  common = [PYTHON, str(REPO / "main.py"), f"--workdir={tmp_path / 'run'}", "--task=sst2",
+            f"--coordinator_address={address}", "--num_processes=2", "--distributed_timeout=20"]
+  begin = time.monotonic()
+  procs = [subprocess.Popen(common + [f"--process_id={i}"] + ([flag] if i else []),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(4),
+                            cwd=REPO, start_new_session=True) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  elapsed = time.monotonic() - begin
+  name = flag.split("=")[0]
+  for p, (_, stderr) in zip(procs, outputs):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert p.returncode == 2 and len(lines) == 1, (p.returncode, stderr[-3000:])
+    assert lines[0].startswith("error: process 1 was started with other settings than process 0")
+    assert f"{name}: " in lines[0] and "on process 1" in lines[0], lines[0]
+  assert elapsed < 30, elapsed
+  assert not (tmp_path / "run").exists()
+
+
+def test_processes_that_read_other_data_both_stop_with_one_line(tmp_path):
+  """The same flags, but process 1's --train_file holds other examples (the path may differ
+  between hosts, so the flags cannot tell): both stop once the data is read, before training."""
+  bert = _write_tiny_bert(tmp_path / "tiny_bert")
+  dev = _write_tsv(tmp_path / "dev.tsv", 16, seed=2)
+  trains = [_write_tsv(tmp_path / f"train{i}.tsv", 32, seed=10 + i) for i in range(2)]
+  address = f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen(
+      [PYTHON, str(REPO / "main.py"), "--mode=finetune", "--task=custom", f"--train_file={train}",
+       f"--eval_file={dev}", "--text_fields=sentence", "--label_field=label", f"--teacher={bert}",
+       "--max_seq_len=16", "--batch_size=16", "--eval_batch_size=16", "--student_layers=1",
+       "--student_hidden=32", "--student_heads=2", "--num_train_steps=2", "--progress=false",
+       f"--workdir={tmp_path / 'run'}", f"--coordinator_address={address}", "--num_processes=2",
+       f"--process_id={i}", "--distributed_timeout=60"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(4), cwd=REPO,
+      start_new_session=True) for i, train in enumerate(trains)]
+  try:
+    outputs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  for p, (_, stderr) in zip(procs, outputs):
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert p.returncode == 2 and "Traceback" not in stderr, (p.returncode, stderr[-3000:])
+    assert len(errors) == 1 and "process 1 read other data than process 0" in errors[0], stderr
+  assert not (tmp_path / "run").exists()  # nothing trained, and no empty workdir left

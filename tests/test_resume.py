@@ -427,7 +427,9 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_checkpoint(lab, nan_teacher
   # first start is stopped after step 4 by a SIGTERM the process sends itself (interrupts.py).
   teacher = pathlib.Path(shutil.copytree(lab.teacher / "final", tmp_path / "teacher"))
   workdir = tmp_path / "run"
-  args = distill_args(lab, workdir, f"--skip_nonfinite_steps={skip}", teacher_ckpt=teacher)
+  # The teacher runs inside the step (not cached): a NaN teacher's logits then reach the loss.
+  args = distill_args(lab, workdir, f"--skip_nonfinite_steps={skip}",
+                      "--cache_teacher_logits=false", teacher_ckpt=teacher)
   first = _run({**lab.env, "AUGPRO_JAX_SIGNAL_AT": "step:4"}, args)
   assert first.returncode == 3, (first.returncode, first.stderr[-3000:])
   good = 4
@@ -444,6 +446,17 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_checkpoint(lab, nan_teacher
   assert checkpoint_steps(workdir)[-1] <= good + skip
   assert not (workdir / "summary.json").exists() and not (workdir / "final").exists()
   assert not leftover_tmp(workdir)
+
+
+def test_nan_teacher_logits_stop_before_the_student_with_one_line(lab, nan_teacher, tmp_path):
+  # With the teacher's logits cached (the default), the NaN teacher is caught in that pass.
+  workdir = tmp_path / "run"
+  result = _run(lab.env, distill_args(lab, workdir, teacher_ckpt=nan_teacher))
+  assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+  line = one_error_line(result.stderr)
+  assert re.search(r"non-finite logits \(NaN or infinity\) for (\d+) of \1 examples while "
+                   r"computing the teacher's logits", line), line
+  assert not (workdir / "checkpoints").exists() or not checkpoint_steps(workdir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -506,6 +519,7 @@ def test_full_disk_during_checkpoint_save(how, small_disk, tmp_path, monkeypatch
 def test_full_disk_during_export_keeps_the_old_export(how, small_disk, tmp_path, monkeypatch):
   from augpro_jax import checkpoints  # pylint: disable=import-outside-toplevel
   from augpro_jax import model as model_lib  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
   from augpro_jax.errors import UserError  # pylint: disable=import-outside-toplevel
 
   if how == "tmpfs" and small_disk is None:
@@ -513,7 +527,8 @@ def test_full_disk_during_export_keeps_the_old_export(how, small_disk, tmp_path,
   parent = small_disk if how == "tmpfs" else tmp_path / "disk"
   config = model_lib.BertConfig(vocab_size=100, hidden_size=8, num_layers=1, num_heads=2,
                                 intermediate_size=16, num_labels=2)
-  checkpoints.export_model(parent / "final", config, {"w": np.ones(4, np.float32)}, {"v": 1})
+  first = model_lib.init_params(config, jax.random.PRNGKey(0))
+  checkpoints.export_model(parent / "final", config, first, {"v": 1})
   if how == "tmpfs":
     big = {"w": np.random.default_rng(0).random(2**19).astype(np.float32)}
   else:
@@ -524,7 +539,8 @@ def test_full_disk_during_export_keeps_the_old_export(how, small_disk, tmp_path,
   monkeypatch.undo()
   assert sorted(p.name for p in parent.iterdir()) == ["final"]  # no temporary or moved-aside copy
   _, params, info = checkpoints.load_exported(parent / "final")
-  assert info["v"] == 1 and np.array_equal(params["w"], np.ones(4, np.float32))
+  assert info["v"] == 1 and np.array_equal(params["classifier"]["bias"],
+                                            np.asarray(first["classifier"]["bias"]))
 
 
 def test_full_disk_writing_summary_or_metrics_is_one_line(tmp_path, monkeypatch):
