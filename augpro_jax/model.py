@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from augpro_jax import families
 from augpro_jax.errors import UserError
 
 Params = dict[str, Any]
@@ -63,10 +64,23 @@ class BertConfig:
   # "per_head": one attention-dropout mask per example and head, as BERT; "shared": one [q, k]
   # mask for the whole batch and all heads, as HF's Flax BERT (broadcast_dropout).
   attention_dropout_mask: str = "per_head"
+  family: str = "bert"  # a config.json model_type of `families.FAMILIES`
+  embedding_size: int = 0  # ELECTRA: width of the embedding tables; 0 means hidden_size
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def embedding_width(self) -> int:
+    return self.embedding_size or self.hidden_size
+
+  @property
+  def max_seq_len(self) -> int:
+    """The longest sequence the position table covers (RoBERTa's starts after pad_token_id)."""
+    if families.get(self.family).offset_positions:
+      return self.max_position_embeddings - self.pad_token_id - 1
+    return self.max_position_embeddings
 
   @property
   def compute_dtype(self) -> Any:
@@ -127,39 +141,60 @@ class Dropout(nn.Module):
 
 
 class Embeddings(nn.Module):
-  """Word, position and token-type tables plus the embedding LayerNorm."""
+  """Word, position and token-type tables plus the embedding LayerNorm (and ELECTRA's project).
+
+  The tables are `embedding_width` wide ("emb" below); only ELECTRA's may differ from hidden.
+  """
 
   config: BertConfig
 
   def setup(self):
     cfg = self.config
+    family = families.get(cfg.family)
     init = nn.initializers.normal(_INIT_STD)
+    width = cfg.embedding_width
     # Lookups are float32: they feed augmentations (MixUp, FGSM) and the float32 LayerNorm.
-    self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=jnp.float32,
+    self.word_embeddings = nn.Embed(cfg.vocab_size, width, dtype=jnp.float32,
                                     param_dtype=jnp.float32, embedding_init=init)
-    self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size,
+    self.position_embeddings = nn.Embed(cfg.max_position_embeddings, width,
                                         dtype=jnp.float32, param_dtype=jnp.float32,
                                         embedding_init=init)
-    self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=jnp.float32,
-                                          param_dtype=jnp.float32, embedding_init=init)
+    if family.token_types != "none":
+      self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, width, dtype=jnp.float32,
+                                            param_dtype=jnp.float32, embedding_init=init)
     self.layer_norm = _layer_norm(cfg, "layer_norm")
+    if width != cfg.hidden_size:  # float32: its output is the residual stream
+      self.project = _dense(cfg.hidden_size, jnp.float32, "project")
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def words(self, input_ids: jax.Array) -> jax.Array:
-    return self.word_embeddings(input_ids)  # [batch, seq, hidden] f32
+    return self.word_embeddings(input_ids)  # [batch, seq, emb] f32
 
-  def __call__(self, word_embeds: jax.Array, token_type_ids: jax.Array,
-               deterministic: bool) -> jax.Array:
-    seq_len = word_embeds.shape[1]
-    if seq_len > self.config.max_position_embeddings:
+  def _positions(self, seq_len: int, attention_mask: Optional[jax.Array]) -> jax.Array:
+    cfg = self.config
+    if seq_len > cfg.max_seq_len:
       # Checked at trace time: an out-of-range position lookup would silently give garbage.
       raise UserError(f"sequence length {seq_len} exceeds the model's max_position_embeddings "
-                      f"({self.config.max_position_embeddings})")
-    positions = self.position_embeddings(jnp.arange(seq_len)[None, :])  # [1, seq, hidden]
-    types = self.token_type_embeddings(token_type_ids)  # [batch, seq, hidden]
-    x = word_embeds.astype(jnp.float32) + positions + types
+                      f"({cfg.max_position_embeddings}, {cfg.max_seq_len} usable positions)")
+    if not families.get(cfg.family).offset_positions:
+      return jnp.arange(seq_len)[None, :]  # [1, seq]
+    # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding pad_token_id; the mask
+    # stands for `input_ids != pad`, which embeddings alone cannot tell.
+    real = attention_mask.astype(jnp.int32)  # [batch, seq]
+    return jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
+
+  def __call__(self, word_embeds: jax.Array, token_type_ids: jax.Array,
+               deterministic: bool, attention_mask: Optional[jax.Array] = None) -> jax.Array:
+    family = families.get(self.config.family)
+    positions = self.position_embeddings(self._positions(word_embeds.shape[1], attention_mask))
+    x = word_embeds.astype(jnp.float32) + positions  # [batch, seq, emb]
+    if family.token_types == "used":
+      x = x + self.token_type_embeddings(token_type_ids)  # [batch, seq, emb]
+    elif family.token_types == "zero":  # one type: row 0 everywhere, whatever the ids say
+      x = x + self.token_type_embeddings(jnp.zeros_like(token_type_ids))
     x = self.layer_norm(x)
-    return self.dropout(x, deterministic=deterministic)  # [batch, seq, hidden] f32
+    x = self.dropout(x, deterministic=deterministic)  # [batch, seq, emb] f32
+    return self.project(x) if self.config.embedding_width != self.config.hidden_size else x
 
 
 class SelfAttention(nn.Module):
@@ -224,8 +259,13 @@ class Encoder(nn.Module):
     return x  # [batch, seq, hidden] f32
 
 
+_HEAD_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu,
+                     "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
+
+
 class BertClassifier(nn.Module):
-  """BERT encoder + pooler (dense+tanh on [CLS]) + linear classifier. Logits are float32."""
+  """Encoder + pooler (dense and activation on the first token) + linear classifier, for every
+  family of `families` (BERT: tanh pooler). Logits are float32."""
 
   config: BertConfig
 
@@ -239,7 +279,7 @@ class BertClassifier(nn.Module):
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
-    """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, hidden] f32."""
+    """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, emb] f32."""
     return self.embeddings.words(input_ids)
 
   def encode(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
@@ -250,23 +290,27 @@ class BertClassifier(nn.Module):
       attention_mask = jnp.ones((batch, seq), jnp.int32)
     if token_type_ids is None:
       token_type_ids = jnp.zeros((batch, seq), jnp.int32)
-    x = self.embeddings(word_embeds, token_type_ids, deterministic)
+    x = self.embeddings(word_embeds, token_type_ids, deterministic, attention_mask)
     with jax.named_scope("mask_bias"):
       keep = attention_mask.astype(jnp.float32)
       bias = ((1.0 - keep) * _MASK_BIAS)[:, None, None, :]  # [batch, 1, 1, seq_k] f32
     return self.encoder(x, bias, deterministic)
 
   def pool(self, hidden: jax.Array, *, deterministic: bool = True) -> jax.Array:
-    """Pooled [CLS] output [batch, hidden] (before the classifier dropout)."""
-    del deterministic  # BERT's pooler has no dropout; kept for a uniform signature.
-    return jnp.tanh(self.pooler(hidden[:, 0]))
+    """Pooled first-token output [batch, hidden] (before the classifier dropout)."""
+    family = families.get(self.config.family)
+    first = hidden[:, 0]  # [batch, hidden]
+    if family.head_dropout_first:  # RoBERTa, ELECTRA; BERT's pooler has no dropout before it
+      first = self.dropout(first, deterministic=deterministic)
+    return _HEAD_ACTIVATIONS[family.head_activation](self.pooler(first))
 
   def apply_embeddings(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
                        token_type_ids: Optional[jax.Array], *,
                        deterministic: bool = True) -> jax.Array:
     """Logits [batch, num_labels] f32 from word embeddings [batch, seq, hidden]."""
     hidden = self.encode(word_embeds, attention_mask, token_type_ids, deterministic=deterministic)
-    pooled = self.dropout(self.pool(hidden), deterministic=deterministic)  # [batch, hidden]
+    pooled = self.pool(hidden, deterministic=deterministic)
+    pooled = self.dropout(pooled, deterministic=deterministic)  # [batch, hidden]
     return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]
 
   def __call__(self, input_ids: jax.Array, attention_mask: Optional[jax.Array],
