@@ -181,9 +181,10 @@ def _assemble(config: BertConfig, weights: dict[str, np.ndarray], weights_path: 
       base, prefix, suffixes, transpose = families.hf_name(family, keys)
       name = _lookup(weights, base, prefix, suffixes)
       value = None if name is None else (weights[name].T if transpose else weights[name])
-      if value is not None and value.shape != spec.shape:
-        raise UserError(f"{weights_path}: {name} has shape {list(value.shape)}, expected "
-                        f"{list(spec.shape)} from {weights_path.parent / 'config.json'}")
+      if value is not None and value.shape != spec.shape:  # shapes as stored (torch: [out, in])
+        expected = spec.shape[::-1] if transpose else spec.shape
+        raise UserError(f"{weights_path}: {name} has shape {list(weights[name].shape)}, expected "
+                        f"{list(expected)} from {weights_path.parent / 'config.json'}")
       if value is None and (keys[0] != "pooler" or family.pooler_in_head):
         raise UserError(f"{weights_path} has no weight {base}.{suffixes[0]}: not a "
                         f"{family.model_type} checkpoint matching its config.json")

@@ -88,6 +88,15 @@ def check_same_vocabulary(tokenizer, tokenizer_dir: str | pathlib.Path,
                     f"--teacher={tokenizer_dir}")
 
 
+def check_vocab_size(tokenizer, vocab_size: int, model: object) -> None:
+  """A tokenizer must have one row per token in the model's embedding table: more ids would read
+  past the table, fewer would leave rows no text reaches and masks of the wrong size."""
+  if tokenizer.get_vocab_size() != vocab_size:
+    raise UserError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the model "
+                    f"{model} has an embedding table of {vocab_size} rows: they must be one "
+                    "vocabulary (use the model's own tokenizer.json)")
+
+
 def pad_token(tokenizer) -> dict[str, Any]:
   """The padding token of a family's vocabulary: BERT's [PAD], RoBERTa's <pad> (id 1)."""
   for token in ("[PAD]", "<pad>"):

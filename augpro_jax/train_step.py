@@ -244,7 +244,7 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
       return out[0] if len(out) == 1 else jnp.concatenate(out)
 
     def student_grads(build, targets, t_logits, ce_w, w, key, with_delta=False):
-      delta = jnp.zeros(ids.shape + (student.config.hidden_size,)) if with_delta else 0.0
+      delta = jnp.zeros(ids.shape + (student.config.embedding_width,)) if with_delta else 0.0
       fn = jax.value_and_grad(student_loss, argnums=(0, 1) if with_delta else 0, has_aux=True)
       return fn(state.params, delta, build, targets, t_logits, ce_w, w, key)
 
@@ -257,7 +257,7 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
               orig, inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key, True)
         else:
           (loss, per_orig), (grads, grad_embeds) = grads_with_attack(
-              state.params, jnp.zeros(ids.shape + (student.config.hidden_size,)), orig,
+              state.params, jnp.zeros(ids.shape + (student.config.embedding_width,)), orig,
               inputs.gold, teacher_logits(True), orig_ce, orig_w, dropout_key)
       inputs = dataclasses.replace(
           inputs, delta=augment.fgsm_delta(grad_embeds, spec.augment.fgsm_eps))

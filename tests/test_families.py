@@ -170,3 +170,194 @@ def test_export_round_trip(family_dir, glue, tmp_path):
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
   raw = json.loads((out / "config.json").read_text())
   assert raw["model_type"] == family and raw["architectures"] == [FAMILIES[family][2]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentations on each family's vocabulary and table.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["augpro_mix", "augpro_fgsm", "knn"])
+def test_augmentations_measure_their_shift_and_keep_specials(family_dir, glue, method):
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from augpro_jax import augment  # pylint: disable=import-outside-toplevel
+  _, model_dir = family_dir
+  tokenizer = pipeline.load_tokenizer(model_dir)
+  ids, mask, _, _ = pipeline.encode_texts(tokenizer, _rows(glue, "SST-2", 512), SEQ)
+  _, params, _ = hf_io.load_classifier(model_dir, task_name="sst2", num_labels=2)
+  table = params["embeddings"]["word_embeddings"]["embedding"]  # [V, emb] (ELECTRA: 16 wide)
+  is_special, is_candidate = pipeline.vocab_masks(tokenizer, tokenizer.get_vocab_size())
+  specials = [tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>", "[CLS]", "[SEP]", "[PAD]")
+              if tokenizer.token_to_id(t) is not None]
+  assert len(specials) == 3 and is_special[specials].all() and not is_candidate[specials].any()
+  ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+  n = ids.shape[0]
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(11), i))(jnp.arange(n))
+  eligible = augment.eligible_positions(ids, mask, jnp.asarray(is_special))
+  common = dict(shift_degree=0.3, metric="l2", candidate_mask=jnp.asarray(is_candidate),
+                chunk_size=4096)
+  if method == "augpro_mix":
+    lam = augment.mix_coefficients(keys, 0.4, keep_major=True)
+    new = augment.augpro_mix(keys, ids, eligible, jnp.roll(jnp.arange(n), 1), lam, table,
+                             exclude_original=True, **common)
+  elif method == "augpro_fgsm":
+    grad = jax.random.normal(jax.random.PRNGKey(3), ids.shape + (table.shape[1],))
+    new = augment.augpro_perturb(keys, ids, eligible, augment.fgsm_delta(grad, 0.1), table,
+                                 exclude_original=True, **common)
+  else:
+    new = augment.knn_replace(keys, ids, eligible, table, k=10, **common)
+  shift, ok = augment.measured_shift(ids, new, eligible)
+  assert abs(float(jnp.sum(jnp.where(ok, shift, 0)) / jnp.sum(ok)) - 0.3) <= 0.01
+  new, ids = np.asarray(new), np.asarray(ids)
+  assert not is_special[new[new != ids]].any()  # no special token produced
+  np.testing.assert_array_equal(new[~np.asarray(eligible)], ids[~np.asarray(eligible)])
+
+
+def test_word_markers_of_each_tokenizer(family_dir):
+  """The profile's "continuation" reads the tokenizer's own marker: ##, or no Ġ / ▁ word start."""
+  family, model_dir = family_dir
+  tokenizer = pipeline.load_tokenizer(model_dir)
+  is_continuation, is_non_ascii = pipeline.token_flags(tokenizer, tokenizer.get_vocab_size())
+  vocab = tokenizer.get_vocab()
+  kind = FAMILIES[family][0]
+  starts = {"bpe": "\u0120", "unigram": "\u2581"}.get(kind)
+  for token, index in vocab.items():
+    if kind == "wordpiece":
+      assert is_continuation[index] == token.startswith("##"), token
+    elif token not in _ROBERTA_SPECIALS:
+      assert is_continuation[index] == (not token.startswith(starts)), token
+  if kind == "bpe":  # byte-level: Ġ is the space byte, ASCII
+    assert not is_non_ascii[vocab["\u0120the"]] and is_continuation.sum() > 100
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs: predict with the directory, distillation from it, its export.
+# ----------------------------------------------------------------------------------------------
+
+RUN = dict(task="sst2", max_seq_len=SEQ, batch_size=8, eval_batch_size=16, num_train_steps=2,
+           train_size=32, eval_size=16, log_every=1, checkpoint_every=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def distilled_family(family_dir, glue, tmp_path_factory):
+  """A 1-layer student of the family distilled (augpro_mix) from its directory: (workdir, summary)."""
+  from augpro_jax import train  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import Config  # pylint: disable=import-outside-toplevel
+  _, model_dir = family_dir
+  workdir = tmp_path_factory.mktemp("distilled")
+  cfg = Config(mode="distill", glue_dir=str(glue), teacher=str(model_dir),
+               teacher_ckpt=str(model_dir), aug="augpro_mix", student_layers=1, student_hidden=32,
+               student_heads=4, student_intermediate=64, workdir=str(workdir), **RUN)
+  return workdir, train.run(cfg)
+
+
+@pytest.mark.slow  # a distillation run through train.run
+def test_distilled_student_exports_the_family(family_dir, distilled_family, glue):
+  from augpro_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  family, _ = family_dir
+  workdir, summary = distilled_family
+  hf_dir = workdir / "final" / "hf"
+  raw = json.loads((hf_dir / "config.json").read_text())
+  assert raw["model_type"] == family and raw["architectures"] == [FAMILIES[family][2]]
+  texts = _rows(glue, "SST-2", 16)
+  encoding, want = _torch_logits(hf_dir, texts)
+  config, params, _ = checkpoints.load_exported(workdir / "final")
+  ids, mask, types, _ = pipeline.encode_texts(pipeline.load_tokenizer(hf_dir), texts, SEQ)
+  np.testing.assert_array_equal(ids, encoding["input_ids"].numpy())
+  logits = jax.jit(BertClassifier(config).apply)({"params": params}, ids, mask, types)
+  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-4, rtol=0)
+  # The run augmented at the requested degree and profiled its projections.
+  assert summary["measured_shift"] == pytest.approx(0.3, abs=0.05)
+  assert summary["projection_profile"]["changed_tokens"] > 0
+
+
+@pytest.mark.slow  # a predict run through train.run
+def test_predict_with_the_directory_gives_transformers_probabilities(family_dir, glue, tmp_path):
+  from augpro_jax import train  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import Config  # pylint: disable=import-outside-toplevel
+  _, model_dir = family_dir
+  texts = _rows(glue, "SST-2", 8)
+  (tmp_path / "in.tsv").write_text("sentence\n" + "".join(t + "\n" for (t,) in texts))
+  out = tmp_path / "out.jsonl"
+  train.run(Config(mode="predict", teacher_ckpt=str(model_dir), predict_file=str(tmp_path / "in.tsv"),
+                   predict_out=str(out), glue_dir=str(glue),
+                   **{k: v for k, v in RUN.items() if k not in ("train_size", "eval_size")}))
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  _, want = _torch_logits(model_dir, texts)
+  want = np.exp(want) / np.exp(want).sum(1, keepdims=True)
+  got = np.asarray([[row["probabilities"]["0"], row["probabilities"]["1"]] for row in rows])
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one line each.
+# ----------------------------------------------------------------------------------------------
+
+
+def _copy_dir(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+  import shutil  # pylint: disable=import-outside-toplevel
+  shutil.copytree(source, target)
+  return target
+
+
+@pytest.mark.parametrize("raw, needles", [
+    ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, ["is a decoder (causal language) model", "roberta"]),
+    ({"model_type": "bert", "is_decoder": True}, ["is a decoder (causal language) model", "distilbert"]),
+    ({"model_type": "t5", "is_encoder_decoder": True}, ["is an encoder-decoder (seq2seq) model", "electra"]),
+    ({"model_type": "longformer"}, ["'longformer' is not supported", "bert, roberta"]),
+])
+def test_decoder_seq2seq_or_unknown_model_type_is_one_line(family_dir, tmp_path, raw, needles):
+  _, model_dir = family_dir
+  bad = _copy_dir(model_dir, tmp_path / "bad")
+  config = json.loads((bad / "config.json").read_text())
+  (bad / "config.json").write_text(json.dumps({**config, **raw}))
+  for load in (lambda: hf_io.load_classifier(bad, task_name="sst2", num_labels=2),
+               lambda: hf_io.load_pretrained(str(bad), num_labels=2)):
+    with pytest.raises(UserError) as info:
+      load()
+    assert_one_line(info, "config.json", *needles)
+
+
+def test_missing_or_wrong_head_is_one_line(family_dir, tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  family, model_dir = family_dir
+  weights = load_file(str(model_dir / "model.safetensors"))
+  dense, output = {"distilbert": ("pre_classifier", "classifier")}.get(
+      family, ("classifier.dense", "classifier.out_proj"))
+  cases = {
+      "no_head": ({k: v for k, v in weights.items() if not k.startswith(output)},
+                  [f"no classifier head ({output}.weight)", "--teacher="]),
+      "no_dense": ({k: v for k, v in weights.items() if not k.startswith(dense + ".")},
+                   [f"no weight {dense}.", f"not a {family} checkpoint"]),
+      "three_labels": ({**weights, f"{output}.weight": np.zeros((3, 32), np.float32),
+                        f"{output}.bias": np.zeros(3, np.float32)}, ["3 labels", "sst2 has 2"]),
+      "wide_dense": ({**weights, f"{dense}.weight": np.zeros((32, 48), np.float32)},
+                     [f"{dense}.weight has shape [32, 48]"]),
+  }
+  for name, (state, needles) in cases.items():
+    bad = _copy_dir(model_dir, tmp_path / name)
+    save_file(state, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError) as info:
+      hf_io.load_classifier(bad, task_name="sst2", num_labels=2)
+    assert_one_line(info, *needles)
+
+
+def test_tokenizer_of_another_size_than_the_table_is_one_line(family_dir, glue, tmp_path):
+  from augpro_jax import train  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import Config  # pylint: disable=import-outside-toplevel
+  _, model_dir = family_dir
+  bad = _copy_dir(model_dir, tmp_path / "bad")
+  config = json.loads((bad / "config.json").read_text())
+  # One row fewer than the tokenizer has tokens: the last token's id would read past the table.
+  (bad / "config.json").write_text(json.dumps({**config, "vocab_size": 1999}))
+  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  weights = load_file(str(bad / "model.safetensors"))
+  name = next(k for k in weights if k.endswith("word_embeddings.weight"))
+  save_file({**weights, name: weights[name][:1999]}, str(bad / "model.safetensors"),
+            metadata={"format": "pt"})
+  (tmp_path / "in.tsv").write_text("sentence\na charming film\n")
+  with pytest.raises(UserError) as info:
+    train.run(Config(mode="predict", teacher_ckpt=str(bad), predict_file=str(tmp_path / "in.tsv"),
+                     predict_out=str(tmp_path / "out.jsonl"), glue_dir=str(glue), max_seq_len=SEQ,
+                     eval_batch_size=16))
+  assert_one_line(info, "2000 tokens", "1999 rows")
