@@ -22,6 +22,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import jax
+import jax.numpy as jnp
+
 from augpro_jax.errors import UserError
 
 
@@ -64,6 +67,9 @@ FAMILIES = {f.model_type: f for f in (
            tokenizer_class="DistilBertTokenizer"),
 )}
 
+HEAD_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu,
+                    "gelu": lambda x: jax.nn.gelu(x, approximate=False)}  # HF "gelu": exact erf
+
 # Configs of models that are not encoders (decoders, seq2seq): named in their own error.
 _NOT_ENCODER_KEYS = ("is_decoder", "is_encoder_decoder")
 _NOT_ENCODER_ARCHS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM")
@@ -88,6 +94,24 @@ def check_encoder(raw: dict, path: object) -> None:
   if kind:
     raise UserError(f"{path} is {kind} (model_type {raw.get('model_type')!r}); augpro-jax distils "
                     f"encoder classifiers: {', '.join(FAMILIES)}")
+
+
+def usable_positions(family: Family, max_position_embeddings: int, pad_token_id: int) -> int:
+  """The longest sequence the position table covers (RoBERTa's starts after pad_token_id)."""
+  if family.offset_positions:
+    return max_position_embeddings - pad_token_id - 1
+  return max_position_embeddings
+
+
+def position_ids(family: Family, seq_len: int, attention_mask: Optional[jax.Array],
+                 pad_token_id: int) -> jax.Array:
+  """Position ids [1, seq] (0, 1, 2, ...) or, for RoBERTa, [batch, seq]: real tokens numbered
+  from pad_token_id + 1, padding at pad_token_id. The mask stands for `input_ids != pad`, which
+  word embeddings alone cannot tell."""
+  if not family.offset_positions:
+    return jnp.arange(seq_len)[None, :]
+  real = attention_mask.astype(jnp.int32)  # [batch, seq]
+  return jnp.cumsum(real, axis=1) * real + pad_token_id
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A BERT encoder with a classification head (Flax linen); Hugging Face weights: `hf_io`.
+"""A BERT-family encoder with a classification head (Flax linen): BERT, RoBERTa, ELECTRA and
+DistilBERT, whose differences `families` names; Hugging Face weights: `hf_io`.
 
 The model is split at the word-embedding lookup so that augmentations can work on embeddings:
 
@@ -12,7 +13,7 @@ methods share one parameter tree:
   params/embeddings/layer_norm/{scale,bias}
   params/encoder/layer_{i}/attention/{query,key,value,output}/{kernel,bias}
   params/encoder/layer_{i}/{attention_layer_norm,intermediate,output,output_layer_norm}/...
-  params/pooler/{kernel,bias}, params/classifier/{kernel,bias}
+  params/pooler/{kernel,bias}, params/classifier/{kernel,bias}  (the head's dense and output)
 
 Parameters are always float32; `BertConfig.dtype` is the compute dtype of the matmuls. The residual
 stream, LayerNorm, softmax and the logits stay float32 so that bfloat16 runs stay close to float32.
@@ -77,10 +78,8 @@ class BertConfig:
 
   @property
   def max_seq_len(self) -> int:
-    """The longest sequence the position table covers (RoBERTa's starts after pad_token_id)."""
-    if families.get(self.family).offset_positions:
-      return self.max_position_embeddings - self.pad_token_id - 1
-    return self.max_position_embeddings
+    return families.usable_positions(families.get(self.family), self.max_position_embeddings,
+                                     self.pad_token_id)
 
   @property
   def compute_dtype(self) -> Any:
@@ -141,10 +140,7 @@ class Dropout(nn.Module):
 
 
 class Embeddings(nn.Module):
-  """Word, position and token-type tables plus the embedding LayerNorm (and ELECTRA's project).
-
-  The tables are `embedding_width` wide ("emb" below); only ELECTRA's may differ from hidden.
-  """
+  """Word, position and token-type tables, LayerNorm, and ELECTRA's project; tables are "emb" wide."""
 
   config: BertConfig
 
@@ -170,23 +166,17 @@ class Embeddings(nn.Module):
   def words(self, input_ids: jax.Array) -> jax.Array:
     return self.word_embeddings(input_ids)  # [batch, seq, emb] f32
 
-  def _positions(self, seq_len: int, attention_mask: Optional[jax.Array]) -> jax.Array:
+  def __call__(self, word_embeds: jax.Array, token_type_ids: jax.Array,
+               deterministic: bool, attention_mask: Optional[jax.Array] = None) -> jax.Array:
     cfg = self.config
+    family = families.get(cfg.family)
+    seq_len = word_embeds.shape[1]
     if seq_len > cfg.max_seq_len:
       # Checked at trace time: an out-of-range position lookup would silently give garbage.
       raise UserError(f"sequence length {seq_len} exceeds the model's max_position_embeddings "
                       f"({cfg.max_position_embeddings}, {cfg.max_seq_len} usable positions)")
-    if not families.get(cfg.family).offset_positions:
-      return jnp.arange(seq_len)[None, :]  # [1, seq]
-    # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding pad_token_id; the mask
-    # stands for `input_ids != pad`, which embeddings alone cannot tell.
-    real = attention_mask.astype(jnp.int32)  # [batch, seq]
-    return jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
-
-  def __call__(self, word_embeds: jax.Array, token_type_ids: jax.Array,
-               deterministic: bool, attention_mask: Optional[jax.Array] = None) -> jax.Array:
-    family = families.get(self.config.family)
-    positions = self.position_embeddings(self._positions(word_embeds.shape[1], attention_mask))
+    positions = self.position_embeddings(
+        families.position_ids(family, seq_len, attention_mask, cfg.pad_token_id))
     x = word_embeds.astype(jnp.float32) + positions  # [batch, seq, emb]
     if family.token_types == "used":
       x = x + self.token_type_embeddings(token_type_ids)  # [batch, seq, emb]
@@ -259,10 +249,6 @@ class Encoder(nn.Module):
     return x  # [batch, seq, hidden] f32
 
 
-_HEAD_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu,
-                     "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
-
-
 class BertClassifier(nn.Module):
   """Encoder + pooler (dense and activation on the first token) + linear classifier, for every
   family of `families` (BERT: tanh pooler). Logits are float32."""
@@ -302,7 +288,7 @@ class BertClassifier(nn.Module):
     first = hidden[:, 0]  # [batch, hidden]
     if family.head_dropout_first:  # RoBERTa, ELECTRA; BERT's pooler has no dropout before it
       first = self.dropout(first, deterministic=deterministic)
-    return _HEAD_ACTIVATIONS[family.head_activation](self.pooler(first))
+    return families.HEAD_ACTIVATIONS[family.head_activation](self.pooler(first))
 
   def apply_embeddings(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
                        token_type_ids: Optional[jax.Array], *,
@@ -421,7 +407,7 @@ def select_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]
 def _copyable(student: BertConfig, teacher: BertConfig) -> Optional[str]:
   """None when the student can take teacher weights, else the reason it cannot."""
   for name in ("hidden_size", "num_heads", "intermediate_size", "max_position_embeddings",
-               "type_vocab_size"):
+               "type_vocab_size", "embedding_size"):
     s, t = getattr(student, name), getattr(teacher, name)
     if s != t:
       return f"student {name} {s} != teacher {name} {t}"

@@ -19,6 +19,7 @@ from test_model import assert_one_line
 SEQ = 32
 # family -> (tokenizer model, transformers config class, model class, tokenizer class)
 FAMILIES = {
+    "bert": ("wordpiece", "BertConfig", "BertForSequenceClassification", "BertTokenizerFast"),
     "roberta": ("bpe", "RobertaConfig", "RobertaForSequenceClassification",
                 "RobertaTokenizerFast"),
     "xlm-roberta": ("unigram", "XLMRobertaConfig", "XLMRobertaForSequenceClassification",
@@ -322,8 +323,9 @@ def test_missing_or_wrong_head_is_one_line(family_dir, tmp_path):
   from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
   family, model_dir = family_dir
   weights = load_file(str(model_dir / "model.safetensors"))
-  dense, output = {"distilbert": ("pre_classifier", "classifier")}.get(
-      family, ("classifier.dense", "classifier.out_proj"))
+  dense, output = {"distilbert": ("pre_classifier", "classifier"),
+                   "bert": ("bert.pooler.dense", "classifier")}.get(
+                       family, ("classifier.dense", "classifier.out_proj"))
   cases = {
       "no_head": ({k: v for k, v in weights.items() if not k.startswith(output)},
                   [f"no classifier head ({output}.weight)", "--teacher="]),
@@ -334,6 +336,8 @@ def test_missing_or_wrong_head_is_one_line(family_dir, tmp_path):
       "wide_dense": ({**weights, f"{dense}.weight": np.zeros((32, 48), np.float32)},
                      [f"{dense}.weight has shape [32, 48]"]),
   }
+  if family == "bert":  # BERT's pooler is the backbone's: a missing one is initialised, as always
+    del cases["no_dense"]
   for name, (state, needles) in cases.items():
     bad = _copy_dir(model_dir, tmp_path / name)
     save_file(state, str(bad / "model.safetensors"), metadata={"format": "pt"})
