@@ -41,6 +41,7 @@ class Family:
   head_dropout_first: bool = False  # dropout on the first token before the head's dense layer
   pooler_in_head: bool = True  # the dense layer is the head's (fresh for a backbone), not BERT's
   head_names: tuple[str, str] = ("classifier.dense", "classifier.out_proj")  # dense, output
+  disentangled: bool = False  # DeBERTa-v2: relative attention (`deberta`), its own embeddings
   tokenizer_class: str = "BertTokenizer"
   special_tokens: tuple[tuple[str, str], ...] = (
       ("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"),
@@ -62,6 +63,9 @@ FAMILIES = {f.model_type: f for f in (
            tokenizer_class="XLMRobertaTokenizer", special_tokens=_ROBERTA_TOKENS),
     Family("electra", "ElectraForSequenceClassification", "electra", "used",
            head_activation="gelu", head_dropout_first=True, tokenizer_class="ElectraTokenizer"),
+    Family("deberta-v2", "DebertaV2ForSequenceClassification", "deberta", "used",
+           head_activation="gelu", head_dropout_first=True, disentangled=True,
+           head_names=("pooler.dense", "classifier"), tokenizer_class="DebertaV2Tokenizer"),
     Family("distilbert", "DistilBertForSequenceClassification", "distilbert", "none",
            head_activation="relu", head_names=("pre_classifier", "classifier"),
            tokenizer_class="DistilBertTokenizer"),
@@ -138,6 +142,12 @@ _EMBEDDINGS = {"word_embeddings": "embeddings.word_embeddings",
                "position_embeddings": "embeddings.position_embeddings",
                "token_type_embeddings": "embeddings.token_type_embeddings",
                "layer_norm": "embeddings.LayerNorm", "project": "embeddings_project"}
+_DEBERTA_LAYER = {("attention", "query"): "attention.self.query_proj",
+                  ("attention", "key"): "attention.self.key_proj",
+                  ("attention", "value"): "attention.self.value_proj",
+                  ("attention", "pos_key"): "attention.self.pos_key_proj",
+                  ("attention", "pos_query"): "attention.self.pos_query_proj"}
+_DEBERTA_ENCODER = {"rel_embeddings": "encoder.rel_embeddings", "rel_layer_norm": "encoder.LayerNorm"}
 # "gamma"/"beta" are the LayerNorm names of old (TF-converted) checkpoints.
 _SUFFIXES = {"kernel": ("weight",), "embedding": ("weight",), "scale": ("weight", "gamma"),
              "bias": ("bias", "beta")}
@@ -154,12 +164,17 @@ def hf_name(family: Family, path: tuple[str, ...]) -> tuple[str, Optional[str], 
   prefix: Optional[str] = family.prefix
   if module[0] == "embeddings":
     base = _EMBEDDINGS[module[1]]
+    if family.disentangled and module[1] == "project":
+      base = "embeddings.embed_proj"
+  elif module[0] == "encoder" and module[1] in _DEBERTA_ENCODER:
+    base = _DEBERTA_ENCODER[module[1]]
   elif module[0] == "encoder":
     index = module[1].split("_")[1]
     if family.model_type == "distilbert":
       base = f"transformer.layer.{index}.{_DISTILBERT_LAYER[tuple(module[2:])]}"
     else:
-      base = f"encoder.layer.{index}.{_BERT_LAYER[tuple(module[2:])]}"
+      names = {**_BERT_LAYER, **_DEBERTA_LAYER} if family.disentangled else _BERT_LAYER
+      base = f"encoder.layer.{index}.{names[tuple(module[2:])]}"
   else:
     dense, output = family.head_names
     base = dense if module[0] == "pooler" else output
@@ -199,7 +214,36 @@ def extra_fields(family: Family, raw: dict) -> dict:
   if family.model_type == "electra":  # transformers' ElectraConfig default is 128
     width = int(raw.get("embedding_size", 128))
     fields["embedding_size"] = 0 if width == int(raw["hidden_size"]) else width
+  if family.disentangled:
+    fields.update(_deberta_fields(raw))
   return fields
+
+
+def _deberta_fields(raw: dict) -> dict:
+  """DeBERTa-v2's fields, with transformers' defaults; what we do not implement is refused."""
+  hidden = int(raw["hidden_size"])
+  for key, ok, what in (("conv_kernel_size", 0, "a convolution layer"),
+                        ("pooler_hidden_size", hidden, "a pooler of another width"),
+                        ("pooler_hidden_act", "gelu", "a pooler activation other than gelu"),
+                        ("attention_head_size", hidden // int(raw["num_attention_heads"]),
+                         "another attention_head_size")):
+    if raw.get(key, ok) != ok:
+      raise UserError(f"{key}={raw[key]!r}: DeBERTa with {what} is not supported")
+  types = raw.get("pos_att_type") or []
+  types = types.lower().split("|") if isinstance(types, str) else [str(t) for t in types]
+  width = int(raw.get("embedding_size") or hidden)
+  relative = bool(raw.get("relative_attention", False))
+  max_rel = int(raw.get("max_relative_positions", -1))
+  return {"type_vocab_size": int(raw.get("type_vocab_size", 0)),
+          "layer_norm_eps": float(raw.get("layer_norm_eps", 1e-7)),
+          "embedding_size": 0 if width == hidden else width,
+          "max_relative_positions": (max_rel if max_rel > 0 else
+                                     int(raw.get("max_position_embeddings", 512))) if relative else 0,
+          "position_buckets": int(raw.get("position_buckets", -1)) if relative else 0,
+          "pos_att_type": "|".join(t.strip() for t in types if t.strip() in ("c2p", "p2c")),
+          "share_att_key": bool(raw.get("share_att_key", False)),
+          "norm_rel_ebd": "layer_norm" in str(raw.get("norm_rel_ebd", "none")).lower(),
+          "position_biased_input": bool(raw.get("position_biased_input", True))}
 
 
 def hf_config_fields(family: Family, config) -> dict:
@@ -220,4 +264,15 @@ def hf_config_fields(family: Family, config) -> dict:
             "position_embedding_type": "absolute", "classifier_dropout": None}
   if family.model_type == "electra":
     fields["embedding_size"] = config.embedding_width
+  if family.disentangled:
+    relative = config.max_relative_positions > 0
+    fields.update({"embedding_size": config.embedding_width, "relative_attention": relative,
+                   "max_relative_positions": config.max_relative_positions if relative else -1,
+                   "position_buckets": config.position_buckets if relative else -1,
+                   "pos_att_type": config.pos_att_type.split("|") if config.pos_att_type else [],
+                   "share_att_key": config.share_att_key,
+                   "norm_rel_ebd": "layer_norm" if config.norm_rel_ebd else "none",
+                   "position_biased_input": config.position_biased_input,
+                   "pooler_hidden_size": config.hidden_size, "pooler_hidden_act": "gelu",
+                   "pooler_dropout": config.dropout_rate})
   return fields

@@ -124,7 +124,8 @@ def _read_config(path: pathlib.Path, *, num_labels: int, dropout_rate: float,
   except (TypeError, ValueError) as exc:
     raise UserError(f"{path} has a malformed BERT field: {one_line(exc)}") from None
   sizes = (config.vocab_size, config.hidden_size, config.num_layers, config.num_heads,
-           config.intermediate_size, config.max_position_embeddings, config.type_vocab_size)
+           config.intermediate_size, config.max_position_embeddings,
+           config.type_vocab_size or int(family.disentangled))  # DeBERTa-v3 has no token types
   if config.max_seq_len < 2 or min(sizes) <= 0 or config.embedding_size < 0 or config.hidden_size % config.num_heads:
     raise UserError(f"{path} has inconsistent sizes: hidden_size {config.hidden_size}, "
                     f"num_attention_heads {config.num_heads}")

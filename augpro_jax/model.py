@@ -32,7 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from augpro_jax import deberta
 from augpro_jax import families
+from augpro_jax.dropout import Dropout  # also `model.Dropout`
 from augpro_jax.errors import UserError
 
 Params = dict[str, Any]
@@ -66,7 +68,14 @@ class BertConfig:
   # mask for the whole batch and all heads, as HF's Flax BERT (broadcast_dropout).
   attention_dropout_mask: str = "per_head"
   family: str = "bert"  # a config.json model_type of `families.FAMILIES`
-  embedding_size: int = 0  # ELECTRA: width of the embedding tables; 0 means hidden_size
+  embedding_size: int = 0  # ELECTRA, DeBERTa: width of the embedding tables; 0: hidden_size
+  # DeBERTa-v2 (`deberta`): relative attention when max_relative_positions > 0.
+  max_relative_positions: int = 0
+  position_buckets: int = 0
+  pos_att_type: str = ""  # "c2p|p2c"
+  share_att_key: bool = False
+  norm_rel_ebd: bool = False  # LayerNorm on the relative-embedding table
+  position_biased_input: bool = True  # an absolute position table (DeBERTa-v3 has none)
 
   @property
   def head_dim(self) -> int:
@@ -105,40 +114,6 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
 # ----------------------------------------------------------------------------------------------
 
 
-class Dropout(nn.Module):
-  """Inverted dropout: keep each element with probability 1 - rate and scale it by 1 / (1 - rate).
-
-  bits=32 is `nn.Dropout` exactly (same module name, same key, same mask). bits=16 splits every
-  32-bit random word into two 16-bit draws, so a mask costs half the threefry work; an element is
-  kept when its draw is below round((1 - rate) * 2^16), a keep probability within 2^-17 of
-  1 - rate. On CPU the masks are a large part of the student's step (docs/benchmarks.md).
-  `broadcast_dims` share one decision along those axes, as in `nn.Dropout`.
-  """
-
-  rate: float
-  bits: int = 32
-  broadcast_dims: tuple[int, ...] = ()
-
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    if deterministic or self.rate == 0.0:
-      return x
-    keep_prob = 1.0 - self.rate
-    key = self.make_rng("dropout")
-    shape = tuple(1 if axis in self.broadcast_dims else size for axis, size in enumerate(x.shape))
-    if self.bits == 32:
-      keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
-    elif self.bits == 16:
-      count = math.prod(shape)
-      words = jax.random.bits(key, (-(-count // 2),), jnp.uint32)  # [ceil(count / 2)]
-      draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:count].reshape(shape)
-      keep = draws < jnp.uint32(round(keep_prob * 65536))
-    else:
-      raise UserError(f"dropout bits must be 16 or 32, got {self.bits}")
-    keep = jnp.broadcast_to(keep, x.shape)
-    return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
-
-
 class Embeddings(nn.Module):
   """Word, position and token-type tables, LayerNorm, and ELECTRA's project; tables are "emb" wide."""
 
@@ -152,15 +127,19 @@ class Embeddings(nn.Module):
     # Lookups are float32: they feed augmentations (MixUp, FGSM) and the float32 LayerNorm.
     self.word_embeddings = nn.Embed(cfg.vocab_size, width, dtype=jnp.float32,
                                     param_dtype=jnp.float32, embedding_init=init)
-    self.position_embeddings = nn.Embed(cfg.max_position_embeddings, width,
-                                        dtype=jnp.float32, param_dtype=jnp.float32,
-                                        embedding_init=init)
-    if family.token_types != "none":
+    if cfg.position_biased_input:
+      self.position_embeddings = nn.Embed(cfg.max_position_embeddings, width,
+                                          dtype=jnp.float32, param_dtype=jnp.float32,
+                                          embedding_init=init)
+    if family.token_types != "none" and cfg.type_vocab_size:
       self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, width, dtype=jnp.float32,
                                             param_dtype=jnp.float32, embedding_init=init)
     self.layer_norm = _layer_norm(cfg, "layer_norm")
     if width != cfg.hidden_size:  # float32: its output is the residual stream
-      self.project = _dense(cfg.hidden_size, jnp.float32, "project")
+      # ELECTRA projects after the LayerNorm, DeBERTa before it and without a bias.
+      self.project = nn.Dense(cfg.hidden_size, use_bias=not family.disentangled,
+                              dtype=jnp.float32, param_dtype=jnp.float32,
+                              kernel_init=nn.initializers.normal(_INIT_STD))
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def words(self, input_ids: jax.Array) -> jax.Array:
@@ -175,16 +154,22 @@ class Embeddings(nn.Module):
       # Checked at trace time: an out-of-range position lookup would silently give garbage.
       raise UserError(f"sequence length {seq_len} exceeds the model's max_position_embeddings "
                       f"({cfg.max_position_embeddings}, {cfg.max_seq_len} usable positions)")
-    positions = self.position_embeddings(
-        families.position_ids(family, seq_len, attention_mask, cfg.pad_token_id))
-    x = word_embeds.astype(jnp.float32) + positions  # [batch, seq, emb]
-    if family.token_types == "used":
+    x = word_embeds.astype(jnp.float32)  # [batch, seq, emb]
+    if cfg.position_biased_input:
+      x = x + self.position_embeddings(
+          families.position_ids(family, seq_len, attention_mask, cfg.pad_token_id))
+    if family.token_types == "used" and cfg.type_vocab_size:
       x = x + self.token_type_embeddings(token_type_ids)  # [batch, seq, emb]
     elif family.token_types == "zero":  # one type: row 0 everywhere, whatever the ids say
       x = x + self.token_type_embeddings(jnp.zeros_like(token_type_ids))
-    x = self.layer_norm(x)
+    projected = cfg.embedding_width != cfg.hidden_size
+    if family.disentangled:  # DeBERTa: project, LayerNorm, then zero the padding
+      x = self.layer_norm(self.project(x) if projected else x)
+      x = x * attention_mask[..., None].astype(jnp.float32)
+    else:
+      x = self.layer_norm(x)
     x = self.dropout(x, deterministic=deterministic)  # [batch, seq, emb] f32
-    return self.project(x) if self.config.embedding_width != self.config.hidden_size else x
+    return self.project(x) if projected and not family.disentangled else x
 
 
 class SelfAttention(nn.Module):
@@ -193,18 +178,27 @@ class SelfAttention(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
+               rel: Optional[jax.Array] = None) -> jax.Array:
+    """rel: DeBERTa's relative-embedding table [2 * span, hidden], else None."""
     cfg = self.config
     dtype = cfg.compute_dtype
     batch, seq, _ = x.shape
     split = lambda t: t.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
-    q = split(_dense(cfg.hidden_size, dtype, "query")(x))  # [batch, seq, heads, head_dim]
-    k = split(_dense(cfg.hidden_size, dtype, "key")(x))
+    query, key = _dense(cfg.hidden_size, dtype, "query"), _dense(cfg.hidden_size, dtype, "key")
+    q = split(query(x))  # [batch, seq, heads, head_dim]
+    k = split(key(x))
     v = split(_dense(cfg.hidden_size, dtype, "value")(x))
     with jax.named_scope("scores"):
       # Accumulate and normalise in float32 whatever the compute dtype.
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-      scores = scores / math.sqrt(cfg.head_dim) + bias  # [batch, heads, seq_q, seq_k] f32
+      scores = scores / deberta.score_scale(cfg) + bias  # [batch, heads, seq_q, seq_k] f32
+      if rel is not None:
+        rel = Dropout(cfg.dropout_rate, cfg.dropout_bits)(rel, deterministic)
+        own = {"key": key, "query": query}
+        project = lambda which, t: (own[which] if cfg.share_att_key else
+                                    _dense(cfg.hidden_size, dtype, f"pos_{which}"))(t)
+        scores = scores + deberta.relative_scores(q, k, rel, cfg, project)
       probs = jax.nn.softmax(scores, axis=-1)
     if cfg.attention_dropout_mask not in ("per_head", "shared"):
       raise UserError("attention dropout mask must be per_head or shared, "
@@ -223,12 +217,13 @@ class Layer(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
+               rel: Optional[jax.Array] = None) -> jax.Array:
     cfg = self.config
     dtype = cfg.compute_dtype
     dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
     # x is the float32 residual stream; Dense casts its input to the compute dtype.
-    attn = SelfAttention(cfg, name="attention")(x, bias, deterministic)
+    attn = SelfAttention(cfg, name="attention")(x, bias, deterministic, rel)
     x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(attn, deterministic=deterministic))
     with jax.named_scope("ffn"):
       h = _dense(cfg.intermediate_size, dtype, "intermediate")(x)  # [batch, seq, intermediate]
@@ -244,8 +239,11 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-    for i in range(self.config.num_layers):
-      x = Layer(self.config, name=f"layer_{i}")(x, bias, deterministic)
+    cfg = self.config
+    # DeBERTa: one relative-embedding table [2 * span, hidden] for all layers.
+    rel = deberta.relative_table(cfg, _layer_norm(cfg, "rel_layer_norm"), _INIT_STD)
+    for i in range(cfg.num_layers):
+      x = Layer(cfg, name=f"layer_{i}")(x, bias, deterministic, rel)
     return x  # [batch, seq, hidden] f32
 
 
@@ -446,8 +444,10 @@ def student_from_teacher(student_config: BertConfig, teacher_config: BertConfig,
   copy = lambda tree: jax.tree_util.tree_map(_copy_array, tree)
   return {
       "embeddings": copy(teacher["embeddings"]),
-      "encoder": {f"layer_{j}": copy(teacher["encoder"][f"layer_{i}"])
-                  for j, i in enumerate(layers)},
+      "encoder": {**{name: copy(part) for name, part in teacher["encoder"].items()
+                     if not name.startswith("layer_")},  # DeBERTa's relative embeddings
+                  **{f"layer_{j}": copy(teacher["encoder"][f"layer_{i}"])
+                     for j, i in enumerate(layers)}},
       "pooler": copy(teacher["pooler"]),
       "classifier": _init_classifier(student_config, rng),
   }

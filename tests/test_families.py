@@ -28,6 +28,8 @@ FAMILIES = {
                    "DistilBertTokenizerFast"),
     "electra": ("wordpiece", "ElectraConfig", "ElectraForSequenceClassification",
                 "ElectraTokenizerFast"),
+    "deberta-v2": ("spm", "DebertaV2Config", "DebertaV2ForSequenceClassification",
+                   "DebertaV2TokenizerFast"),
 }
 _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4: pad is 1
@@ -70,7 +72,7 @@ def _train_tokenizer(kind: str, corpus: list[str]):
         vocab_size=2000, special_tokens=_ROBERTA_SPECIALS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0))
-  else:  # Unigram with the SentencePiece word marker, as XLM-RoBERTa
+  elif kind == "unigram":  # Unigram with the SentencePiece word marker, as XLM-RoBERTa
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
@@ -79,10 +81,19 @@ def _train_tokenizer(kind: str, corpus: list[str]):
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", 0), ("</s>", 2)])
+  else:  # Unigram with BERT's specials and template, as DeBERTa-v3
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=2000, special_tokens=_BERT_SPECIALS, unk_token="[UNK]"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
   return tok
 
 
-def _hf_config(family: str, vocab_size: int):
+def _hf_config(family: str, vocab_size: int, **overrides):
   transformers = pytest.importorskip("transformers")
   kind, config_class = FAMILIES[family][:2]
   common = dict(vocab_size=vocab_size, num_labels=2, initializer_range=0.3,
@@ -91,13 +102,19 @@ def _hf_config(family: str, vocab_size: int):
     return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                                          pad_token_id=0, **common)
   extra = {"embedding_size": 16} if family == "electra" else {}
-  pad = 1 if kind != "wordpiece" else 0
+  if family == "deberta-v2":  # as DeBERTa-v3: relative buckets, shared keys, no absolute positions
+    extra = dict(relative_attention=True, position_buckets=8, max_relative_positions=-1,
+                 pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm",
+                 position_biased_input=False, type_vocab_size=0, embedding_size=16)
+    extra.update(overrides)
+  pad = 1 if kind in ("bpe", "unigram") else 0
   return getattr(transformers, config_class)(
       hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
       pad_token_id=pad, bos_token_id=0, eos_token_id=2, **extra, **common)
 
 
-def build_family_dir(family: str, path: pathlib.Path, glue: pathlib.Path) -> pathlib.Path:
+def build_family_dir(family: str, path: pathlib.Path, glue: pathlib.Path,
+                     **overrides) -> pathlib.Path:
   """A random tiny `family` classifier and its trained tokenizer, saved as transformers does."""
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
@@ -105,14 +122,15 @@ def build_family_dir(family: str, path: pathlib.Path, glue: pathlib.Path) -> pat
   tok = _train_tokenizer(kind, _corpus(glue))
   specials = (dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>",
                    pad_token="<pad>", cls_token="<s>", mask_token="<mask>")
-              if kind != "wordpiece" else
+              if kind in ("bpe", "unigram") else
               dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
                    mask_token="[MASK]"))
   wrapped = getattr(transformers, tokenizer_class)(tokenizer_object=tok, **specials)
   wrapped.model_max_length = SEQ
   wrapped.save_pretrained(str(path))
   torch.manual_seed(0)
-  model = getattr(transformers, model_class)(_hf_config(family, tok.get_vocab_size())).eval()
+  config = _hf_config(family, tok.get_vocab_size(), **overrides)
+  model = getattr(transformers, model_class)(config).eval()
   model.save_pretrained(str(path))
   return path
 
@@ -157,6 +175,24 @@ def test_logits_equal_transformers(family_dir, glue, task):
   np.testing.assert_allclose(logits, want, atol=1e-4, rtol=0)
   assert np.ptp(want[:, 1] - want[:, 0]) > 0.1  # different sentences, different logits
   assert json.loads((model_dir / "config.json").read_text())["model_type"] == family
+
+
+@pytest.mark.parametrize("variant", [
+    dict(share_att_key=False, position_biased_input=True, type_vocab_size=2, embedding_size=32,
+         position_buckets=-1, max_relative_positions=16, norm_rel_ebd="none"),
+    dict(pos_att_type="c2p", position_buckets=16, max_relative_positions=64),
+    dict(relative_attention=False, position_biased_input=True),
+], ids=["own_position_projections", "c2p_only", "no_relative_attention"])
+def test_deberta_variants_give_transformers_logits(glue, tmp_path, variant):
+  """DeBERTa-v2's other switches: separate pos_key/pos_query projections, absolute positions and
+  token types, unbucketed distances, c2p alone, no relative attention."""
+  model_dir = build_family_dir("deberta-v2", tmp_path / "deberta", glue, **variant)
+  texts = _rows(glue, "RTE", 8)
+  encoding, want = _torch_logits(model_dir, texts)
+  ids, _, logits = _our_logits(model_dir, texts)
+  np.testing.assert_array_equal(ids, encoding["input_ids"].numpy())
+  np.testing.assert_allclose(logits, want, atol=1e-4, rtol=0)
+  assert np.ptp(want[:, 1] - want[:, 0]) > 0.1
 
 
 def test_export_round_trip(family_dir, glue, tmp_path):
@@ -221,11 +257,11 @@ def test_word_markers_of_each_tokenizer(family_dir):
   is_continuation, is_non_ascii = pipeline.token_flags(tokenizer, tokenizer.get_vocab_size())
   vocab = tokenizer.get_vocab()
   kind = FAMILIES[family][0]
-  starts = {"bpe": "\u0120", "unigram": "\u2581"}.get(kind)
+  starts = {"bpe": "\u0120", "unigram": "\u2581", "spm": "\u2581"}.get(kind)
   for token, index in vocab.items():
     if kind == "wordpiece":
       assert is_continuation[index] == token.startswith("##"), token
-    elif token not in _ROBERTA_SPECIALS:
+    elif token not in _ROBERTA_SPECIALS + _BERT_SPECIALS:
       assert is_continuation[index] == (not token.startswith(starts)), token
   if kind == "bpe":  # byte-level: Ġ is the space byte, ASCII
     assert not is_non_ascii[vocab["\u0120the"]] and is_continuation.sum() > 100
@@ -324,7 +360,8 @@ def test_missing_or_wrong_head_is_one_line(family_dir, tmp_path):
   family, model_dir = family_dir
   weights = load_file(str(model_dir / "model.safetensors"))
   dense, output = {"distilbert": ("pre_classifier", "classifier"),
-                   "bert": ("bert.pooler.dense", "classifier")}.get(
+                   "bert": ("bert.pooler.dense", "classifier"),
+                   "deberta-v2": ("pooler.dense", "classifier")}.get(
                        family, ("classifier.dense", "classifier.out_proj"))
   cases = {
       "no_head": ({k: v for k, v in weights.items() if not k.startswith(output)},
