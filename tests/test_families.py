@@ -50,46 +50,42 @@ def _corpus(glue: pathlib.Path) -> list[str]:
   return [text for row in _rows(glue, "SST-2", 300) + _rows(glue, "RTE", 40) for text in row]
 
 
+_BERT_TEMPLATE = dict(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                      special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+_XLMR_TEMPLATE = dict(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                      special_tokens=[("<s>", 0), ("</s>", 2)])
+
+
 def _train_tokenizer(kind: str, corpus: list[str]):
-  """A small tokenizer of `kind` trained on `corpus`, with its family's specials and template."""
+  """A small tokenizer of `kind` trained on `corpus`, with its family's specials and template:
+  wordpiece (BERT), bpe (byte-level, RoBERTa), unigram (XLM-R), spm (Unigram, DeBERTa-v3)."""
   from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
   from tokenizers import trainers  # pylint: disable=import-outside-toplevel
+  specials = _ROBERTA_SPECIALS if kind in ("bpe", "unigram") else _BERT_SPECIALS
   if kind == "wordpiece":
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=2000,
-                                                              special_tokens=_BERT_SPECIALS))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-  elif kind == "bpe":  # byte-level, as RoBERTa
+    trainer = trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials)
+  elif kind == "bpe":
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=2000, special_tokens=_ROBERTA_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  else:  # Unigram with the SentencePiece word marker
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=2000, special_tokens=specials,
+                                      unk_token=specials[3 if kind == "unigram" else 1])
+  tok.train_from_iterator(corpus, trainer)
+  if kind == "bpe":
     tok.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0))
-  elif kind == "unigram":  # Unigram with the SentencePiece word marker, as XLM-RoBERTa
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(corpus, trainers.UnigramTrainer(
-        vocab_size=2000, special_tokens=_ROBERTA_SPECIALS, unk_token="<unk>"))
+  else:
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", 0), ("</s>", 2)])
-  else:  # Unigram with BERT's specials and template, as DeBERTa-v3
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(corpus, trainers.UnigramTrainer(
-        vocab_size=2000, special_tokens=_BERT_SPECIALS, unk_token="[UNK]"))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        **(_XLMR_TEMPLATE if kind == "unigram" else _BERT_TEMPLATE))
   return tok
 
 
