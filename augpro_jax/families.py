@@ -1,4 +1,5 @@
-"""Model families: what a RoBERTa, DistilBERT or ELECTRA classifier does differently from BERT.
+"""Model families: what a RoBERTa, DistilBERT, ELECTRA or DeBERTa-v2 classifier does differently
+from BERT.
 
 One encoder (`model.BertClassifier`) serves every family; a `Family` spec names the parts that
 differ, and `hf_io` reads and writes each family's Hugging Face names through `hf_name`. The
@@ -10,6 +11,7 @@ on the first token) then `classifier` (the output layer):
   roberta      pad_id + 1 + #real so far  1 (always 0)  dropout, dense, tanh, dropout, out_proj
   electra      0, 1, 2, ...               2 (used)      dropout, dense, gelu, dropout, out_proj
   distilbert   0, 1, 2, ...               none          dense, relu, dropout, classifier
+  deberta-v2   optional (relative attn)   0 or more     dropout, dense, gelu, dropout, classifier
 
 ELECTRA's embeddings may be narrower than the encoder (`embedding_size`): the word, position and
 type tables and their LayerNorm are `embedding_size` wide and `embeddings/project` maps them to

@@ -1,5 +1,5 @@
 """Hugging Face sequence classifiers in and out, for every family of `families` (BERT, RoBERTa,
-XLM-RoBERTa, ELECTRA, DistilBERT); config.json's `model_type` says which.
+XLM-RoBERTa, ELECTRA, DistilBERT, DeBERTa-v2); config.json's `model_type` says which.
 
 In, from a directory with config.json and model.safetensors (or a zip-format pytorch_model.bin,
 read without torch):
