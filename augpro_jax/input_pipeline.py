@@ -99,9 +99,10 @@ def check_vocab_size(tokenizer, vocab_size: int, model: object) -> None:
 
 def pad_token(tokenizer) -> dict[str, Any]:
   """The padding token of a family's vocabulary: BERT's [PAD], RoBERTa's <pad> (id 1)."""
+  vocab = getattr(tokenizer, "get_vocab", dict)()
   for token in ("[PAD]", "<pad>"):
-    if tokenizer.token_to_id(token) is not None:
-      return {"pad_id": tokenizer.token_to_id(token), "pad_token": token}
+    if token in vocab:
+      return {"pad_id": vocab[token], "pad_token": token}
   return {"pad_id": 0, "pad_token": "[PAD]"}
 
 
@@ -109,7 +110,8 @@ def encode_texts(tokenizer, texts: list[tuple[str, ...]], max_seq_len: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
   """Batched tokenization, padded/truncated to max_seq_len. Returns ids, mask, types, #truncated."""
   tokenizer.enable_truncation(max_seq_len, strategy="longest_first")
-  tokenizer.enable_padding(length=max_seq_len, **pad_token(tokenizer))
+  pad = pad_token(tokenizer)  # tokenizers pads with id 0, "[PAD]" unless told otherwise
+  tokenizer.enable_padding(length=max_seq_len, **({} if pad["pad_id"] == 0 else pad))
   inputs = [t[0] if len(t) == 1 else (t[0], t[1]) for t in texts]
   encodings = tokenizer.encode_batch(inputs)
   tokenizer.no_padding()
@@ -127,6 +129,12 @@ def tokenize(examples, tokenizer, max_seq_len: int) -> Tokenized:
   return Tokenized(ids, mask, types, np.asarray(examples.labels), truncated, list(examples.texts))
 
 
+def _special_ids(tokenizer) -> set[int]:
+  """Ids of the tokens the tokenizer itself marks special (RoBERTa's <s>, </s>, <pad>, ...)."""
+  added = getattr(tokenizer, "get_added_tokens_decoder", dict)()
+  return {index for index, token in added.items() if token.special}
+
+
 def vocab_masks(tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
   """(is_special [V], is_candidate [V]) bool.
 
@@ -136,8 +144,7 @@ def vocab_masks(tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
   """
   is_special = np.zeros(vocab_size, bool)
   is_candidate = np.zeros(vocab_size, bool)
-  marked = {index for index, token in tokenizer.get_added_tokens_decoder().items()
-            if token.special}
+  marked = _special_ids(tokenizer)
   for token, index in tokenizer.get_vocab().items():
     if index >= vocab_size:
       raise UserError(f"tokenizer has token id {index} but the model's vocabulary has {vocab_size}"
@@ -180,6 +187,8 @@ def _byte_level_chars() -> dict[str, int]:
 def _word_marker(tokenizer) -> tuple[str, bool]:
   """(marker, marks_start): WordPiece marks a continuation (`##`), byte-level BPE a word start
   (`Ġ`, the space byte), SentencePiece/Metaspace a word start (`▁`)."""
+  if not hasattr(tokenizer, "to_str"):  # a bare vocabulary: WordPiece's marker
+    return "##", False
   spec = json.loads(tokenizer.to_str())
   model = spec.get("model") or {}
   if model.get("type", "WordPiece") == "WordPiece":
@@ -197,7 +206,7 @@ def token_flags(tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
   is_non_ascii = np.zeros(vocab_size, bool)
   marker, marks_start = _word_marker(tokenizer)
   byte_chars = _byte_level_chars() if marker == "\u0120" else None
-  specials = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+  specials = _special_ids(tokenizer)
   for token, index in tokenizer.get_vocab().items():
     if index < vocab_size:
       starts = token.startswith(marker)
