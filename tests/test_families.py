@@ -191,6 +191,20 @@ def test_deberta_variants_give_transformers_logits(glue, tmp_path, variant):
   assert np.ptp(want[:, 1] - want[:, 0]) > 0.1
 
 
+def test_bfloat16_stays_close_to_float32(family_dir, glue):
+  family, model_dir = family_dir
+  texts = _rows(glue, "RTE", 6)
+  ids, mask, types, _ = pipeline.encode_texts(pipeline.load_tokenizer(model_dir), texts, SEQ)
+  logits = {}
+  for dtype in ("float32", "bfloat16"):
+    config, params, _ = hf_io.load_classifier(model_dir, task_name="rte", num_labels=2,
+                                              dtype=dtype)
+    logits[dtype] = np.asarray(jax.jit(BertClassifier(config).apply)(
+        {"params": params}, ids, mask, types))
+  assert logits["bfloat16"].dtype == np.float32
+  assert 0 < np.abs(logits["bfloat16"] - logits["float32"]).max() < 0.1, family
+
+
 def test_export_round_trip(family_dir, glue, tmp_path):
   """write_hf of a loaded classifier is that family's, with the same logits in transformers."""
   family, model_dir = family_dir
