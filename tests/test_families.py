@@ -412,3 +412,20 @@ def test_tokenizer_of_another_size_than_the_table_is_one_line(family_dir, glue, 
                      predict_out=str(tmp_path / "out.jsonl"), glue_dir=str(glue), max_seq_len=SEQ,
                      eval_batch_size=16))
   assert_one_line(info, "2000 tokens", "1999 rows")
+
+
+@pytest.mark.slow  # a main.py subprocess
+def test_unsupported_model_type_from_the_command_line(family_dir, glue, tmp_path):
+  from test_cli import assert_one_line_error, run_main  # pylint: disable=import-outside-toplevel
+  family, model_dir = family_dir
+  if family != "roberta":
+    pytest.skip("one family is enough for the command line")
+  bad = _copy_dir(model_dir, tmp_path / "bad")
+  config = json.loads((bad / "config.json").read_text())
+  (bad / "config.json").write_text(json.dumps({**config, "model_type": "longformer"}))
+  (tmp_path / "in.tsv").write_text("sentence\na charming film\n")
+  result = run_main("--task=sst2", "--mode=predict", f"--teacher_ckpt={bad}",
+                    f"--predict_file={tmp_path / 'in.tsv'}",
+                    f"--predict_out={tmp_path / 'out.jsonl'}", f"--glue_dir={glue}",
+                    env={"HF_HUB_OFFLINE": "1"})
+  assert_one_line_error(result, "'longformer' is not supported", "deberta-v2")
