@@ -46,12 +46,14 @@ def forward_flops(config: BertConfig, batch: int, seq_len: int) -> float:
 
     total = L * (8*B*S*d^2 + 4*B*S^2*d + 4*B*S*d*I) + 2*B*d^2 + 2*B*d*C
 
-  The word-embedding lookup is a gather (0 FLOPs); elementwise ops, softmax and LayerNorm are not
+  ELECTRA's embeddings_project adds 2*B*S*E*d when its tables are E != d wide. The word-embedding
+  lookup is a gather (0 FLOPs); elementwise ops, softmax and LayerNorm are not
   counted. Callers count backward as 2x forward.
   """
   b, s, d = float(batch), float(seq_len), float(config.hidden_size)
   per_layer = 8 * b * s * d * d + 4 * b * s * s * d + 4 * b * s * d * config.intermediate_size
-  return config.num_layers * per_layer + 2 * b * d * d + 2 * b * d * config.num_labels
+  project = 2 * b * s * config.embedding_width * d if config.embedding_width != d else 0.0
+  return config.num_layers * per_layer + 2 * b * d * d + 2 * b * d * config.num_labels + project
 
 
 def projection_flops(positions: int, vocab: int, width: int) -> float:
@@ -85,7 +87,7 @@ def step_flops(*, aug: str, objective: str, teacher: Optional[BertConfig], stude
     parts["student_input_grad"] = forward_flops(student, batch, seq_len)
   if entry.projects:
     positions = batch * copies * augment.position_budget(shift_degree, seq_len)
-    parts["projection"] = projection_flops(positions, student.vocab_size, student.hidden_size)
+    parts["projection"] = projection_flops(positions, student.vocab_size, student.embedding_width)
   parts["total"] = sum(parts.values())
   return parts
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 import queue
 import threading
@@ -89,11 +90,30 @@ def check_same_vocabulary(tokenizer, tokenizer_dir: str | pathlib.Path,
                     f"--teacher={tokenizer_dir}")
 
 
+def check_vocab_size(tokenizer, vocab_size: int, model: object) -> None:
+  """A tokenizer must have one row per token in the model's embedding table: more ids would read
+  past the table, fewer would leave rows no text reaches and masks of the wrong size."""
+  if tokenizer.get_vocab_size() != vocab_size:
+    raise UserError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the model "
+                    f"{model} has an embedding table of {vocab_size} rows: they must be one "
+                    "vocabulary (use the model's own tokenizer.json)")
+
+
+def pad_token(tokenizer) -> dict[str, Any]:
+  """The padding token of a family's vocabulary: BERT's [PAD], RoBERTa's <pad> (id 1)."""
+  vocab = getattr(tokenizer, "get_vocab", dict)()
+  for token in ("[PAD]", "<pad>"):
+    if token in vocab:
+      return {"pad_id": vocab[token], "pad_token": token}
+  return {"pad_id": 0, "pad_token": "[PAD]"}
+
+
 def encode_texts(tokenizer, texts: list[tuple[str, ...]], max_seq_len: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
   """Batched tokenization, padded/truncated to max_seq_len. Returns ids, mask, types, #truncated."""
   tokenizer.enable_truncation(max_seq_len, strategy="longest_first")
-  tokenizer.enable_padding(length=max_seq_len)
+  pad = pad_token(tokenizer)  # tokenizers pads with id 0, "[PAD]" unless told otherwise
+  tokenizer.enable_padding(length=max_seq_len, **({} if pad["pad_id"] == 0 else pad))
   inputs = [t[0] if len(t) == 1 else (t[0], t[1]) for t in texts]
   encodings = tokenizer.encode_batch(inputs)
   tokenizer.no_padding()
@@ -111,21 +131,29 @@ def tokenize(examples, tokenizer, max_seq_len: int) -> Tokenized:
   return Tokenized(ids, mask, types, np.asarray(examples.labels), truncated, list(examples.texts))
 
 
+def _special_ids(tokenizer) -> set[int]:
+  """Ids of the tokens the tokenizer itself marks special (RoBERTa's <s>, </s>, <pad>, ...)."""
+  added = getattr(tokenizer, "get_added_tokens_decoder", dict)()
+  return {index for index, token in added.items() if token.special}
+
+
 def vocab_masks(tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
   """(is_special [V], is_candidate [V]) bool.
 
-  Special tokens ([PAD], [CLS], [SEP], [MASK], [UNK]...) are never augmented. Candidates are the
-  tokens a projection may produce: not special, not `[unusedN]`, and inside the tokenizer's vocab.
+  Special tokens ([PAD], [CLS], [SEP], [MASK], [UNK]..., RoBERTa's <s>, </s>, <pad>..., any token
+  the tokenizer marks special) are never augmented. Candidates are the tokens a projection may
+  produce: not special, not `[unusedN]`, and inside the tokenizer's vocab.
   """
   is_special = np.zeros(vocab_size, bool)
   is_candidate = np.zeros(vocab_size, bool)
+  marked = _special_ids(tokenizer)
   for token, index in tokenizer.get_vocab().items():
     if index >= vocab_size:
       raise UserError(f"tokenizer has token id {index} but the model's vocabulary has {vocab_size}"
                       " rows: teacher and tokenizer vocabularies differ")
-    special = token.startswith("[") and token.endswith("]")
-    is_special[index] = special and not token.startswith("[unused")
-    is_candidate[index] = not special
+    bracketed = token.startswith("[") and token.endswith("]")
+    is_special[index] = (bracketed and not token.startswith("[unused")) or index in marked
+    is_candidate[index] = not (bracketed or index in marked)
   return is_special, is_candidate
 
 
@@ -151,15 +179,44 @@ def task_candidates(is_candidate: np.ndarray, is_special: np.ndarray, train: Tok
   return mask
 
 
+def _byte_level_chars() -> dict[str, int]:
+  """The byte-level BPE alphabet: the character that stands for each byte -> the byte."""
+  kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+  moved = [b for b in range(256) if b not in kept]  # control bytes, space...: 256, 257, ...
+  return {**{chr(b): b for b in kept}, **{chr(256 + i): b for i, b in enumerate(moved)}}
+
+
+def _word_marker(tokenizer) -> tuple[str, bool]:
+  """(marker, marks_start): WordPiece marks a continuation (`##`), byte-level BPE a word start
+  (`Ġ`, the space byte), SentencePiece/Metaspace a word start (`▁`)."""
+  if not hasattr(tokenizer, "to_str"):  # a bare vocabulary: WordPiece's marker
+    return "##", False
+  spec = json.loads(tokenizer.to_str())
+  model = spec.get("model") or {}
+  if model.get("type", "WordPiece") == "WordPiece":
+    return model.get("continuing_subword_prefix") or "##", False
+  byte_level = "ByteLevel" in json.dumps(spec.get("pre_tokenizer"))
+  return ("\u0120" if byte_level else "\u2581"), True
+
+
 def token_flags(tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """(is_continuation [V], is_non_ascii [V]) bool: word-piece continuations (`##...`) and tokens
-  with a character outside ASCII, for the augmentations' profile (`token_profile`)."""
+  """(is_continuation [V], is_non_ascii [V]) bool, for the augmentations' profile
+  (`token_profile`): tokens that continue a word (read with the tokenizer's own marker, see
+  `_word_marker`) and tokens whose text has a character outside ASCII (byte-level tokens are
+  read as the bytes they stand for)."""
   is_continuation = np.zeros(vocab_size, bool)
   is_non_ascii = np.zeros(vocab_size, bool)
+  marker, marks_start = _word_marker(tokenizer)
+  byte_chars = _byte_level_chars() if marker == "\u0120" else None
+  specials = _special_ids(tokenizer)
   for token, index in tokenizer.get_vocab().items():
     if index < vocab_size:
-      is_continuation[index] = token.startswith("##")
-      is_non_ascii[index] = not token.isascii()
+      starts = token.startswith(marker)
+      is_continuation[index] = (not starts and index not in specials) if marks_start else starts
+      if byte_chars is not None and index not in specials:
+        is_non_ascii[index] = any(byte_chars.get(c, 255) >= 128 for c in token)
+      else:
+        is_non_ascii[index] = not (token.replace(marker, " ") if marks_start else token).isascii()
   return is_continuation, is_non_ascii
 
 

@@ -1,4 +1,5 @@
-"""A BERT encoder with a classification head (Flax linen); Hugging Face weights: `hf_io`.
+"""A BERT-family encoder with a classification head (Flax linen): BERT, RoBERTa, ELECTRA and
+DistilBERT, whose differences `families` names; Hugging Face weights: `hf_io`.
 
 The model is split at the word-embedding lookup so that augmentations can work on embeddings:
 
@@ -12,7 +13,7 @@ methods share one parameter tree:
   params/embeddings/layer_norm/{scale,bias}
   params/encoder/layer_{i}/attention/{query,key,value,output}/{kernel,bias}
   params/encoder/layer_{i}/{attention_layer_norm,intermediate,output,output_layer_norm}/...
-  params/pooler/{kernel,bias}, params/classifier/{kernel,bias}
+  params/pooler/{kernel,bias}, params/classifier/{kernel,bias}  (the head's dense and output)
 
 Parameters are always float32; `BertConfig.dtype` is the compute dtype of the matmuls. The residual
 stream, LayerNorm, softmax and the logits stay float32 so that bfloat16 runs stay close to float32.
@@ -32,6 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from augpro_jax import config as config_lib
+from augpro_jax import deberta
+from augpro_jax import families
+from augpro_jax.dropout import Dropout  # also `model.Dropout`
 from augpro_jax.errors import UserError
 
 Params = dict[str, Any]
@@ -64,10 +68,28 @@ class BertConfig:
   # "per_head": one attention-dropout mask per example and head, as BERT; "shared": one [q, k]
   # mask for the whole batch and all heads, as HF's Flax BERT (broadcast_dropout).
   attention_dropout_mask: str = "per_head"
+  family: str = "bert"  # a config.json model_type of `families.FAMILIES`
+  embedding_size: int = 0  # ELECTRA, DeBERTa: width of the embedding tables; 0: hidden_size
+  # DeBERTa-v2 (`deberta`): relative attention when max_relative_positions > 0.
+  max_relative_positions: int = 0
+  position_buckets: int = 0
+  pos_att_type: str = ""  # "c2p|p2c"
+  share_att_key: bool = False
+  norm_rel_ebd: bool = False  # LayerNorm on the relative-embedding table
+  position_biased_input: bool = True  # an absolute position table (DeBERTa-v3 has none)
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def embedding_width(self) -> int:
+    return self.embedding_size or self.hidden_size
+
+  @property
+  def max_seq_len(self) -> int:
+    return families.usable_positions(families.get(self.family), self.max_position_embeddings,
+                                     self.pad_token_id)
 
   @property
   def compute_dtype(self) -> Any:
@@ -93,74 +115,62 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
 # ----------------------------------------------------------------------------------------------
 
 
-class Dropout(nn.Module):
-  """Inverted dropout: keep each element with probability 1 - rate and scale it by 1 / (1 - rate).
-
-  bits=32 is `nn.Dropout` exactly (same module name, same key, same mask). bits=16 splits every
-  32-bit random word into two 16-bit draws, so a mask costs half the threefry work; an element is
-  kept when its draw is below round((1 - rate) * 2^16), a keep probability within 2^-17 of
-  1 - rate. On CPU the masks are a large part of the student's step (docs/benchmarks.md).
-  `broadcast_dims` share one decision along those axes, as in `nn.Dropout`.
-  """
-
-  rate: float
-  bits: int = 32
-  broadcast_dims: tuple[int, ...] = ()
-
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    if deterministic or self.rate == 0.0:
-      return x
-    keep_prob = 1.0 - self.rate
-    key = self.make_rng("dropout")
-    shape = tuple(1 if axis in self.broadcast_dims else size for axis, size in enumerate(x.shape))
-    if self.bits == 32:
-      keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
-    elif self.bits == 16:
-      count = math.prod(shape)
-      words = jax.random.bits(key, (-(-count // 2),), jnp.uint32)  # [ceil(count / 2)]
-      draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:count].reshape(shape)
-      keep = draws < jnp.uint32(round(keep_prob * 65536))
-    else:
-      raise UserError(f"dropout bits must be 16 or 32, got {self.bits}")
-    keep = jnp.broadcast_to(keep, x.shape)
-    return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
-
-
 class Embeddings(nn.Module):
-  """Word, position and token-type tables plus the embedding LayerNorm."""
+  """Word, position and token-type tables, LayerNorm, and ELECTRA's project; tables are "emb" wide."""
 
   config: BertConfig
 
   def setup(self):
     cfg = self.config
+    family = families.get(cfg.family)
     init = nn.initializers.normal(_INIT_STD)
+    width = cfg.embedding_width
     # Lookups are float32: they feed augmentations (MixUp, FGSM) and the float32 LayerNorm.
-    self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=jnp.float32,
+    self.word_embeddings = nn.Embed(cfg.vocab_size, width, dtype=jnp.float32,
                                     param_dtype=jnp.float32, embedding_init=init)
-    self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size,
-                                        dtype=jnp.float32, param_dtype=jnp.float32,
-                                        embedding_init=init)
-    self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=jnp.float32,
-                                          param_dtype=jnp.float32, embedding_init=init)
+    if cfg.position_biased_input:
+      self.position_embeddings = nn.Embed(cfg.max_position_embeddings, width,
+                                          dtype=jnp.float32, param_dtype=jnp.float32,
+                                          embedding_init=init)
+    if family.token_types != "none" and cfg.type_vocab_size:
+      self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, width, dtype=jnp.float32,
+                                            param_dtype=jnp.float32, embedding_init=init)
     self.layer_norm = _layer_norm(cfg, "layer_norm")
+    if width != cfg.hidden_size:  # float32: its output is the residual stream
+      # ELECTRA projects after the LayerNorm, DeBERTa before it and without a bias.
+      self.project = nn.Dense(cfg.hidden_size, use_bias=not family.disentangled,
+                              dtype=jnp.float32, param_dtype=jnp.float32,
+                              kernel_init=nn.initializers.normal(_INIT_STD))
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def words(self, input_ids: jax.Array) -> jax.Array:
-    return self.word_embeddings(input_ids)  # [batch, seq, hidden] f32
+    return self.word_embeddings(input_ids)  # [batch, seq, emb] f32
 
   def __call__(self, word_embeds: jax.Array, token_type_ids: jax.Array,
-               deterministic: bool) -> jax.Array:
+               deterministic: bool, attention_mask: Optional[jax.Array] = None) -> jax.Array:
+    cfg = self.config
+    family = families.get(cfg.family)
     seq_len = word_embeds.shape[1]
-    if seq_len > self.config.max_position_embeddings:
+    if seq_len > cfg.max_seq_len:
       # Checked at trace time: an out-of-range position lookup would silently give garbage.
       raise UserError(f"sequence length {seq_len} exceeds the model's max_position_embeddings "
-                      f"({self.config.max_position_embeddings})")
-    positions = self.position_embeddings(jnp.arange(seq_len)[None, :])  # [1, seq, hidden]
-    types = self.token_type_embeddings(token_type_ids)  # [batch, seq, hidden]
-    x = word_embeds.astype(jnp.float32) + positions + types
-    x = self.layer_norm(x)
-    return self.dropout(x, deterministic=deterministic)  # [batch, seq, hidden] f32
+                      f"({cfg.max_position_embeddings}, {cfg.max_seq_len} usable positions)")
+    x = word_embeds.astype(jnp.float32)  # [batch, seq, emb]
+    if cfg.position_biased_input:
+      x = x + self.position_embeddings(
+          families.position_ids(family, seq_len, attention_mask, cfg.pad_token_id))
+    if family.token_types == "used" and cfg.type_vocab_size:
+      x = x + self.token_type_embeddings(token_type_ids)  # [batch, seq, emb]
+    elif family.token_types == "zero":  # one type: row 0 everywhere, whatever the ids say
+      x = x + self.token_type_embeddings(jnp.zeros_like(token_type_ids))
+    projected = cfg.embedding_width != cfg.hidden_size
+    if family.disentangled:  # DeBERTa: project, LayerNorm, then zero the padding
+      x = self.layer_norm(self.project(x) if projected else x)
+      x = x * attention_mask[..., None].astype(jnp.float32)
+    else:
+      x = self.layer_norm(x)
+    x = self.dropout(x, deterministic=deterministic)  # [batch, seq, emb] f32
+    return self.project(x) if projected and not family.disentangled else x
 
 
 class SelfAttention(nn.Module):
@@ -169,18 +179,27 @@ class SelfAttention(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
+               rel: Optional[jax.Array] = None) -> jax.Array:
+    """rel: DeBERTa's relative-embedding table [2 * span, hidden], else None."""
     cfg = self.config
     dtype = cfg.compute_dtype
     batch, seq, _ = x.shape
     split = lambda t: t.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
-    q = split(_dense(cfg.hidden_size, dtype, "query")(x))  # [batch, seq, heads, head_dim]
-    k = split(_dense(cfg.hidden_size, dtype, "key")(x))
+    query, key = _dense(cfg.hidden_size, dtype, "query"), _dense(cfg.hidden_size, dtype, "key")
+    q = split(query(x))  # [batch, seq, heads, head_dim]
+    k = split(key(x))
     v = split(_dense(cfg.hidden_size, dtype, "value")(x))
     with jax.named_scope("scores"):
       # Accumulate and normalise in float32 whatever the compute dtype.
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-      scores = scores / math.sqrt(cfg.head_dim) + bias  # [batch, heads, seq_q, seq_k] f32
+      scores = scores / deberta.score_scale(cfg) + bias  # [batch, heads, seq_q, seq_k] f32
+      if rel is not None:
+        rel = Dropout(cfg.dropout_rate, cfg.dropout_bits)(rel, deterministic)
+        own = {"key": key, "query": query}
+        project = lambda which, t: (own[which] if cfg.share_att_key else
+                                    _dense(cfg.hidden_size, dtype, f"pos_{which}"))(t)
+        scores = scores + deberta.relative_scores(q, k, rel, cfg, project)
       probs = jax.nn.softmax(scores, axis=-1)
     masks = config_lib.choices("attention_dropout_mask")
     if cfg.attention_dropout_mask not in masks:
@@ -200,12 +219,13 @@ class Layer(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
+               rel: Optional[jax.Array] = None) -> jax.Array:
     cfg = self.config
     dtype = cfg.compute_dtype
     dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
     # x is the float32 residual stream; Dense casts its input to the compute dtype.
-    attn = SelfAttention(cfg, name="attention")(x, bias, deterministic)
+    attn = SelfAttention(cfg, name="attention")(x, bias, deterministic, rel)
     x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(attn, deterministic=deterministic))
     with jax.named_scope("ffn"):
       h = _dense(cfg.intermediate_size, dtype, "intermediate")(x)  # [batch, seq, intermediate]
@@ -221,13 +241,17 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-    for i in range(self.config.num_layers):
-      x = Layer(self.config, name=f"layer_{i}")(x, bias, deterministic)
+    cfg = self.config
+    # DeBERTa: one relative-embedding table [2 * span, hidden] for all layers.
+    rel = deberta.relative_table(cfg, _layer_norm(cfg, "rel_layer_norm"), _INIT_STD)
+    for i in range(cfg.num_layers):
+      x = Layer(cfg, name=f"layer_{i}")(x, bias, deterministic, rel)
     return x  # [batch, seq, hidden] f32
 
 
 class BertClassifier(nn.Module):
-  """BERT encoder + pooler (dense+tanh on [CLS]) + linear classifier. Logits are float32."""
+  """Encoder + pooler (dense and activation on the first token) + linear classifier, for every
+  family of `families` (BERT: tanh pooler). Logits are float32."""
 
   config: BertConfig
 
@@ -241,7 +265,7 @@ class BertClassifier(nn.Module):
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
-    """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, hidden] f32."""
+    """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, emb] f32."""
     return self.embeddings.words(input_ids)
 
   def encode(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
@@ -252,23 +276,27 @@ class BertClassifier(nn.Module):
       attention_mask = jnp.ones((batch, seq), jnp.int32)
     if token_type_ids is None:
       token_type_ids = jnp.zeros((batch, seq), jnp.int32)
-    x = self.embeddings(word_embeds, token_type_ids, deterministic)
+    x = self.embeddings(word_embeds, token_type_ids, deterministic, attention_mask)
     with jax.named_scope("mask_bias"):
       keep = attention_mask.astype(jnp.float32)
       bias = ((1.0 - keep) * _MASK_BIAS)[:, None, None, :]  # [batch, 1, 1, seq_k] f32
     return self.encoder(x, bias, deterministic)
 
   def pool(self, hidden: jax.Array, *, deterministic: bool = True) -> jax.Array:
-    """Pooled [CLS] output [batch, hidden] (before the classifier dropout)."""
-    del deterministic  # BERT's pooler has no dropout; kept for a uniform signature.
-    return jnp.tanh(self.pooler(hidden[:, 0]))
+    """Pooled first-token output [batch, hidden] (before the classifier dropout)."""
+    family = families.get(self.config.family)
+    first = hidden[:, 0]  # [batch, hidden]
+    if family.head_dropout_first:  # RoBERTa, ELECTRA; BERT's pooler has no dropout before it
+      first = self.dropout(first, deterministic=deterministic)
+    return families.HEAD_ACTIVATIONS[family.head_activation](self.pooler(first))
 
   def apply_embeddings(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
                        token_type_ids: Optional[jax.Array], *,
                        deterministic: bool = True) -> jax.Array:
     """Logits [batch, num_labels] f32 from word embeddings [batch, seq, hidden]."""
     hidden = self.encode(word_embeds, attention_mask, token_type_ids, deterministic=deterministic)
-    pooled = self.dropout(self.pool(hidden), deterministic=deterministic)  # [batch, hidden]
+    pooled = self.pool(hidden, deterministic=deterministic)
+    pooled = self.dropout(pooled, deterministic=deterministic)  # [batch, hidden]
     return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]
 
   def __call__(self, input_ids: jax.Array, attention_mask: Optional[jax.Array],
@@ -379,7 +407,7 @@ def select_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]
 def _copyable(student: BertConfig, teacher: BertConfig) -> Optional[str]:
   """None when the student can take teacher weights, else the reason it cannot."""
   for name in ("hidden_size", "num_heads", "intermediate_size", "max_position_embeddings",
-               "type_vocab_size"):
+               "type_vocab_size", "embedding_size"):
     s, t = getattr(student, name), getattr(teacher, name)
     if s != t:
       return f"student {name} {s} != teacher {name} {t}"
@@ -418,8 +446,10 @@ def student_from_teacher(student_config: BertConfig, teacher_config: BertConfig,
   copy = lambda tree: jax.tree_util.tree_map(_copy_array, tree)
   return {
       "embeddings": copy(teacher["embeddings"]),
-      "encoder": {f"layer_{j}": copy(teacher["encoder"][f"layer_{i}"])
-                  for j, i in enumerate(layers)},
+      "encoder": {**{name: copy(part) for name, part in teacher["encoder"].items()
+                     if not name.startswith("layer_")},  # DeBERTa's relative embeddings
+                  **{f"layer_{j}": copy(teacher["encoder"][f"layer_{i}"])
+                     for j, i in enumerate(layers)}},
       "pooler": copy(teacher["pooler"]),
       "classifier": _init_classifier(student_config, rng),
   }

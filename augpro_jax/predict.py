@@ -51,6 +51,7 @@ def run(cfg: Config) -> dict[str, Any]:
                                                 num_labels=task.num_labels,
                                                 task_labels=task.label_names, dtype=cfg.dtype)
   evaluation.check_token_types(ctx, config, found.path)
+  pipeline.check_vocab_size(ctx.tokenizer, config.vocab_size, found.path)
   if info.get("label_note") and distributed.is_main_process():
     print(f"note: model {found.path}: {info['label_note']}", flush=True)
   model = model_lib.BertClassifier(dataclasses.replace(config, dropout_rate=0.0))

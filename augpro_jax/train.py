@@ -48,6 +48,7 @@ def _pretrained(ctx: Context):
   config, params = _backbone(str(ctx.teacher_dir), _file_stamp(pathlib.Path(ctx.teacher_dir)),
                              ctx.task.num_labels, ctx.cfg.dropout, ctx.cfg.dtype)
   evaluation.check_token_types(ctx, config, ctx.teacher_dir)
+  pipeline.check_vocab_size(ctx.tokenizer, config.vocab_size, ctx.teacher_dir)
   return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits,
                              attention_dropout_mask=ctx.cfg.attention_dropout_mask), params
 
@@ -116,6 +117,7 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
         found, task_name=ctx.task.name, num_labels=ctx.task.num_labels,
         task_labels=ctx.task.label_names, dtype=cfg.dtype)
     evaluation.check_token_types(ctx, config, path)
+    pipeline.check_vocab_size(ctx.tokenizer, config.vocab_size, path)
     if found.kind == "huggingface":
       info["dev"] = _teacher_dev(ctx, config, params, info)
   else:
@@ -201,7 +203,9 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
   student = model_lib.BertClassifier(s_config)
   aug = augmentations.get(spec.aug)
   if aug.check:
-    aug.check(spec.augment, s_config.hidden_size, teacher[0].config.hidden_size if teacher else None)
+    # Augmentations work on word embeddings: the tables' width (ELECTRA's may be narrower).
+    aug.check(spec.augment, s_config.embedding_width,
+              teacher[0].config.embedding_width if teacher else None)
   per_example = {}
   if teacher and spec.cached_teacher_logits:
     per_example["teacher_logits"] = cache_teacher_logits(ctx, *teacher, steps)

@@ -176,7 +176,7 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
       with jax.named_scope("student_orig_and_input_grad"):
         (loss, per_orig), (grads, grad_embeds) = objective.grads_and_input_grad(
             state.params, original, t_logits([orig], True), dropout_key,
-            jnp.zeros(ids.shape + (student.config.hidden_size,)))
+            jnp.zeros(ids.shape + (student.config.embedding_width,)))
       inputs = dataclasses.replace(
           inputs, delta=augment.fgsm_delta(grad_embeds, spec.augment.fgsm_eps))
       per_example.append(per_orig)

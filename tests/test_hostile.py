@@ -500,7 +500,8 @@ def test_the_backbone_is_read_once_per_run_and_again_when_it_changes(tmp_path, m
   real_read = weight_files.WeightIndex.read  # pylint: disable=protected-access
   monkeypatch.setattr(weight_files.WeightIndex, "read",  # pylint: disable=protected-access
                       lambda self, shapes: reads.append(self.path) or real_read(self, shapes))
-  ctx = types.SimpleNamespace(teacher_dir=path, cfg=Config(dropout=0.1),
+  vocab = types.SimpleNamespace(get_vocab_size=lambda: tiny().vocab_size)
+  ctx = types.SimpleNamespace(teacher_dir=path, cfg=Config(dropout=0.1), tokenizer=vocab,
                               task=types.SimpleNamespace(num_labels=2, name="sst2",
                                                          text_fields=("sentence",)))
   train._pretrained(ctx)  # pylint: disable=protected-access  # the teacher's start
