@@ -190,7 +190,12 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
                                           "$WORDNET_DIR, /usr/share/wordnet, NLTK data).")
 
   # Loop, logging, checkpoints.
-  eval_every: int = knob(0, "Evaluate every N steps (0: at the end only).")
+  eval_every: str = knob("0", "Evaluate every N steps, or 'epoch' (at the end of every epoch); "
+                              "0: at the end only.")
+  early_stopping_patience: int = knob(0, "Stop when the main dev metric has not improved for N "
+                                         "evaluations in a row (0: never; needs --eval_every).")
+  export: str = knob("last", "What final/ holds: last (the last step) | best (the evaluated step "
+                             "with the best main dev metric, like load_best_model_at_end).")
   log_every: int = knob(10, "Log train metrics every N steps.")
   checkpoint_every: int = knob(200, "Checkpoint every N steps (0: end only).")
   keep_checkpoints: int = knob(3, "Recent checkpoints kept (+ the best).")
@@ -258,7 +263,10 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
       value = getattr(self, name)
       if not value > 0:
         raise UserError(f"--{name} must be positive, got {value}")
-    for name in ("eval_every", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup"):
+    _validate_eval_every(self.eval_every, self.early_stopping_patience)
+    _one_of("export", self.export, ("last", "best"))
+    for name in ("checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup",
+                 "early_stopping_patience"):
       value = getattr(self, name)
       if value < 0:
         raise UserError(f"--{name} must be >= 0, got {value}")
@@ -348,6 +356,22 @@ def predict_out_format(path: str) -> str:
     raise UserError(f"--predict_out={path}: unsupported file type {suffix!r}; use "
                     f"{' or '.join(PREDICT_FORMATS)}, or a directory for GLUE submission files")
   return suffix
+
+
+def eval_interval(eval_every: int | str, steps_per_epoch: int) -> int:
+  """Steps between evaluations (0: at the end only) of --eval_every, a count or 'epoch'."""
+  return steps_per_epoch if str(eval_every) == "epoch" else int(eval_every)
+
+
+def _validate_eval_every(eval_every: int | str, patience: int) -> None:
+  text = str(eval_every).strip()
+  if text != "epoch" and not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())):
+    raise UserError(f"--eval_every must be a number of steps or 'epoch', got {eval_every!r}")
+  if text != "epoch" and int(text) < 0:
+    raise UserError(f"--eval_every must be >= 0, got {eval_every}")
+  if patience and text in ("0", "-0"):
+    raise UserError("--early_stopping_patience counts evaluations: give --eval_every=N or "
+                    "--eval_every=epoch")
 
 
 def field_types(cls: type = Config) -> dict[str, Any]:
