@@ -78,6 +78,9 @@ def _eval(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated: 
   sources = {name: {"source": split_source(cfg, ctx.task, name), "examples": len(split)}
              for name, split in ctx.dev.items()}
   out = pathlib.Path(cfg.workdir) / "eval_results.json"
+  if distributed.is_main_process():
+    read = "; ".join(f"{v['source']} ({v['examples']:,} examples)" for v in sources.values())
+    print(f"evaluating {summary['model']} on {read}; results to {out}", flush=True)
   results = {**summary, "splits": sources, "eval_size": cfg.eval_size, "out": str(out),
              "dev": evaluation.evaluate(ctx, model, replicated)}
   if distributed.is_main_process():

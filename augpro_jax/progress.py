@@ -71,7 +71,7 @@ class Progress:
     per_step = self._seconds_per_step(timer) or 0.0
     remaining = self.total - self.step
     return (f"estimate: {per_step:.2f} s/step over the first {self.step - self._start_step} "
-            f"steps, about {_duration(per_step * remaining)} for the remaining {remaining} "
+            f"steps, about {duration(per_step * remaining)} for the remaining {remaining} "
             "steps (plus evaluation)")
 
   def line(self) -> str:
@@ -82,7 +82,7 @@ class Progress:
       text += ", " + self._metrics_text()
     if done and seconds > 0:
       rate = done / seconds
-      text += f", {rate:.2f} steps/s, {_duration((self.total - self.step) / rate)} left"
+      text += f", {rate:.2f} steps/s, {duration((self.total - self.step) / rate)} left"
     return text
 
   def _write(self, text: str) -> None:
@@ -106,7 +106,7 @@ def _is_terminal(stream: TextIO) -> bool:
     return False
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
   seconds = int(round(seconds))
   if seconds < 60:
     return f"{seconds}s"

@@ -147,7 +147,17 @@ def test_export_best_exports_the_best_evaluated_step_not_a_worse_last_one(
   card = (workdir / "final" / "hf" / "README.md").read_text()
   assert "this is step 4" in card and "| accuracy | 0.9000 |" in card
   assert "--export=best" in card and "--task=custom" in card and "--mode=finetune" in card
-  assert "exporting step 4" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "exporting step 4" in out
+  # The first lines: what will run, and where the results go.
+  assert "finetune on custom: 64 training examples, dev: dev 24" in out
+  assert "fine-tune a 1x32 student (aug=none): 8 steps of 8" in out
+  assert "evaluate every 2 steps and at the end; export best step" in out
+  assert f"results: {workdir}/ (summary.json" in out
+  import main  # pylint: disable=import-outside-toplevel
+  last = main.result_line(cfg, summary)
+  assert "student dev (best, step 4): accuracy=0.9000" in last
+  assert f"model: {workdir}/final/hf/" in last and f"summary: {workdir}/summary.json" in last
 
   # Resumed after step 6 (step 8 lost): the best (step 4) comes back from the checkpoints'
   # metrics, and the run ends as the uninterrupted one did.
@@ -180,7 +190,7 @@ def test_early_stopping_stops_says_so_and_stays_stopped(lab, scripted_accuracy, 
 
 
 @pytest.mark.slow
-def test_eval_every_epoch_and_eval_results_json(lab, tmp_path):
+def test_eval_every_epoch_and_eval_results_json(lab, tmp_path, capsys):
   cfg = tiny(lab, tmp_path, eval_every="epoch", num_train_steps=None, num_epochs=2)
   summary = train.run(cfg)  # 64 examples / 8 = 8 steps an epoch
   evals = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -191,3 +201,18 @@ def test_eval_every_epoch_and_eval_results_json(lab, tmp_path):
   assert saved["dev"] == result["dev"] == summary["dev"]
   assert saved["splits"] == {"dev": {"source": str(lab["dev"]), "examples": 24}}
   assert saved["model"].endswith("final")
+  import main  # pylint: disable=import-outside-toplevel
+  assert f"on {lab['dev']} (24 examples); results to {tmp_path / 'eval_results.json'}" in \
+      capsys.readouterr().out
+  assert main.result_line(cfg.replace(mode="eval"), result).endswith(
+      f"results: {tmp_path / 'eval_results.json'}")
+
+
+def test_a_long_evaluation_says_once_how_long_it_has_left(monkeypatch, capsys):
+  clock = iter([100.0, 105.0, 130.0, 160.0])
+  monkeypatch.setattr(evaluation.time, "perf_counter", lambda: next(clock))
+  estimate = evaluation._EvalEstimate(1000, "eval", enabled=True)  # pylint: disable=protected-access
+  estimate.after(100)  # 5 s in: too early to say
+  estimate.after(300)  # 30 s for 300 examples: 700 more take 70 s
+  estimate.after(600)
+  assert capsys.readouterr().out == "evaluation: 300 of 1,000 examples in 30s, about 1m10s left\n"
