@@ -257,7 +257,7 @@ class Loop:
     """(state, the step the run ended at: `num_steps`, or earlier when it stopped early)."""
     cfg, process_count = self.cfg, self.ctx.layout.process_count
     if self.tracker.should_stop(start_step):  # a run that stopped early, started again
-      print(self.tracker.stop_message(start_step), flush=True)
+      self._say(self.tracker.stop_message(start_step))
       return r_state, start_step
     progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
                                      cfg.progress and distributed.is_main_process())
@@ -277,7 +277,7 @@ class Loop:
           if done == num_steps:
             break
           if self._evaluate_or_save(r_state, done):
-            print(self.tracker.stop_message(done), flush=True)
+            self._say(self.tracker.stop_message(done))
             return r_state, done
           if _preemption_requested(preempt_flag, done, process_count):
             self.logger.flush(done)
@@ -289,6 +289,11 @@ class Loop:
     finally:
       progress.close()
     return r_state, num_steps
+
+  @staticmethod
+  def _say(text: str) -> None:
+    if distributed.is_main_process():
+      print(text, flush=True)
 
   def _evaluate_or_save(self, r_state: Any, done: int) -> bool:
     """Evaluate and checkpoint when due after step `done`; True if the run should stop early."""
@@ -317,8 +322,9 @@ def choose_export(cfg: Config, tracker: selection.Tracker, manager: Any,
   if cfg.export != "best" or tracker.best_step in (None, end_step):
     return end_step, final_state.params, dev
   best_state = checkpoints.restore_step(manager, tracker.best_step, final_state)
-  print(f"exporting step {tracker.best_step} ({tracker.metric}={tracker.best_value:.4f}), the best "
-        f"evaluated step, not the last ({end_step})", flush=True)
+  if distributed.is_main_process():
+    print(f"exporting step {tracker.best_step} ({tracker.metric}={tracker.best_value:.4f}), the "
+          f"best evaluated step, not the last ({end_step})", flush=True)
   return tracker.best_step, best_state.params, tracker.best_metrics
 
 

@@ -98,3 +98,22 @@ def test_the_first_readme_commands_run_with_tiny_sizes(commands, tmp_path):
     assert "Traceback" not in result.stderr
   assert (tmp_path / "runs" / "sst2" / "eval_results.json").is_file()
   assert "dev_matched/accuracy" in result.stdout or (tmp_path / "runs").is_dir()
+
+
+def test_pyproject_dependencies_hold_the_pins_and_the_command_is_main():
+  import tomllib  # pylint: disable=import-outside-toplevel
+  from packaging.requirements import Requirement  # pylint: disable=import-outside-toplevel
+  project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+  pins = {}
+  for line in (REPO / "requirements.txt").read_text().splitlines():
+    if "==" in line and not line.startswith("#"):
+      name, version = line.split("==")
+      pins[name.lower().replace("_", "-")] = version.strip()
+  declared = [Requirement(r) for r in project["dependencies"]]
+  assert {"jax", "flax", "optax", "orbax-checkpoint", "tokenizers"} <= {r.name for r in declared}
+  for req in declared:
+    pinned = pins[req.name.lower().replace("_", "-")]
+    assert req.specifier.contains(pinned), (str(req), pinned)
+  module, function = project["scripts"]["augpro-jax"].split(":")
+  import main  # pylint: disable=import-outside-toplevel
+  assert module == "main" and callable(getattr(main, function))
