@@ -52,7 +52,8 @@ def make_manager(directory: str | pathlib.Path, *, keep: int, best_metric: Optio
   policies = [preservation_policy.LatestN(keep)]
   best_fn = None
   if best_metric:
-    best_fn = lambda metrics: metrics.get(best_metric, float("-inf"))  # pylint: disable=unnecessary-lambda-assignment
+    def best_fn(metrics):
+      return metrics.get(best_metric, float("-inf"))
     policies.append(preservation_policy.BestN(get_metric_fn=best_fn, reverse=False, n=1,
                                               keep_checkpoints_without_metrics=False))
   warn_about_foreign_entries(directory)

@@ -220,8 +220,9 @@ def plan_lines(ctx: Context) -> list[str]:
     steps = loop.total_train_steps(cfg.replace(num_train_steps=None), len(ctx.train),
                                    cfg.teacher_num_epochs)
     where = workdir if cfg.mode == "train_teacher" else workdir / "teacher"
+    epochs = f"{cfg.teacher_num_epochs:g} epoch{'' if cfg.teacher_num_epochs == 1 else 's'}"
     lines.append(f"  fine-tune the teacher ({cfg.teacher}): {steps:,} steps of {cfg.batch_size} "
-                 f"({cfg.teacher_num_epochs:g} epochs), into {where}")
+                 f"({epochs}), into {where}")
   elif cfg.mode == "distill":
     lines.append(f"  teacher: {cfg.teacher_ckpt or workdir / 'teacher' / 'final'} (already trained)")
   if cfg.mode != "train_teacher":
