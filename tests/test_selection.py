@@ -70,16 +70,16 @@ def test_eval_every_epoch_and_its_validation():
 
 def test_progress_lines_show_loss_learning_rate_and_one_estimate():
   out = io.StringIO()
-  bar = progress_lib.Progress(total=10, initial=0, every=2, enabled=True, terminal=False,
+  bar = progress_lib.Progress(total=30, initial=0, every=2, enabled=True, terminal=False,
                               stream=out)
-  for step in range(1, 11):
+  for step in range(1, 31):
     bar.update(1, {"loss": 1.0 / step, "learning_rate": 1e-4 * step})
   lines = out.getvalue().splitlines()
   step_lines = [line for line in lines if line.startswith("step ")]
-  assert step_lines[0].startswith("step 2/10 (20%), loss 0.5000, lr 2.0e-04, ")
-  assert len(step_lines) == 5
+  assert step_lines[0].startswith("step 2/30 (7%), loss 0.5000, lr 2.0e-04, ")
+  assert len(step_lines) == 15
   estimates = [line for line in lines if line.startswith("estimate:")]
-  assert len(estimates) == 1 and "the remaining 7 steps" in estimates[0], lines
+  assert len(estimates) == 1 and "the remaining 20 steps" in estimates[0], lines
 
 
 # ----------------------------------------------------------------------------------------------
