@@ -150,15 +150,24 @@ def result_line(cfg: config_lib.Config, summary: dict) -> str:
   def metrics(values):
     return ", ".join(f"{k}={v:.4f}" for k, v in sorted((values or {}).items())) or "n/a"
 
+  if cfg.mode == "eval":
+    sources = "; ".join(f"{split['source']} ({split['examples']} examples)"
+                        for split in summary.get("splits", {}).values())
+    return (f"evaluated {summary.get('model')} on {sources}: {metrics(summary.get('dev'))} | "
+            f"results: {summary.get('out')}")
   parts = []
   if summary.get("teacher_dev"):
     parts.append(f"teacher dev: {metrics(summary['teacher_dev'])}")
-  who = {"train_teacher": "teacher", "eval": "model"}.get(cfg.mode, "student")
-  parts.append(f"{who} dev: {metrics(summary.get('dev'))}")
+  who = "teacher" if cfg.mode == "train_teacher" else "student"
+  export = summary.get("export") or {}
+  if export.get("which") == "best" and export.get("step") != summary.get("steps_trained"):
+    parts.append(f"{who} dev (best, step {export['step']}): {metrics(export.get('dev'))}")
+  else:
+    parts.append(f"{who} dev: {metrics(summary.get('dev'))}")
   if summary.get("measured_shift") is not None:
     parts.append(f"measured shift: {summary['measured_shift']:.3f}")
-  if cfg.mode != "eval":
-    parts.append(f"summary: {os.path.join(cfg.workdir, 'summary.json')}")
+  parts.append(f"model: {os.path.join(cfg.workdir, 'final', 'hf', '')}")
+  parts.append(f"summary: {os.path.join(cfg.workdir, 'summary.json')}")
   return " | ".join(parts)
 
 
@@ -171,6 +180,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def console() -> None:
+  """The `augpro-jax` command (pyproject.toml's console script), the same as `python main.py`."""
   logging.set_verbosity(logging.WARNING)
   app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  console()

@@ -51,12 +51,17 @@ def make_manager(directory: str | pathlib.Path, *, keep: int, best_metric: Optio
                  ) -> ocp.CheckpointManager:
   """Keep the last `keep` steps plus the best one by `best_metric` (higher is better)."""
   policies = [preservation_policy.LatestN(keep)]
+  best_fn = None
   if best_metric:
-    policies.append(preservation_policy.BestN(
-        get_metric_fn=lambda metrics: metrics.get(best_metric, float("-inf")), reverse=False, n=1,
-        keep_checkpoints_without_metrics=False))
+    def best_fn(metrics):
+      return metrics.get(best_metric, float("-inf"))
+    policies.append(preservation_policy.BestN(get_metric_fn=best_fn, reverse=False, n=1,
+                                              keep_checkpoints_without_metrics=False))
   warn_about_foreign_entries(directory)
   options = ocp.CheckpointManagerOptions(
+      # best_fn makes orbax write each step's metrics to disk (without it they live in memory
+      # only), so a resumed run still knows, and keeps, the best step.
+      best_fn=best_fn,
       preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
       enable_async_checkpointing=False,  # the loop is short-stepped; a sync save is simplest to reason about
       cleanup_tmp_directories=True,
@@ -121,7 +126,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   """
   try:
     with _quiet_orbax_errors():
-      manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+      # {} rather than None for a step saved without evaluation: orbax warns about None.
+      manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics or {}, force=True)
       manager.wait_until_finished()
   except Exception as exc:  # pylint: disable=broad-except  # only storage failures are re-raised
     reason = storage_error(exc)
@@ -431,3 +437,12 @@ def load_model(model: ModelDir, *, task_name: str, num_labels: int, task_labels:
     raise UserError(f"model {model.path} has {config.num_labels} labels but task {task_name} has "
                     f"{num_labels}: it was trained for another task")
   return dataclasses.replace(config, dtype=dtype), params, info
+
+
+def restore_step(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
+  """The state saved at `step`, in the structure of `target` (host arrays)."""
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(target))
+  except Exception as exc:  # pylint: disable=broad-except  # unreadable: one line, not a traceback
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    raise UserError(f"cannot read checkpoint {step} in {manager.directory}: {reason}") from None

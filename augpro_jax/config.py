@@ -229,9 +229,15 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
                                           "$WORDNET_DIR, /usr/share/wordnet, NLTK data).")
 
   # Loop, logging, checkpoints.
-  eval_every: int = _loop(0, "Evaluate every N steps (0: at the end only).",
-                          may_differ="how often the dev set is evaluated (evaluation never "
-                                     "changes the parameters)")
+  # Compared between starts: with --early_stopping_patience or --export=best, when the dev set is
+  # evaluated decides which parameters the run ends with.
+  eval_every: str = _loop("0", "Evaluate every N steps, or 'epoch' (at the end of every epoch); "
+                               "0: at the end only.")
+  early_stopping_patience: int = _loop(0, "Stop when the main dev metric has not improved for N "
+                                          "evaluations in a row (0: never; needs --eval_every).")
+  export: str = _loop("last", "What final/ holds: last (the last step) | best (the evaluated step "
+                              "with the best main dev metric, as load_best_model_at_end).",
+                      choices=("last", "best"))
   log_every: int = _loop(10, "Log train metrics every N steps.",
                          may_differ="how often metrics are logged")
   checkpoint_every: int = _loop(200, "Checkpoint every N steps (0: end only).",
@@ -280,6 +286,7 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
     """Raise `UserError` with one clear line for anything out of range."""
     knobs_lib.check_choices(self)
     _check_ranges(self)
+    _validate_eval_every(self.eval_every, self.early_stopping_patience)
     _check_shapes(self)
     _check_files(self)
     self._validate_predict()
@@ -320,8 +327,9 @@ _RANGES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("num_epochs", "teacher_num_epochs", "learning_rate", "teacher_learning_rate", "temperature"),
      lambda v: 0 < v < math.inf, "be finite and positive"),
     (("num_train_steps", "train_size", "eval_size"), lambda v: v is None or v > 0, "be positive"),
-    (("eval_every", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup", "alpha_ce",
-      "aug_weight", "fgsm_eps", "weight_decay", "bucket_compile_steps"), lambda v: v >= 0,
+    (("early_stopping_patience", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup",
+      "alpha_ce", "aug_weight", "fgsm_eps", "weight_decay", "bucket_compile_steps"),
+     lambda v: v >= 0,
      "be >= 0"),
     (("shift_degree", "projection_recall"), lambda v: 0.0 < v <= 1.0, "be in (0, 1]"),
     (("dropout", "warmup_fraction"), lambda v: 0.0 <= v < 1.0, "be in [0, 1)"),
@@ -386,6 +394,22 @@ def predict_out_format(path: str) -> str:
     raise UserError(f"--predict_out={path}: unsupported file type {suffix!r}; use "
                     f"{' or '.join(PREDICT_FORMATS)}, or a directory for GLUE submission files")
   return suffix
+
+
+def eval_interval(eval_every: int | str, steps_per_epoch: int) -> int:
+  """Steps between evaluations (0: at the end only) of --eval_every, a count or 'epoch'."""
+  return steps_per_epoch if str(eval_every) == "epoch" else int(eval_every)
+
+
+def _validate_eval_every(eval_every: int | str, patience: int) -> None:
+  text = str(eval_every).strip()
+  if text != "epoch" and not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())):
+    raise UserError(f"--eval_every must be a number of steps or 'epoch', got {eval_every!r}")
+  if text != "epoch" and int(text) < 0:
+    raise UserError(f"--eval_every must be >= 0, got {eval_every}")
+  if patience and text in ("0", "-0"):
+    raise UserError("--early_stopping_patience counts evaluations: give --eval_every=N or "
+                    "--eval_every=epoch")
 
 
 def field_types(cls: type = Config) -> dict[str, Any]:

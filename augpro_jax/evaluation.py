@@ -12,6 +12,7 @@ import hashlib
 import os
 import pathlib
 import sys
+import time
 from typing import Any, Optional
 
 import jax
@@ -27,6 +28,7 @@ from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
 from augpro_jax import model as model_lib
+from augpro_jax import progress as progress_lib
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
@@ -165,7 +167,9 @@ def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: An
   out = np.zeros((len(split), model.config.num_labels), np.float32)
   seen = np.zeros(len(split), np.int32)
   buckets = ctx.buckets if buckets is None else buckets
+  timing = _EvalEstimate(len(split), phase, ctx.cfg.progress and distributed.is_main_process())
   for batch in pipeline.eval_batches(split, ctx.cfg.eval_batch_size, ctx.layout, buckets):
+    timing.after(int(np.sum(seen)))
     interrupts.stop_inside(phase, ctx.layout.process_count)
     logits = predict_step(replicated_params, {k: batch[k] for k in
                                               ("input_ids", "attention_mask", "token_type_ids")})
@@ -207,6 +211,26 @@ def check_finite(logits: np.ndarray, phase: str) -> None:
     raise UserError(f"the model gave non-finite logits (NaN or infinity) for {bad} of "
                     f"{len(logits)} examples while {_PHASES.get(phase, phase)}: its weights are "
                     "broken (NaN or infinity in them, or values that overflow)")
+
+
+class _EvalEstimate:
+  """One console line with the time a long prediction pass has left, once it is measured."""
+
+  AFTER_SECONDS = 20.0
+
+  def __init__(self, total: int, phase: str, enabled: bool):
+    self.total, self.phase, self.enabled = total, phase, enabled
+    self.start = time.perf_counter()
+
+  def after(self, done: int) -> None:
+    elapsed = time.perf_counter() - self.start
+    if not self.enabled or not done or elapsed < self.AFTER_SECONDS:
+      return
+    self.enabled = False
+    left = elapsed / done * (self.total - done)
+    what = "teacher logits" if self.phase == "teacher_logits" else "evaluation"
+    print(f"{what}: {done:,} of {self.total:,} examples in {elapsed:.0f}s, about "
+          f"{progress_lib.duration(left)} left", flush=True)
 
 
 def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,

@@ -30,6 +30,7 @@ from augpro_jax import interrupts
 from augpro_jax import model as model_lib
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import progress as progress_lib
+from augpro_jax import selection
 from augpro_jax.run_log import MetricLogger, StepTimer, Writers
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
@@ -128,26 +129,28 @@ class Saver:
     checkpoints.save(self.manager, step, jax.device_get(step_lib.unreplicate(r_state)), metrics)
     self.step = step
 
-  def ensure(self, step: int, r_state: Any) -> None:
+  def ensure(self, step: int, r_state: Any, metrics: Optional[dict[str, float]] = None) -> None:
     """Save `step` unless it is on disk already (orbax refuses a second save of one step)."""
     if self.step != step:
-      self.save(step, r_state)
+      self.save(step, r_state, metrics)
 
 
 def evaluate_and_log(ctx: evaluation.Context, model: model_lib.BertClassifier, predict_step,
-                     r_state: Any, step: int, *, writers: Writers, best: dict, saver: Saver,
-                     predictions: Optional[dict[str, np.ndarray]] = None) -> dict[str, float]:
+                     r_state: Any, step: int, *, writers: Writers, tracker: selection.Tracker,
+                     saver: Saver, predictions: Optional[dict[str, np.ndarray]] = None
+                     ) -> dict[str, float]:
   """Dev metrics at `step`, logged and tracked for the best; a signal between evaluation batches
   checkpoints the step and stops the run."""
   try:
     metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step, predictions)
   except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
     saver.ensure(step, r_state)
-    raise interrupts.Preempted(f"stopped by {exc.signal_name} during {exc.during} at step {step}; checkpoint "
-                    f"saved in {pathlib.Path(saver.manager.directory).parent}; run the same "
-                    "command again to resume") from None
+    raise interrupts.Preempted(
+        f"stopped by {exc.signal_name} during {exc.during} at step {step}; checkpoint saved in "
+        f"{pathlib.Path(saver.manager.directory).parent}; run the same command again to resume"
+    ) from None
   writers.write(step, "eval", metrics)
-  _track_best(best, metrics, evaluation.main_metric_key(ctx), step)
+  tracker.update(step, metrics)
   return metrics
 
 
@@ -174,7 +177,8 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   """Train `model` from `params` for `num_steps` under `spec`; resume from `workdir` if possible.
 
   per_example: arrays [N_train, ...] that ride along with each batch (cached teacher logits).
-  Returns the final (host) params and the run's summary.
+  Returns the params to export (the last step's, or with --export=best the best evaluated step's)
+  and the run's summary. With --early_stopping_patience the run may end before `num_steps`.
   """
   cfg = ctx.cfg
   evaluation.ensure_workdir(workdir)
@@ -183,6 +187,9 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   manager = checkpoints.make_manager(workdir / "checkpoints", keep=cfg.keep_checkpoints,
                                      best_metric=evaluation.main_metric_key(ctx))
   start_step, state = restore_or_init(manager, step_lib.init_state(params, optimizer, cfg.seed))
+  tracker = selection.make_tracker(
+      cfg, evaluation.main_metric_key(ctx),
+      pipeline.steps_per_epoch(len(ctx.train), cfg.batch_size)).restore(manager, start_step)
   teacher_model, teacher_params = teacher if teacher else (None, {})
   aug = augmentations.get(spec.aug)
   p_step = step_lib.pmap_train_step(step_lib.make_train_step(
@@ -204,54 +211,117 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
                                         "flops_per_step": step_flops["total"],
                                         "seconds_per_length": run_step.compile_seconds})
   timer = StepTimer()
-  logger = MetricLogger(cfg, writers, schedule, step_flops["total"], timer)
-  best: dict[str, Any] = {}
   saver = Saver(manager, start_step)
-  evaluate = functools.partial(evaluate_and_log, ctx, model, step_lib.make_predict_step(model),
-                               writers=writers, best=best, saver=saver)
-  progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
-                                   cfg.progress and distributed.is_main_process())
-  try:
-    with preemption_guard(ctx.layout.process_count):
-      # Host work and the host->device copy both happen on the prefetch thread.
-      batches = pipeline.prefetch(lambda i: step_lib.shard(make_batch(i)), start_step, num_steps)
-      timer.lap()
-      for step in range(start_step, num_steps):
-        r_state, metrics = run_step(r_state, r_teacher, next(batches))
-        logger.add(step, metrics)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == num_steps:
-          logger.flush(done)  # the only host sync on ordinary steps
-        progress.update(1)
-        if done == num_steps:
-          break
-        eval_now = cfg.eval_every and done % cfg.eval_every == 0
-        save_now = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
-        if eval_now or save_now:
-          logger.flush(done)
-          with timer.paused():
-            last_eval = evaluate(r_state, done) if eval_now else None
-            if save_now:
-              saver.save(done, r_state, last_eval)
-        if _preemption_requested(done, ctx.layout.process_count):
-          logger.flush(done)
-          saver.ensure(done, r_state)  # a signal during a checkpoint step has its checkpoint
-          raise interrupts.Preempted(f"stopped at step {done} by {interrupts.received() or 'a signal'}; "
-                          f"checkpoint saved in {workdir}; run the same command again to resume")
-      logger.flush(num_steps)
-  finally:
-    progress.close()
-  dev = evaluate(r_state, num_steps, predictions=(predictions := {}))
-  evaluation.write_dev_predictions(workdir / "dev_predictions.npz", ctx, predictions)
-  if start_step < num_steps:
-    saver.save(num_steps, r_state, dev)
+  loop = Loop(ctx, run_step, make_batch, MetricLogger(cfg, writers, schedule, step_flops["total"],
+                                                      timer), timer, saver, tracker,
+              functools.partial(evaluate_and_log, ctx, model, step_lib.make_predict_step(model),
+                                writers=writers, tracker=tracker, saver=saver))
+  r_state, end_step = loop.run(r_state, r_teacher, start_step, num_steps)
+  if loop.last_eval is None:  # not evaluated at end_step yet (stopping early, it was)
+    loop.last_eval = loop.evaluate(r_state, end_step, predictions=loop.predictions)
+  dev = loop.last_eval
+  evaluation.write_dev_predictions(workdir / "dev_predictions.npz", ctx, loop.predictions)
+  saver.ensure(end_step, r_state, dev)
   writers.close()
   final_state = jax.device_get(step_lib.unreplicate(r_state))
-  summary = build_summary(ctx, final_state, dev=dev, best=best, start_step=start_step,
+  export_step, export_params, export_dev = choose_export(cfg, tracker, manager, final_state,
+                                                         end_step, dev)
+  summary = build_summary(ctx, final_state, dev=dev, best=tracker.summary(), start_step=start_step,
                           num_steps=num_steps, timer=timer, compile_seconds=compile_seconds,
                           step_flops=step_flops, aug=aug)
+  summary.update(steps_trained=end_step, early_stopped_at=end_step if end_step < num_steps else None,
+                 export={"which": cfg.export, "step": export_step, "dev": export_dev})
   buckets = bucket_summary(ctx, final_state, steps_per_length, run_step.compile_seconds)
-  return final_state.params, {**summary, **buckets, **(extra_summary or {})}
+  return export_params, {**summary, **buckets, **(extra_summary or {})}
+
+
+class Loop:
+  """The steps of one `fit`: train, log, evaluate, checkpoint, stop early or on a signal."""
+
+  def __init__(self, ctx: evaluation.Context, run_step: Callable, make_batch: Callable,
+               logger: MetricLogger, timer: StepTimer, saver: Saver, tracker: selection.Tracker,
+               evaluate: Callable):
+    self.ctx, self.cfg, self.run_step, self.make_batch = ctx, ctx.cfg, run_step, make_batch
+    self.logger, self.timer, self.saver, self.tracker = logger, timer, saver, tracker
+    self.evaluate = evaluate
+    # The newest evaluation's metrics and predictions when the run stopped right after it.
+    self.last_eval: Optional[dict[str, float]] = None
+    self.predictions: dict[str, np.ndarray] = {}
+
+  def run(self, r_state: Any, r_teacher: Any, start_step: int, num_steps: int) -> tuple[Any, int]:
+    """(state, the step the run ended at: `num_steps`, or earlier when it stopped early)."""
+    cfg, process_count = self.cfg, self.ctx.layout.process_count
+    if self.tracker.should_stop(start_step):  # a run that stopped early, started again
+      self._say(self.tracker.stop_message(start_step))
+      return r_state, start_step
+    progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
+                                     cfg.progress and distributed.is_main_process())
+    try:
+      with preemption_guard(process_count):
+        # Host work and the host->device copy both happen on the prefetch thread.
+        batches = pipeline.prefetch(lambda i: step_lib.shard(self.make_batch(i)), start_step,
+                                    num_steps)
+        self.timer.lap()
+        for step in range(start_step, num_steps):
+          r_state, metrics = self.run_step(r_state, r_teacher, next(batches))
+          self.logger.add(step, metrics)
+          done = step + 1
+          if done % cfg.log_every == 0 or done == num_steps:
+            self.logger.flush(done)  # the only host sync on ordinary steps
+          progress.update(1, self.logger.last, self.timer)
+          if done == num_steps:
+            break
+          if self._evaluate_or_save(r_state, done):
+            self._say(self.tracker.stop_message(done))
+            return r_state, done
+          if _preemption_requested(done, process_count):
+            self.logger.flush(done)
+            self.saver.ensure(done, r_state)  # a signal during a checkpoint step has its checkpoint
+            raise interrupts.Preempted(
+                f"stopped at step {done} by {interrupts.received() or 'a signal'}; checkpoint "
+                f"saved in {pathlib.Path(self.saver.manager.directory).parent}; run the same "
+                "command again to resume")
+        self.logger.flush(num_steps)
+    finally:
+      progress.close()
+    return r_state, num_steps
+
+  @staticmethod
+  def _say(text: str) -> None:
+    if distributed.is_main_process():
+      print(text, flush=True)
+
+  def _evaluate_or_save(self, r_state: Any, done: int) -> bool:
+    """Evaluate and checkpoint when due after step `done`; True if the run should stop early."""
+    eval_now = self.tracker.is_eval_step(done)
+    # Selecting runs checkpoint every evaluation: the best step stays on disk, for export and resume.
+    save_now = (self.cfg.checkpoint_every and done % self.cfg.checkpoint_every == 0) or \
+        (eval_now and self.tracker.selects)
+    if not (eval_now or save_now):
+      return False
+    self.logger.flush(done)
+    with self.timer.paused():
+      self.predictions = {}
+      last_eval = self.evaluate(r_state, done, predictions=self.predictions) if eval_now else None
+      if save_now:
+        self.saver.save(done, r_state, last_eval)
+    if not (eval_now and self.tracker.should_stop(done)):
+      return False
+    self.last_eval = last_eval
+    return True
+
+
+def choose_export(cfg: Config, tracker: selection.Tracker, manager: Any,
+                  final_state: step_lib.TrainState, end_step: int, dev: dict[str, float]
+                  ) -> tuple[int, Any, dict[str, float]]:
+  """(step, params, dev metrics) of the model to export: the last step's, or the best's."""
+  if cfg.export != "best" or tracker.best_step in (None, end_step):
+    return end_step, final_state.params, dev
+  best_state = checkpoints.restore_step(manager, tracker.best_step, final_state)
+  if distributed.is_main_process():
+    print(f"exporting step {tracker.best_step} ({tracker.metric}={tracker.best_value:.4f}), the "
+          f"best evaluated step, not the last ({end_step})", flush=True)
+  return tracker.best_step, best_state.params, tracker.best_metrics
 
 
 def build_summary(ctx: evaluation.Context, final_state: step_lib.TrainState, *, dev: dict,
@@ -288,11 +358,6 @@ def build_summary(ctx: evaluation.Context, final_state: step_lib.TrainState, *, 
       "student_params_sha256": checkpoints.params_sha256(final_state.params),
       "params": model_lib.count_params(final_state.params),
   }
-
-
-def _track_best(best: dict, metrics: dict[str, float], key: str, step: int) -> None:
-  if key in metrics and (not best or metrics[key] > best["value"]):
-    best.update({"metric": key, "value": metrics[key], "step": step})
 
 
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ def run(cfg: Config) -> dict[str, Any]:
   replicated = step_lib.replicate(params)
   summary = {"task": task.name, "mode": cfg.mode, "model": str(found.path)}
   if cfg.mode == "eval":
-    return {**summary, "dev": evaluation.evaluate(ctx, model, replicated)}
+    return _eval(ctx, model, replicated, summary)
   out = pathlib.Path(cfg.predict_out)
   out_format = config_lib.predict_out_format(cfg.predict_out)
   if out_format == "dir":
@@ -69,6 +69,34 @@ def run(cfg: Config) -> dict[str, Any]:
   if distributed.is_main_process():
     _write(out, format_rows(task, logits, out_format))
   return {**summary, "out": str(out), "predictions": len(texts)}
+
+
+def _eval(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated: Any,
+          summary: dict[str, Any]) -> dict[str, Any]:
+  """Metrics on the dev splits (or --eval_file), written to `<workdir>/eval_results.json`."""
+  cfg = ctx.cfg
+  sources = {name: {"source": split_source(cfg, ctx.task, name), "examples": len(split)}
+             for name, split in ctx.dev.items()}
+  out = pathlib.Path(cfg.workdir) / "eval_results.json"
+  if distributed.is_main_process():
+    read = "; ".join(f"{v['source']} ({v['examples']:,} examples)" for v in sources.values())
+    print(f"evaluating {summary['model']} on {read}; results to {out}", flush=True)
+  results = {**summary, "splits": sources, "eval_size": cfg.eval_size, "out": str(out),
+             "dev": evaluation.evaluate(ctx, model, replicated)}
+  if distributed.is_main_process():
+    _write(out, json.dumps(results, indent=2, sort_keys=True) + "\n")
+  return results
+
+
+def split_source(cfg: Config, task: tasks_lib.TaskSpec, split: str) -> str:
+  """Where `data.load_split` reads an evaluation split from, for the console and the results."""
+  if cfg.dev_from_train:
+    return f"{cfg.dev_from_train} examples held out of the training set (--dev_from_train)"
+  if cfg.eval_file:
+    return cfg.eval_file
+  if cfg.data_source == "tfds":
+    return f"TFDS {task.tfds_name} {split}"
+  return str(data_lib.glue_dir_from(cfg) / (task.glue_name or "") / f"{split}.tsv")
 
 
 def model_task(cfg: Config, found: checkpoints.ModelDir) -> tasks_lib.TaskSpec:

@@ -164,6 +164,7 @@ class MetricLogger:
     self.peak = flops_lib.device_peak_flops()
     self.devices = jax.device_count()
     self.pending: list[tuple[int, Any]] = []
+    self.last: dict[str, float] = {}  # the newest logged step's values (for the console)
 
   def add(self, step: int, metrics: Any) -> None:
     if self.pending:
@@ -190,6 +191,7 @@ class MetricLogger:
       if s + 1 == now_step or (s + 1) % self.cfg.log_every == 0:
         values.update(self.throughput())
         self.writers.write(s + 1, "train", values)
+        self.last = values
     self.pending.clear()
 
   def throughput(self) -> dict[str, float]:

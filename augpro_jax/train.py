@@ -31,6 +31,7 @@ from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
 from augpro_jax import loop
 from augpro_jax import model as model_lib
+from augpro_jax import model_card
 from augpro_jax import train_step as step_lib
 from augpro_jax import workdir as workdir_lib
 from augpro_jax.config import Config
@@ -73,11 +74,15 @@ def _file_stamp(directory: pathlib.Path) -> tuple:
 
 
 def _export(ctx: Context, workdir: pathlib.Path, config: model_lib.BertConfig, params: Any,
-            info: dict[str, Any]) -> None:
-  """`<workdir>/final`: our format, and `hf/` for transformers (with the run's tokenizer)."""
+            info: dict[str, Any], summary: dict[str, Any], role: str) -> None:
+  """`<workdir>/final`: our format, and `hf/` for transformers (with the run's tokenizer and a
+  model card)."""
   if distributed.is_main_process():
     checkpoints.export_model(workdir / "final", config, params, info,
                              tokenizer_dir=ctx.tokenizer_dir)
+    card = model_card.card_text(ctx.cfg, summary, role=role,
+                                architecture=f"{config.num_layers}x{config.hidden_size}")
+    model_card.write_card(workdir / "final" / "hf", card)
 
 
 def train_teacher(ctx: Context, workdir: pathlib.Path) -> tuple[model_lib.BertConfig, Any, dict]:
@@ -101,8 +106,8 @@ def train_teacher(ctx: Context, workdir: pathlib.Path) -> tuple[model_lib.BertCo
                              extra_summary={"mode": "train_teacher", "role": "teacher"})
   summary.update(shift_degree=None, aug="none")
   info = {"task": ctx.task.name, "label_names": list(ctx.task.label_names or []),
-          "num_labels": ctx.task.num_labels, "dev": summary["dev"], "source": cfg.teacher}
-  _export(ctx, workdir, config, params, info)
+          "num_labels": ctx.task.num_labels, "dev": summary["export"]["dev"], "source": cfg.teacher}
+  _export(ctx, workdir, config, params, info, summary, "teacher")
   loop.write_summary(workdir, summary)
   return config, params, info
 
@@ -219,9 +224,42 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
                                             "teacher_dev": teacher_dev})
   _export(ctx, workdir, s_config, params,
           {"task": ctx.task.name, "num_labels": ctx.task.num_labels,
-           "label_names": list(ctx.task.label_names or []), "dev": summary["dev"]})
+           "label_names": list(ctx.task.label_names or []), "dev": summary["export"]["dev"]},
+          summary, "student")
   loop.write_summary(workdir, summary)
   return summary
+
+
+def plan_lines(ctx: Context) -> list[str]:
+  """What the run will do, before it does it: phases, steps, examples, buckets, where results go."""
+  cfg, workdir = ctx.cfg, pathlib.Path(ctx.cfg.workdir)
+  dev = ", ".join(f"{name} {len(split):,}" for name, split in ctx.dev.items())
+  every = cfg.eval_every if str(cfg.eval_every) == "epoch" else int(cfg.eval_every)
+  evals = ("at the end" if not every else
+           f"every {'epoch' if every == 'epoch' else f'{every} steps'} and at the end")
+  lines = [f"{cfg.mode} on {ctx.task.name}: {len(ctx.train):,} training examples, dev: {dev}; "
+           f"batches padded to lengths {','.join(map(str, ctx.buckets)) or cfg.max_seq_len}"]
+  student_steps = loop.total_train_steps(cfg, len(ctx.train), cfg.num_epochs)
+  if cfg.mode == "train_teacher" or (cfg.mode == "distill" and not cfg.teacher_ckpt and not (
+      workdir / "teacher" / "final" / "model.json").exists()):
+    steps = loop.total_train_steps(cfg.replace(num_train_steps=None), len(ctx.train),
+                                   cfg.teacher_num_epochs)
+    where = workdir if cfg.mode == "train_teacher" else workdir / "teacher"
+    epochs = f"{cfg.teacher_num_epochs:g} epoch{'' if cfg.teacher_num_epochs == 1 else 's'}"
+    lines.append(f"  fine-tune the teacher ({cfg.teacher}): {steps:,} steps of {cfg.batch_size} "
+                 f"({epochs}), into {where}")
+  elif cfg.mode == "distill":
+    lines.append(f"  teacher: {cfg.teacher_ckpt or workdir / 'teacher' / 'final'} (already trained)")
+  if cfg.mode != "train_teacher":
+    verb = "distil" if cfg.mode == "distill" else "fine-tune"
+    lines.append(f"  {verb} a {cfg.student_layers}x{cfg.student_hidden} student (aug={cfg.aug}): "
+                 f"{student_steps:,} steps of {cfg.batch_size}")
+  lines.append(f"  evaluate {evals}; export {cfg.export} step"
+               + (f"; stop after {cfg.early_stopping_patience} evaluations without improvement"
+                  if cfg.early_stopping_patience else ""))
+  lines.append(f"results: {workdir}/ (summary.json, metrics.jsonl, tensorboard/, final/hf/); a time "
+               "estimate follows the first steps of each phase")
+  return lines
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -260,6 +298,8 @@ def _train_in(ctx: Context, workdir: pathlib.Path) -> dict[str, Any]:
   evaluation.ensure_workdir(cfg.workdir)
   interrupts.stop_if_requested("between_phases", "while reading the data, before anything was "
                                "written")
+  if distributed.is_main_process():
+    print("\n".join(plan_lines(ctx)), flush=True)
   digests = workdir_lib.data_digest({"train": ctx.train, **ctx.dev})
   distributed.same_data(digests)
   identity = workdir_lib.identity(cfg, digests, ctx.task.label_names)

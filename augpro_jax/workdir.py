@@ -146,6 +146,11 @@ def check_identity(workdir: pathlib.Path, current: dict[str, Any], *, write: boo
     _write_json(path, current)
 
 
+def _evaluation_decides(settings: dict[str, Any]) -> bool:
+  """Whether the dev evaluations decide what a run ends with (--export=best, early stopping)."""
+  return settings.get("export", "last") == "best" or bool(settings.get("early_stopping_patience"))
+
+
 def describe_differences(recorded: dict[str, Any], current: dict[str, Any],
                          cls: type = Config) -> list[str]:
   """One `--flag: old in the workdir, new now` clause per difference."""
@@ -162,6 +167,8 @@ def describe_differences(recorded: dict[str, Any], current: dict[str, Any],
       if name == "num_epochs" and None not in (old.get("num_train_steps"),
                                                new.get("num_train_steps")):
         continue  # --num_train_steps sets the length; the epochs are not read
+      if name == "eval_every" and not (_evaluation_decides(old) or _evaluation_decides(new)):
+        continue  # evaluating never changes the parameters unless it picks the export or stops
       # A setting added after the workdir was written had its old value (or default) there.
       missing = _jsonable(knobs.value_before_added(declared[name]))
       before, after = old.get(name, missing), new.get(name, _jsonable(declared[name].default))
