@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from augpro_jax.errors import UserError
 
-MODES = ("distill", "train_teacher", "finetune", "eval", "predict", "benchmark")
+MODES = ("distill", "train_teacher", "finetune", "eval", "predict", "benchmark", "compile")
 # --predict_out: a file of these kinds, by extension; anything without an extension is a directory.
 PREDICT_FORMATS = (".jsonl", ".tsv")
 METRICS = ("l2", "cosine", "dot")
@@ -99,13 +99,29 @@ class BenchmarkConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(AugmentConfig, LossConfig, BenchmarkConfig):
+class CompileConfig:
+  """--mode=compile only (augpro_jax/aot.py); also reads the --mesh_*, model and batch knobs."""
+
+  topology: str = knob("v5e:4x4", "compile: the TPU topology to compile for, e.g. v5e:4x4, "
+                                  "v5e:16x16, v4:2x2x2, v5p:2x2x2 (needs libtpu: make setup-tpu).")
+  compile_step: str = knob("distill", "compile: distill (teacher forward, augmentation, student "
+                                      "forward/backward, update) | train_teacher (the teacher's "
+                                      "fine-tuning step).")
+  compile_teacher: str = knob("bert-large", "compile: the teacher's shape, BERT-shaped: bert-base "
+                                            "| bert-large | roberta-large | deberta-v2-xxlarge | "
+                                            "custom (--teacher_layers, --teacher_hidden).")
+  compile_out: str = knob("compile.json", "compile: where the report goes (JSON).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   """Everything a run needs. Defaults are the CLI defaults."""
 
   # What to run.
   task: str = knob("sst2", "GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte), or 'custom' with "
                            "--train_file/--eval_file.")
-  mode: str = knob("distill", "distill | train_teacher | finetune | eval | predict | benchmark.")
+  mode: str = knob("distill", "distill | train_teacher | finetune | eval | predict | benchmark | "
+                              "compile.")
   aug: str = knob("none", "Augmentation, a name from the registry in augpro_jax/augmentations.py "
                          "(a wrong name lists them): none, mixup, fgsm, augpro_mix, augpro_fgsm, ...")
   workdir: str = knob("runs/default", "Where checkpoints, metrics.jsonl, TensorBoard events and "
@@ -196,6 +212,12 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
   keep_checkpoints: int = knob(3, "Recent checkpoints kept (+ the best).")
   skip_nonfinite_steps: int = knob(0, "Tolerate up to K non-finite steps (skipped) before stopping.")
   progress: bool = knob(True, "Show a progress bar.")
+
+  # Device mesh (augpro_jax/sharding.py); --mode=compile reads these for the TPU topology.
+  mesh_data: Optional[int] = knob(None, "Devices on the mesh's data-parallel axis (default: all "
+                                        "devices / --mesh_fsdp).")
+  mesh_fsdp: int = knob(1, "Devices on the mesh's fsdp axis: parameters, teacher and Adam state "
+                           "are split over them (FSDP); the batch over both axes.")
 
   # Multi-process.
   coordinator_address: Optional[str] = knob(None, "host:port of process 0 (multi-process runs).")

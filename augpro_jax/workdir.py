@@ -59,11 +59,13 @@ MAY_DIFFER: dict[str, str] = {
     "num_processes": "the process layout (layouts agree up to floating-point rounding)",
     "process_id": "the process layout (layouts agree up to floating-point rounding)",
     "distributed_timeout": "how long to wait for other processes",
+    "mesh_data": "the device layout (layouts agree up to floating-point rounding)",
+    "mesh_fsdp": "the device layout (layouts agree up to floating-point rounding)",
 }
-# --mode=benchmark writes no workdir; its knobs never matter to a training run.
+# --mode=benchmark and --mode=compile write no workdir; their knobs never matter to a training run.
 _BENCHMARK_ONLY = ("benchmark_steps", "benchmark_warmup", "benchmark_rounds", "benchmark_augs",
                    "benchmark_peers", "benchmark_out", "benchmark_data", "teacher_layers",
-                   "teacher_hidden")
+                   "teacher_hidden", "topology", "compile_step", "compile_teacher", "compile_out")
 _STUDENT = ("aug", "shift_degree", "aug_copies", "mix_alpha", "fgsm_eps", "projection_metric",
             "projection_table", "projection_chunk", "exclude_original", "knn_k", "shift_rounding",
             "temperature", "alpha_ce", "aug_weight", "num_epochs", "num_train_steps",
