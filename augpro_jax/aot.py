@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import pathlib
 import re
 import time
@@ -81,6 +82,9 @@ def topology_devices(topology: str) -> list[Any]:
   if importlib.util.find_spec("libtpu") is None:
     raise UserError("--mode=compile needs libtpu to compile for TPU: run `make setup-tpu` "
                     "(installs requirements-tpu.txt into .venv)")
+  # libtpu takes a machine-wide lock on its first load, meant for processes that drive the TPU;
+  # a compile drives none, so two compiles (or a compile beside a TPU run) may share the machine.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   try:
     return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)

@@ -213,11 +213,12 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   skip_nonfinite_steps: int = knob(0, "Tolerate up to K non-finite steps (skipped) before stopping.")
   progress: bool = knob(True, "Show a progress bar.")
 
-  # Device mesh (augpro_jax/sharding.py); --mode=compile reads these for the TPU topology.
-  mesh_data: Optional[int] = knob(None, "Devices on the mesh's data-parallel axis (default: all "
-                                        "devices / --mesh_fsdp).")
-  mesh_fsdp: int = knob(1, "Devices on the mesh's fsdp axis: parameters, teacher and Adam state "
-                           "are split over them (FSDP); the batch over both axes.")
+  # Device mesh (augpro_jax/sharding.py). Read by --mode=compile; training runs use every device
+  # for data parallelism.
+  mesh_data: Optional[int] = knob(None, "compile: chips on the mesh's data-parallel axis "
+                                        "(default: all chips / --mesh_fsdp).")
+  mesh_fsdp: int = knob(1, "compile: chips on the mesh's fsdp axis: parameters, teacher and Adam "
+                           "state are split over them (FSDP); the batch over both axes.")
 
   # Multi-process.
   coordinator_address: Optional[str] = knob(None, "host:port of process 0 (multi-process runs).")
