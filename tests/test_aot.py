@@ -111,3 +111,17 @@ def test_fsdp_divides_parameter_and_optimizer_bytes_on_8_devices():
   split = _argument_bytes(cfg, 1, 8)
   print(f"per-device argument bytes: replicated {replicated:.0f}, fsdp=8 {split:.0f}")
   assert split <= replicated / 8 * 1.1, (split, replicated)
+
+
+def test_pod_table_row_says_fits_or_not():
+  from experiments import pod_table  # pylint: disable=g-import-not-at-top
+  report = {"step": "train_teacher", "teacher": {"preset": "deberta-v2-xxlarge", "params": 1.5e9},
+            "student": None, "topology": "v5e:4x4", "mesh": {"data": 16, "fsdp": 1},
+            "batch_per_chip": 8, "state_bytes_per_chip": 18e9, "teacher_bytes_per_chip": 0,
+            "memory": {"needed_bytes": 30 * 2**30}, "chip": {"hbm_bytes": 16e9}, "fits": False}
+  cells = [c.strip() for c in pod_table.row("name", report).split("|")[1:-1]]
+  assert cells[1:7] == ["train_teacher", "deberta-v2-xxlarge (1500M)", "-", "v5e:4x4", "16x1", "8"]
+  assert cells[7:] == ["16.76", "30.00 / 14.90", "**does not fit**", "-", "-"]
+  report.update(fits=True, roofline={"step_seconds": 0.05, "bound": "memory"}, mfu=0.25)
+  cells = [c.strip() for c in pod_table.row("name", report).split("|")[1:-1]]
+  assert cells[9:] == ["fits", "50.0 (memory)", "25.0%"]
