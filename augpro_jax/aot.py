@@ -207,8 +207,6 @@ def run(cfg: Config) -> dict[str, Any]:
   s_config = model_lib.student_config(cfg, t_config, num_labels)
   step_fn, state, teacher, batch, analytic = build_step(cfg, cfg.compile_step, t_config, s_config,
                                                         num_labels, is_regression)
-  start = time.perf_counter()
-  compiled, oom = compile_on_mesh(step_fn, mesh, state, teacher, batch)
   report = {
       "topology": cfg.topology, "chips": len(devices), "device_kind": devices[0].device_kind,
       "chip": dataclasses.asdict(chip), "mesh": dict(mesh.shape), "method": METHOD,
@@ -218,12 +216,18 @@ def run(cfg: Config) -> dict[str, Any]:
       "batch": cfg.batch_size, "batch_per_chip": cfg.batch_size // len(devices),
       "seq_len": cfg.max_seq_len, "dtype": cfg.dtype,
       "cached_teacher_logits": "teacher_logits" in batch,
-      "compile_seconds": round(time.perf_counter() - start, 1),
       # What the shardings alone give one chip, before XLA's buffers: the state and the teacher.
       "state_bytes_per_chip": sharding.bytes_per_device(state, sharding.tree_shardings(mesh, state)),
       "teacher_bytes_per_chip": sharding.bytes_per_device(
           teacher, sharding.tree_shardings(mesh, teacher)),
   }
+  resident = report["state_bytes_per_chip"] + report["teacher_bytes_per_chip"]
+  start = time.perf_counter()
+  if resident > chip.hbm_bytes:  # no program fits: the minutes of compiling would only confirm it
+    compiled, oom = None, {"needed_bytes": float(resident), "lower_bound": True}
+  else:
+    compiled, oom = compile_on_mesh(step_fn, mesh, state, teacher, batch)
+  report["compile_seconds"] = round(time.perf_counter() - start, 1)
   if compiled is None:
     report["memory"] = oom
   else:
@@ -250,8 +254,11 @@ def verdict(report: dict[str, Any], chip: chips_lib.Chip) -> str:
   mesh = f"mesh data={report['mesh']['data']} fsdp={report['mesh']['fsdp']}"
   needed = report["memory"]["needed_bytes"]
   if not report["fits"]:
+    what = (f"at least {gib(needed)} per chip for its parameters, optimizer state and teacher "
+            "alone (not compiled)" if report["memory"].get("lower_bound") else
+            f"{gib(needed)} per chip")
     return (f"does not fit: the {report['step']} step on {report['topology']} ({mesh}) needs "
-            f"{gib(needed)} per chip; a {chip.name} chip has {gib(chip.hbm_bytes)} of HBM")
+            f"{what}; a {chip.name} chip has {gib(chip.hbm_bytes)} of HBM")
   roof = report["roofline"]
   return (f"fits: the {report['step']} step on {report['topology']} ({mesh}) needs {gib(needed)} "
           f"of {gib(chip.hbm_bytes)} per chip; roofline {roof['step_seconds'] * 1e3:.1f} ms/step "

@@ -125,3 +125,16 @@ def test_pod_table_row_says_fits_or_not():
   report.update(fits=True, roofline={"step_seconds": 0.05, "bound": "memory"}, mfu=0.25)
   cells = [c.strip() for c in pod_table.row("name", report).split("|")[1:-1]]
   assert cells[9:] == ["fits", "50.0 (memory)", "25.0%"]
+
+
+@needs_libtpu
+def test_state_larger_than_the_chip_is_a_verdict_without_compiling(tmp_path, monkeypatch):
+  """When the parameters, Adam state and teacher alone exceed the chip, nothing is compiled."""
+  small = chips.Chip("v5e", 1e6, 197e12, 819e9, "test")
+  monkeypatch.setattr(aot.chips_lib, "for_topology", lambda topology: small)
+  monkeypatch.setattr(aot, "compile_on_mesh", lambda *a: pytest.fail("compiled"))
+  report = aot.run(tiny_cfg(topology="v5e:2x2", compile_out=str(tmp_path / "c.json")))
+  resident = report["state_bytes_per_chip"] + report["teacher_bytes_per_chip"]
+  assert resident > 1e6 and report["memory"] == {"needed_bytes": resident, "lower_bound": True}
+  assert not report["fits"] and "cost_per_chip" not in report
+  assert report["verdict"].startswith("does not fit") and "at least" in report["verdict"]
