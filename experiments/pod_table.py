@@ -74,6 +74,7 @@ def row(name: str, report: dict) -> str:
           f"{'%dx%d' % (student['layers'], student['hidden']) if student else '-'} | "
           f"{report['topology']} | {mesh['data']}x{mesh['fsdp']} | {report['batch_per_chip']} | "
           f"{_gib(report['state_bytes_per_chip'] + report['teacher_bytes_per_chip'])} | "
+          f"{'≥ ' if report['memory'].get('lower_bound') else ''}"
           f"{_gib(report['memory']['needed_bytes'])} / {_gib(report['chip']['hbm_bytes'])} | "
           f"{fits} | {time_ms} | {mfu} |")
 
@@ -92,7 +93,8 @@ def table() -> str:
   lines += ["", "Every run: `" + " ".join(COMMON) + "`, plus, per row:", ""]
   lines += [f"- {name}: `{' '.join(command(name)[2:-len(COMMON) - 1])}`" for name in RUNS
             if (OUT / f"{name}.json").is_file()]
-  lines += ["", "Made by `experiments/pod_table.py` from experiments/results/pod/*.json (one "
+  lines += ["", "≥: not compiled, the state and teacher on a chip already exceed its HBM.",
+            "", "Made by `experiments/pod_table.py` from experiments/results/pod/*.json (one "
             "`main.py --mode=compile` each, libtpu 0.0.42.1, jax 0.10.2)."]
   return "\n".join(lines) + "\n"
 

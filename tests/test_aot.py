@@ -122,6 +122,9 @@ def test_pod_table_row_says_fits_or_not():
   cells = [c.strip() for c in pod_table.row("name", report).split("|")[1:-1]]
   assert cells[1:7] == ["train_teacher", "deberta-v2-xxlarge (1500M)", "-", "v5e:4x4", "16x1", "8"]
   assert cells[7:] == ["16.76", "30.00 / 14.90", "**does not fit**", "-", "-"]
+  report["memory"]["lower_bound"] = True
+  cells = [c.strip() for c in pod_table.row("name", report).split("|")[1:-1]]
+  assert cells[8] == "≥ 30.00 / 14.90"
   report.update(fits=True, roofline={"step_seconds": 0.05, "bound": "memory"}, mfu=0.25)
   cells = [c.strip() for c in pod_table.row("name", report).split("|")[1:-1]]
   assert cells[9:] == ["fits", "50.0 (memory)", "25.0%"]
