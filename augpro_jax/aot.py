@@ -137,13 +137,24 @@ def build_step(cfg: Config, step: str, t_config: model_lib.BertConfig,
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
+# XLA:TPU's out-of-memory compile errors, in the wordings libtpu uses: (needed, available).
+_OOM_PATTERNS = (
+    re.compile(r"Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm"),
+    re.compile(r"required for [\w ]+ \(([\d.]+)([KMGT]?)\) exceeds available HBM "
+               r"\(([\d.]+)([KMGT]?)\)"),
+)
+
+
 def out_of_memory(message: str) -> dict[str, float] | None:
-  """(bytes used, bytes available) from XLA:TPU's "Ran out of memory" compile error, else None."""
-  found = re.search(r"Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm", message)
-  if "RESOURCE_EXHAUSTED" not in message or found is None:
+  """(bytes needed, bytes available) from XLA:TPU's out-of-memory compile error, else None."""
+  if "RESOURCE_EXHAUSTED" not in message:
     return None
-  used = float(found.group(1)) * _UNITS[found.group(2)]
-  return {"needed_bytes": used, "compiler_hbm_bytes": float(found.group(3)) * _UNITS[found.group(4)]}
+  for pattern in _OOM_PATTERNS:
+    found = pattern.search(message)
+    if found:
+      return {"needed_bytes": float(found.group(1)) * _UNITS[found.group(2)],
+              "compiler_hbm_bytes": float(found.group(3)) * _UNITS[found.group(4)]}
+  return None
 
 
 def compile_on_mesh(step_fn, mesh, state, teacher, batch) -> tuple[Any, dict[str, float] | None]:

@@ -47,6 +47,10 @@ def test_out_of_memory_message_is_a_verdict_not_a_crash():
   oom = aot.out_of_memory(message)
   assert oom["needed_bytes"] == pytest.approx(24.51 * 2**30)
   assert oom["compiler_hbm_bytes"] == pytest.approx(15.75 * 2**30)
+  # The wording of libtpu 0.0.42.1 (a DeBERTa-v2-xxlarge-sized fine-tuning step on v5e:16x16).
+  other = aot.out_of_memory("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
+                            "required for HLO temporaries (39.36G) exceeds available HBM (15.75G).")
+  assert other == {"needed_bytes": 39.36 * 2**30, "compiler_hbm_bytes": 15.75 * 2**30}
   assert aot.out_of_memory("INVALID_ARGUMENT: something else") is None
   report = {"step": "train_teacher", "topology": "v5e:4x4", "mesh": {"data": 16, "fsdp": 1},
             "memory": oom, "fits": False}
