@@ -8,7 +8,7 @@ export GLUE_DIR
 # Tests fake 8 CPU devices so that multi-device code runs on any machine.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1
 
-.PHONY: setup setup-dev setup-bench demo test test-fast bench clean
+.PHONY: setup setup-dev setup-bench setup-tpu demo test test-fast bench clean
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	touch $@
 
 setup: $(VENV)/.runtime
+# libtpu, for --mode=compile (TPU executables compiled on this machine) and for TPU VMs.
+setup-tpu: $(VENV)/.runtime requirements-tpu.txt
+	$(PY) -m pip install -q -r requirements-tpu.txt
 setup-dev: $(VENV)/.dev
 	@bash scripts/install_wordnet.sh
 

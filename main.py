@@ -141,6 +141,8 @@ def result_line(cfg: config_lib.Config, summary: dict) -> str:
   """One line a person reads at the end of a run; the details are in summary.json / the JSON."""
   if cfg.mode == "benchmark":
     return f"benchmark written to {cfg.benchmark_out}" if cfg.benchmark_out else "benchmark done"
+  if cfg.mode == "compile":
+    return f"{summary['verdict']} | report: {summary['out']}"
   if cfg.mode == "predict" and "files" in summary:
     files = ", ".join(f"{name} ({rows} rows)" for name, rows in summary["files"].items())
     return f"GLUE submission files in {summary['out']}: {files}"

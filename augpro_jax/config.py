@@ -34,7 +34,8 @@ _opt, _models = group_maker("optimisation"), group_maker("models")
 _loop, _multi = group_maker("loop"), group_maker("multi-process")
 _kd = group_maker("distillation", STUDENT_MODES)
 _aug = group_maker("augmentation", STUDENT_MODES)
-_bench = group_maker("benchmark", ("benchmark",))
+_bench = group_maker("benchmark", ("benchmark", "compile"))
+_compile = group_maker("compile", ("compile",))
 _SOURCE = "where the data is read from (the data's digest is compared instead)"
 _LAYOUT = "the process layout (layouts agree up to floating-point rounding)"
 
@@ -121,7 +122,31 @@ class BenchmarkConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(AugmentConfig, LossConfig, BenchmarkConfig):
+class CompileConfig:
+  """--mode=compile only (augpro_jax/aot.py); also reads the --mesh_*, model and batch knobs."""
+
+  topology: str = _compile("v5e:4x4", "The TPU topology to compile for, e.g. v5e:4x4, v5e:16x16, "
+                                      "v4:2x2x2, v5p:2x2x2 (needs libtpu: make setup-tpu).")
+  compile_step: str = _compile("distill", "distill (teacher forward, augmentation, student "
+                                          "forward/backward, update) | train_teacher (the "
+                                          "teacher's fine-tuning step).",
+                               choices=("distill", "train_teacher"))
+  compile_teacher: str = _compile("bert-large", "The teacher's shape, BERT-shaped: a preset, or "
+                                                "custom (--benchmark_teacher_layers, "
+                                                "--benchmark_teacher_hidden).",
+                                  choices=("bert-base", "bert-large", "roberta-large",
+                                           "deberta-v2-xxlarge", "custom"))
+  compile_out: str = _compile("compile.json", "Where the report goes (JSON).")
+  # The device mesh (augpro_jax/sharding.py). Read by --mode=compile; training runs use every
+  # device for data parallelism.
+  mesh_data: Optional[int] = _compile(None, "Chips on the mesh's data-parallel axis (default: all "
+                                            "chips / --mesh_fsdp).")
+  mesh_fsdp: int = _compile(1, "Chips on the mesh's fsdp axis: parameters, teacher and Adam state "
+                               "are split over them (FSDP); the batch over both axes.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   """Everything a run needs. Defaults are the CLI defaults."""
 
   # What to run.
@@ -321,12 +346,13 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig):
 _POSITIVE = ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "student_hidden",
              "student_heads", "log_every", "knn_k", "projection_chunk", "aug_copies",
              "keep_checkpoints", "benchmark_steps", "benchmark_rounds", "distributed_timeout",
-             "max_length_buckets", "mix_alpha")
+             "max_length_buckets", "mix_alpha", "mesh_fsdp")
 _RANGES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (_POSITIVE, lambda v: v > 0, "be positive"),
     (("num_epochs", "teacher_num_epochs", "learning_rate", "teacher_learning_rate", "temperature"),
      lambda v: 0 < v < math.inf, "be finite and positive"),
-    (("num_train_steps", "train_size", "eval_size"), lambda v: v is None or v > 0, "be positive"),
+    (("num_train_steps", "train_size", "eval_size", "mesh_data"), lambda v: v is None or v > 0,
+     "be positive"),
     (("early_stopping_patience", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup",
       "alpha_ce", "aug_weight", "fgsm_eps", "weight_decay", "bucket_compile_steps"),
      lambda v: v >= 0,

@@ -17,11 +17,11 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 from augpro_jax.errors import UserError
 
-MODES = ("distill", "train_teacher", "finetune", "eval", "predict", "benchmark")
+MODES = ("distill", "train_teacher", "finetune", "eval", "predict", "benchmark", "compile")
 TRAINING_MODES = ("distill", "train_teacher", "finetune")  # the modes that write a run identity
 # Help groups, in the order `--helpfull` lists them.
 GROUPS = ("run", "data", "optimisation", "models", "distillation", "augmentation", "loop",
-          "benchmark", "multi-process")
+          "benchmark", "compile", "multi-process")
 _UNSET = object()
 
 

@@ -268,6 +268,9 @@ def run(cfg: Config) -> dict[str, Any]:
   if cfg.mode == "benchmark":
     from augpro_jax import bench  # pylint: disable=g-import-not-at-top
     return bench.run(cfg)
+  if cfg.mode == "compile":
+    from augpro_jax import aot  # pylint: disable=g-import-not-at-top
+    return aot.run(cfg)
   with interrupts.handle_signals(jax.process_count()):
     if cfg.mode in ("eval", "predict"):
       from augpro_jax import predict  # pylint: disable=g-import-not-at-top

@@ -48,7 +48,7 @@ from augpro_jax.model import BertClassifier, word_embedding_table
 # results, differ from those of the partitionable scheme (docs/benchmarks.md).
 jax.config.update("jax_threefry_partitionable", False)
 
-AXIS = "batch"  # the pmap axis: data parallelism over devices (and processes)
+AXIS = "data"  # data parallelism (devices and processes): the pmap axis and `sharding.DATA`
 Params = Any
 
 

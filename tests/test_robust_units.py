@@ -130,7 +130,8 @@ def test_identity_holds_what_changes_the_result():
     assert name not in settings, name
   # Every other field is compared: the exceptions are the documented list, nothing more.
   all_fields = {f.name for f in dataclasses.fields(config_lib.Config)}
-  benchmark = {f.name for f in dataclasses.fields(config_lib.BenchmarkConfig)}
+  benchmark = {f.name for group in (config_lib.BenchmarkConfig, config_lib.CompileConfig)
+               for f in dataclasses.fields(group)}
   predict_only = {"predict_file", "predict_out"}
   assert set(settings) == all_fields - set(workdir_lib.MAY_DIFFER) - benchmark - predict_only
   teacher = workdir_lib.compared_settings(cfg.replace(mode="train_teacher"))

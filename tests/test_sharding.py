@@ -1,0 +1,119 @@
+"""The [data, fsdp] mesh: partition rules by shape, and the pmap step run on the mesh in global view
+(8 fake CPU devices)."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from augpro_jax import optimizer as optimizer_lib
+from augpro_jax import sharding
+from augpro_jax import train_step as step_lib
+from augpro_jax.errors import UserError
+
+from test_train_step import make_batch, masks, model_lib, tiny
+
+
+def test_step_axis_is_the_mesh_data_axis():
+  """The step's collectives name the axis that `mesh_step` maps manually."""
+  assert step_lib.AXIS == sharding.DATA
+
+
+@pytest.mark.parametrize("shape,fsdp,spec", [
+    ((1024, 4096), 8, P(None, "fsdp")),  # largest axis
+    ((4096, 1024), 8, P("fsdp")),
+    ((30522, 768), 8, P(None, "fsdp")),  # 30522 is not divisible by 8: the next axis
+    ((30522, 768), 2, P("fsdp")),
+    ((1024,), 8, P()),  # small vector: replicated
+    ((4099, 7), 8, P()),  # no divisible axis: replicated
+    ((1024, 4096), 1, P()),  # no fsdp axis
+])
+def test_param_spec(shape, fsdp, spec):
+  assert sharding.param_spec(shape, fsdp) == spec
+
+
+def test_mesh_shape_and_errors():
+  assert sharding.mesh_shape(8, None, 1) == (8, 1)
+  assert sharding.mesh_shape(8, None, 4) == (2, 4)
+  assert sharding.mesh_shape(8, 1, 8) == (1, 8)
+  for data, fsdp in ((None, 3), (2, 2), (0, 8), (8, 0)):
+    with pytest.raises(UserError, match="mesh"):
+      sharding.mesh_shape(8, data, fsdp)
+  mesh = sharding.make_mesh(jax.devices(), None, 4)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
+
+
+def _large_student():
+  config = model_lib.BertConfig(vocab_size=1024, hidden_size=256, num_layers=2, num_heads=4,
+                                intermediate_size=1024, max_position_embeddings=64)
+  return model_lib.param_shapes(config)
+
+
+def test_adam_moments_land_where_their_parameters_do():
+  params = _large_student()
+  optimizer, _ = optimizer_lib.make_optimizer(1e-3, 10, 0.0, 0.01)
+  state = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer, 0), params)
+  mesh = sharding.make_mesh(jax.devices(), 1, 8)
+  shardings = sharding.tree_shardings(mesh, state)
+  adam = shardings.opt_state[1][0]  # chain(clip, adamw) -> adamw's ScaleByAdamState
+  specs = lambda tree: [s.spec for s in jax.tree.leaves(tree)]
+  assert specs(adam.mu) == specs(shardings.params) == specs(adam.nu)
+  kernel = shardings.params["encoder"]["layer_0"]["intermediate"]["kernel"]
+  assert kernel.spec == P(None, "fsdp")  # [256, 1024]
+  assert shardings.step.spec == P()
+  # Per device: about 1/8 of the replicated bytes (the small vectors stay whole).
+  replicated = sharding.bytes_per_device(state, sharding.tree_shardings(
+      sharding.make_mesh(jax.devices(), 8, 1), state))
+  split = sharding.bytes_per_device(state, shardings)
+  assert split <= replicated / 8 * 1.1, (split, replicated)
+
+
+def _step_and_state(aug):
+  optimizer, _ = optimizer_lib.make_optimizer(1e-3, 100, 0.0, 0.01)
+  t_config, s_config = tiny(2), tiny(1)
+  t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
+  s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1))
+  spec = step_lib.StepSpec.create(objective="kd", aug=aug, num_labels=2, is_regression=False,
+                                  projection_chunk=50)
+  fn = step_lib.make_train_step(spec, model_lib.BertClassifier(s_config),
+                                model_lib.BertClassifier(t_config), optimizer, *masks())
+  return fn, step_lib.init_state(s_params, optimizer, 0), t_params
+
+
+def _global_batch(step):
+  return {k: v.reshape(-1, *v.shape[2:]) for k, v in make_batch(step, 1).items()}
+
+
+@pytest.mark.slow
+def test_mesh_step_matches_pmap(monkeypatch):
+  """--mesh_data=8 gives today's pmap losses bit for bit and its parameters to float32 rounding
+  (XLA fuses the update differently; measured 4e-9); FSDP meshes agree to float32 reduction order
+  (the tiny kernels are split: the size threshold is lowered)."""
+  monkeypatch.setattr(sharding, "MIN_SHARDED_SIZE", 64)
+  devices = jax.devices()
+  fn, state, teacher = jax.device_get(_step_and_state("none"))  # host copies: the step donates
+  p_step = jax.pmap(fn, axis_name=step_lib.AXIS, devices=devices)
+  p_state, p_teacher = step_lib.replicate(state, devices), step_lib.replicate(teacher, devices)
+  want = []
+  for i in range(2):
+    p_state, metrics = p_step(p_state, p_teacher, step_lib.shard(make_batch(i, 8), devices))
+    want.append(float(metrics["loss"][0]))
+  want_params = jax.device_get(step_lib.unreplicate(p_state.params))
+  for data, fsdp in ((8, 1), (2, 4)):
+    mesh = sharding.make_mesh(devices, data, fsdp)
+    step = sharding.mesh_step(fn, mesh, state, teacher, _global_batch(0))
+    m_state = jax.device_put(state, sharding.tree_shardings(mesh, state))
+    m_teacher = jax.device_put(teacher, sharding.tree_shardings(mesh, teacher))
+    got = []
+    for i in range(2):
+      m_state, metrics = step(m_state, m_teacher, _global_batch(i))
+      got.append(float(metrics["loss"]))
+    kernel = m_state.params["encoder"]["layer_0"]["intermediate"]["kernel"]  # [32, 64]
+    assert kernel.sharding.spec == (P(None, "fsdp") if fsdp > 1 else P())
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
+        jax.tree.leaves(jax.device_get(m_state.params)), jax.tree.leaves(want_params)))
+    if fsdp == 1:
+      assert got == want and diff < 1e-7, diff
+    else:
+      np.testing.assert_allclose(got, want, rtol=1e-5)
+      assert diff < 1e-5, diff
