@@ -36,6 +36,7 @@ import numpy as np
 from augpro_jax import chips as chips_lib
 from augpro_jax import flops as flops_lib
 from augpro_jax import model as model_lib
+from augpro_jax import students
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import sharding
 from augpro_jax import tasks
@@ -215,7 +216,7 @@ def run(cfg: Config) -> dict[str, Any]:
   num_labels = task.num_labels if task else max(2, len(cfg.label_names))
   is_regression = bool(task and task.is_regression)
   t_config = teacher_config(cfg, num_labels)
-  s_config = model_lib.student_config(cfg, t_config, num_labels)
+  s_config = students.student_config(cfg, t_config, num_labels)
   step_fn, state, teacher, batch, analytic = build_step(cfg, cfg.compile_step, t_config, s_config,
                                                         num_labels, is_regression)
   report = {

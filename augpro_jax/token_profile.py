@@ -14,10 +14,12 @@ The step sums these counts per step (`metrics.jsonl`) and over the run (`TrainSt
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # The order of the counts vector [len(COUNTS)].
 COUNTS = ("changed", "mixed", "partner", "continuation", "non_ascii")
@@ -89,3 +91,48 @@ def format_line(profile: dict[str, Optional[float]]) -> str:
   if profile.get("distinct_share") is not None:
     parts.append(f"distinct {pct('distinct_share')}")
   return " · ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# The vocabulary's flags (host side).
+# ----------------------------------------------------------------------------------------------
+
+
+def _byte_level_chars() -> dict[str, int]:
+  """The byte-level BPE alphabet: the character that stands for each byte -> the byte."""
+  kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+  moved = [b for b in range(256) if b not in kept]  # control bytes, space...: 256, 257, ...
+  return {**{chr(b): b for b in kept}, **{chr(256 + i): b for i, b in enumerate(moved)}}
+
+
+def _word_marker(tokenizer) -> tuple[str, bool]:
+  """(marker, marks_start): WordPiece marks a continuation (`##`), byte-level BPE a word start
+  (`Ġ`, the space byte), SentencePiece/Metaspace a word start (`▁`)."""
+  if not hasattr(tokenizer, "to_str"):  # a bare vocabulary: WordPiece's marker
+    return "##", False
+  spec = json.loads(tokenizer.to_str())
+  model = spec.get("model") or {}
+  if model.get("type", "WordPiece") == "WordPiece":
+    return model.get("continuing_subword_prefix") or "##", False
+  byte_level = "ByteLevel" in json.dumps(spec.get("pre_tokenizer"))
+  return ("\u0120" if byte_level else "\u2581"), True
+
+
+def vocabulary_flags(tokenizer, vocab_size: int, specials: set[int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """(is_continuation [V], is_non_ascii [V]) bool, for the augmentations' profile: tokens that continue a word (read with the tokenizer's own marker, see
+  `_word_marker`) and tokens whose text has a character outside ASCII (byte-level tokens are
+  read as the bytes they stand for)."""
+  is_continuation = np.zeros(vocab_size, bool)
+  is_non_ascii = np.zeros(vocab_size, bool)
+  marker, marks_start = _word_marker(tokenizer)
+  byte_chars = _byte_level_chars() if marker == "\u0120" else None
+  for token, index in tokenizer.get_vocab().items():
+    if index < vocab_size:
+      starts = token.startswith(marker)
+      is_continuation[index] = (not starts and index not in specials) if marks_start else starts
+      if byte_chars is not None and index not in specials:
+        is_non_ascii[index] = any(byte_chars.get(c, 255) >= 128 for c in token)
+      else:
+        is_non_ascii[index] = not (token.replace(marker, " ") if marks_start else token).isascii()
+  return is_continuation, is_non_ascii

@@ -31,6 +31,7 @@ from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
 from augpro_jax import loop
 from augpro_jax import model as model_lib
+from augpro_jax import students
 from augpro_jax import model_card
 from augpro_jax import train_step as step_lib
 from augpro_jax import workdir as workdir_lib
@@ -197,10 +198,10 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
     t_config, t_params, t_info, teacher_ckpt = load_or_train_teacher(ctx)
     teacher = (model_lib.BertClassifier(t_config), t_params)
     teacher_dev = t_info.get("dev")
-  s_config = model_lib.student_config(cfg, pretrained_config, ctx.task.num_labels)
+  s_config = students.student_config(cfg, pretrained_config, ctx.task.num_labels)
   # Both modes start the student from the *pretrained* teacher backbone (same start for a fair
   # KD-vs-fine-tuning comparison); see docs/design.md "Implementation".
-  s_params = model_lib.student_from_teacher(s_config, pretrained_config, pretrained_params,
+  s_params = students.student_from_teacher(s_config, pretrained_config, pretrained_params,
                                             jax.random.PRNGKey(cfg.seed + 1), init=cfg.student_init)
   spec = step_lib.StepSpec.from_config(cfg, objective=objective, num_labels=ctx.task.num_labels,
                                        is_regression=ctx.task.is_regression)

@@ -28,6 +28,7 @@ from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import losses
 from augpro_jax import model as model_lib
+from augpro_jax import students
 from augpro_jax import token_profile
 
 
@@ -85,7 +86,7 @@ def load(glue_dir: str, train_size: int, max_seq_len: int, teacher_ckpt: Optiona
     t_config, t_params, _ = checkpoints.load_exported(teacher_ckpt)
     t_config = dataclasses.replace(t_config, dropout_rate=0.0)
   s_config = dataclasses.replace(p_config, num_layers=2)
-  s_params = model_lib.student_from_teacher(s_config, p_config, p_params, jax.random.PRNGKey(1))
+  s_params = students.student_from_teacher(s_config, p_config, p_params, jax.random.PRNGKey(1))
   vocab = p_config.vocab_size
   is_special, is_candidate = pipeline.vocab_masks(tokenizer, vocab)
   candidates = {"full": is_candidate,

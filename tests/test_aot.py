@@ -10,6 +10,7 @@ from augpro_jax import aot
 from augpro_jax import chips
 from augpro_jax import config as config_lib
 from augpro_jax import sharding
+from augpro_jax import students
 from augpro_jax.errors import UserError
 
 needs_libtpu = pytest.mark.skipif(
@@ -96,7 +97,7 @@ def _argument_bytes(cfg, data, fsdp):
   """Per-device argument bytes (state + teacher + batch) of the step compiled on the CPU mesh."""
   num_labels = 2
   t_config = aot.teacher_config(cfg, num_labels)
-  s_config = aot.model_lib.student_config(cfg, t_config, num_labels)
+  s_config = students.student_config(cfg, t_config, num_labels)
   step_fn, state, teacher, batch, _ = aot.build_step(cfg, "distill", t_config, s_config,
                                                      num_labels, False)
   mesh = sharding.make_mesh(jax.devices(), data, fsdp)

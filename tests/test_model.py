@@ -13,6 +13,7 @@ import pytest
 from augpro_jax import flops
 from augpro_jax import hf_io
 from augpro_jax import model as model_lib
+from augpro_jax import students
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertClassifier, BertConfig
 
@@ -204,13 +205,13 @@ def test_sequence_longer_than_positions_is_a_user_error():
 
 
 def test_select_layers():
-  assert model_lib.select_layers(6, 2) == [2, 5]
-  assert model_lib.select_layers(6, 3) == [1, 3, 5]
-  assert model_lib.select_layers(6, 6) == [0, 1, 2, 3, 4, 5]
-  assert model_lib.select_layers(6, 1) == [5]
-  assert model_lib.select_layers(12, 4) == [2, 5, 8, 11]
+  assert students.select_layers(6, 2) == [2, 5]
+  assert students.select_layers(6, 3) == [1, 3, 5]
+  assert students.select_layers(6, 6) == [0, 1, 2, 3, 4, 5]
+  assert students.select_layers(6, 1) == [5]
+  assert students.select_layers(12, 4) == [2, 5, 8, 11]
   with pytest.raises(ValueError):
-    model_lib.select_layers(2, 3)
+    students.select_layers(2, 3)
 
 
 def test_student_copies_selected_teacher_layers():
@@ -218,7 +219,7 @@ def test_student_copies_selected_teacher_layers():
   s_config = dataclasses.replace(t_config, num_layers=2, num_labels=3)
   t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
   for init in ("auto", "teacher"):
-    s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
+    s_params = students.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
                                               init=init)
     for student_layer, teacher_layer in ((0, 2), (1, 5)):
       jax.tree_util.tree_map(np.testing.assert_array_equal,
@@ -236,7 +237,7 @@ def test_student_copies_selected_teacher_layers():
                           *tiny_batch(s_config))
   assert logits.shape == (3, 3)  # the student's tree fits its model
 
-  random = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
+  random = students.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
                                           init="random")
   assert not np.array_equal(random["encoder"]["layer_0"]["output"]["kernel"],
                             t_params["encoder"]["layer_2"]["output"]["kernel"])
@@ -247,15 +248,15 @@ def test_student_with_other_widths_is_random_and_vocab_must_match():
   t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
   narrow = dataclasses.replace(t_config, num_layers=2, hidden_size=16, intermediate_size=32,
                                num_heads=2)
-  s_params = model_lib.student_from_teacher(narrow, t_config, t_params, jax.random.PRNGKey(1))
+  s_params = students.student_from_teacher(narrow, t_config, t_params, jax.random.PRNGKey(1))
   assert model_lib.word_embedding_table(s_params).shape == (t_config.vocab_size, 16)
   assert s_params["encoder"]["layer_0"]["intermediate"]["kernel"].shape == (16, 32)
   with pytest.raises(UserError) as info:
-    model_lib.student_from_teacher(narrow, t_config, t_params, jax.random.PRNGKey(1),
+    students.student_from_teacher(narrow, t_config, t_params, jax.random.PRNGKey(1),
                                    init="teacher")
   assert_one_line(info, "hidden_size")
   with pytest.raises(UserError) as info:
-    model_lib.student_from_teacher(dataclasses.replace(narrow, vocab_size=99), t_config, t_params,
+    students.student_from_teacher(dataclasses.replace(narrow, vocab_size=99), t_config, t_params,
                                    jax.random.PRNGKey(1))
   assert_one_line(info, "teacher and student vocabularies differ")
 

@@ -11,6 +11,7 @@ import pytest
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import losses
 from augpro_jax import model as model_lib
+from augpro_jax import students
 from augpro_jax import objective as objective_lib
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import train_step as step_lib
@@ -54,7 +55,7 @@ def setup(aug="none", objective="kd", devices=None, regression=False, token_flag
   teacher = model_lib.BertClassifier(t_config)
   student = model_lib.BertClassifier(s_config)
   t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
-  s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1))
+  s_params = students.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1))
   if optimizer is None:
     optimizer, _ = optimizer_lib.make_optimizer(1e-3, 100, 0.0, 0.01)
   knobs = Config(projection_chunk=50, cache_teacher_logits=cached_teacher_logits, **spec_kwargs)

@@ -29,6 +29,7 @@ from augpro_jax import flops as flops_lib
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
+from augpro_jax import students
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax.bench import common
 from augpro_jax.config import Config
@@ -117,8 +118,8 @@ def build_models(cfg: Config, num_labels: int = NUM_LABELS) -> tuple[Models, Any
         t_config, num_layers=cfg.benchmark_teacher_layers or t_config.num_layers,
         hidden_size=hidden, intermediate_size=4 * hidden, num_heads=max(1, hidden // 64))
     t_params = model_lib.init_params(t_config, jax.random.PRNGKey(1))
-  s_config = model_lib.student_config(cfg, t_config, t_config.num_labels)
-  s_params = model_lib.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(2),
+  s_config = students.student_config(cfg, t_config, t_config.num_labels)
+  s_params = students.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(2),
                                             init=cfg.student_init)
   models = Models(model_lib.BertClassifier(t_config), t_params, model_lib.BertClassifier(s_config),
                   s_params)
