@@ -91,9 +91,10 @@ def check_same_vocabulary(tokenizer, tokenizer_dir: str | pathlib.Path,
 
 
 def check_vocab_size(tokenizer, vocab_size: int, model: object) -> None:
-  """A tokenizer must have one row per token in the model's embedding table: more ids would read
-  past the table, fewer would leave rows no text reaches and masks of the wrong size."""
-  if tokenizer.get_vocab_size() != vocab_size:
+  """Every token id must have a row in the model's embedding table: a larger id would read past
+  it. A table may have more rows than the tokenizer has tokens (DeBERTa-v3: 128,100 rows for
+  128,000 tokens); no text reaches those rows, and no projection returns them (`vocab_masks`)."""
+  if tokenizer.get_vocab_size() > vocab_size:
     raise UserError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the model "
                     f"{model} has an embedding table of {vocab_size} rows: they must be one "
                     "vocabulary (use the model's own tokenizer.json)")

@@ -414,6 +414,19 @@ def test_tokenizer_of_another_size_than_the_table_is_one_line(family_dir, glue, 
   assert_one_line(info, "2000 tokens", "1999 rows")
 
 
+def test_a_table_with_more_rows_than_the_tokenizer_has_tokens_is_accepted(family_dir):
+  # DeBERTa-v3's table has 128,100 rows for a 128,000-token tokenizer: the spare rows are no
+  # token, so no projection may return them; one row too few is refused (see above).
+  _, model_dir = family_dir
+  tokenizer = pipeline.load_tokenizer(model_dir)
+  size = tokenizer.get_vocab_size()
+  pipeline.check_vocab_size(tokenizer, size + 100, model_dir)
+  with pytest.raises(UserError):
+    pipeline.check_vocab_size(tokenizer, size - 1, model_dir)
+  _, is_candidate = pipeline.vocab_masks(tokenizer, size + 100)
+  assert is_candidate[:size].any() and not is_candidate[size:].any()
+
+
 @pytest.mark.slow  # a main.py subprocess
 def test_unsupported_model_type_from_the_command_line(family_dir, glue, tmp_path):
   from test_cli import assert_one_line_error, run_main  # pylint: disable=import-outside-toplevel
