@@ -17,7 +17,7 @@ augmentation whatever the device layout (1 device or 8, one process or several).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -123,24 +123,13 @@ def nearest_tokens_topk(
   return best_ids.reshape(*lead_shape, k)
 
 
-def nearest_tokens(
-    vectors: jax.Array,
-    table: jax.Array,
-    *,
-    metric: str = "l2",
-    exclude: Optional[jax.Array] = None,
-    candidate_mask: Optional[jax.Array] = None,
-    chunk_size: int = 2048,
-    search: str = "exact",
-    recall_target: float = 0.95,
-) -> jax.Array:
+def nearest_tokens(vectors: jax.Array, table: jax.Array, **search: Any) -> jax.Array:
   """Project each vector [..., d] to the id of its nearest row of `table` [vocab, d]: int32 [...].
 
-  See `nearest_tokens_topk` for the arguments; this is its k=1 case (a running argmax).
+  The k=1 case of `nearest_tokens_topk` (a running argmax), with its keyword arguments (`metric`,
+  `exclude`, `candidate_mask`, `chunk_size`, `search`, `recall_target`).
   """
-  return nearest_tokens_topk(vectors, table, 1, metric=metric, exclude=exclude,
-                             candidate_mask=candidate_mask, chunk_size=chunk_size, search=search,
-                             recall_target=recall_target)[..., 0]
+  return nearest_tokens_topk(vectors, table, 1, **search)[..., 0]
 
 
 # ----------------------------------------------------------------------------------------------

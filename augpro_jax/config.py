@@ -429,13 +429,12 @@ def eval_interval(eval_every: int | str, steps_per_epoch: int) -> int:
 
 def _validate_eval_every(eval_every: int | str, patience: int) -> None:
   text = str(eval_every).strip()
-  if text != "epoch" and not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())):
+  if text != "epoch" and not text.removeprefix("-").isdigit():
     raise UserError(f"--eval_every must be a number of steps or 'epoch', got {eval_every!r}")
   if text != "epoch" and int(text) < 0:
     raise UserError(f"--eval_every must be >= 0, got {eval_every}")
-  if patience and text in ("0", "-0"):
-    raise UserError("--early_stopping_patience counts evaluations: give --eval_every=N or "
-                    "--eval_every=epoch")
+  if patience and text != "epoch" and int(text) == 0:
+    raise UserError("--early_stopping_patience counts evaluations: give --eval_every=N or epoch")
 
 
 def field_types(cls: type = Config) -> dict[str, Any]:

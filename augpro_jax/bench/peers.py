@@ -186,6 +186,33 @@ def hf_flax_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
                               fixed_batch=fixed_batch), "transformers Flax BERT", steps, warmup)
 
 
+def _flax_kd_update(teacher: Any, student: Any, tx: Any) -> Any:
+  """The HF Flax peer's KD update: (params, opt_state, teacher params, batch, dropout rng) ->
+  (params, opt_state, loss, next dropout rng)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  def train_step(params, state, t_params, batch, dropout_rng):
+    """One KD update; returns (params, opt_state, loss, next dropout rng)."""
+    dropout_rng, next_rng = jax.random.split(dropout_rng)
+    teacher_logits = teacher(**batch, params=t_params, train=False).logits
+    teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+
+    def loss_fn(p):
+      logits = student(**batch, params=p, dropout_rng=dropout_rng, train=True).logits
+      t_log_probs = jax.nn.log_softmax(teacher_logits / _TEMPERATURE, axis=-1)
+      s_log_probs = jax.nn.log_softmax(logits.astype(jnp.float32) / _TEMPERATURE, axis=-1)
+      kl = jnp.sum(jnp.exp(t_log_probs) * (t_log_probs - s_log_probs), axis=-1)
+      return _TEMPERATURE ** 2 * jnp.mean(kl)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss, next_rng
+
+  return train_step
+
+
 def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float = 5e-5,
                     fixed_batch: bool = False,
                     batches: Optional[list[dict[str, np.ndarray]]] = None) -> PeerRun:
@@ -227,23 +254,7 @@ def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float =
   batches = [jax.device_put({k: jnp.asarray(v) for k, v in b.items()}, device)
              for b in (batches or make_batches(shapes, seed))]
 
-  def train_step(params, state, t_params, batch, dropout_rng):
-    """One KD update; returns (params, opt_state, loss, next dropout rng)."""
-    dropout_rng, next_rng = jax.random.split(dropout_rng)
-    teacher_logits = teacher(**batch, params=t_params, train=False).logits
-    teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
-
-    def loss_fn(p):
-      logits = student(**batch, params=p, dropout_rng=dropout_rng, train=True).logits
-      t_log_probs = jax.nn.log_softmax(teacher_logits / _TEMPERATURE, axis=-1)
-      s_log_probs = jax.nn.log_softmax(logits.astype(jnp.float32) / _TEMPERATURE, axis=-1)
-      kl = jnp.sum(jnp.exp(t_log_probs) * (t_log_probs - s_log_probs), axis=-1)
-      return _TEMPERATURE ** 2 * jnp.mean(kl)
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss, next_rng
-
+  train_step = _flax_kd_update(teacher, student, tx)
   # Donate the student parameters and optimizer state: updated in place, as HF's examples allow.
   step_fn = jax.jit(train_step, donate_argnums=(0, 1))
   rng = jax.device_put(jax.random.PRNGKey(seed), device)
