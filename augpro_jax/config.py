@@ -7,8 +7,7 @@ Knobs are also grouped by who reads them: the train step takes `AugmentConfig` a
 whole (`cfg.augment`, `cfg.loss`), the benchmark `BenchmarkConfig`. `Config` is all of them plus
 the run's own settings.
 
-Validation lives here so that every entry point (CLI, tests, experiment scripts) gets the same
-one-line errors.
+Validation lives here: every entry point (CLI, tests, experiments) gets the same one-line errors.
 """
 
 from __future__ import annotations
