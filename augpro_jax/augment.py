@@ -198,12 +198,6 @@ def measured_shift(original_ids: jax.Array, augmented_ids: jax.Array,
 # ----------------------------------------------------------------------------------------------
 
 
-def mix_coefficients(keys: jax.Array, alpha: float, *, keep_major: bool) -> jax.Array:
-  """λ ~ Beta(alpha, alpha) per example [B]; keep_major folds it to max(λ, 1-λ) (AugPro-Mix)."""
-  lam = jax.vmap(lambda key: jax.random.beta(key, alpha, alpha))(keys)
-  return jnp.maximum(lam, 1.0 - lam) if keep_major else lam
-
-
 def augpro_mix(keys: jax.Array, input_ids: jax.Array, eligible: jax.Array, partner: jax.Array,
                lam: jax.Array, table: jax.Array, **kwargs) -> jax.Array:
   """AugPro-Mix's augmented ids [B, S]; see `mix_and_project`."""
@@ -276,9 +270,3 @@ def knn_replace(keys: jax.Array, input_ids: jax.Array, eligible: jax.Array, tabl
 def fgsm_delta(grad_embeds: jax.Array, eps: float) -> jax.Array:
   """The FGSM step eps * sign(grad) [B, S, d], with no gradient flowing back through it."""
   return jax.lax.stop_gradient(eps * jnp.sign(grad_embeds))
-
-
-def partner_permutation(key: jax.Array, batch: int) -> jax.Array:
-  """A random permutation of the (per-device) batch: who each example is mixed with (MixUp; an
-  example may draw itself). AugPro-Mix draws a cycle instead: `mixing.partner_cycle`."""
-  return jax.random.permutation(key, batch)

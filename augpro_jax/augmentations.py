@@ -181,8 +181,8 @@ def _mixup(inputs: StepInputs, copy: int, keys: jax.Array, partner_key: jax.Arra
            ) -> Copy:
   del copy
   ids, mask, types = inputs.ids, inputs.mask, inputs.types
-  partner = augment.partner_permutation(partner_key, ids.shape[0])
-  lam = augment.mix_coefficients(keys, inputs.knobs.mix_alpha, keep_major=False)  # [B]
+  partner = mixing.mixup_partners(partner_key, ids.shape[0])
+  lam = mixing.example_lambdas(keys, inputs.knobs.mix_alpha)  # [B]
   mixed_mask = jnp.maximum(mask, mask[partner])
 
   def build(model, params):

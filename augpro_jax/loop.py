@@ -22,6 +22,7 @@ from absl import logging
 from augpro_jax import augmentations
 from augpro_jax import checkpoints
 from augpro_jax import distributed
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import files
 from augpro_jax import flops as flops_lib
@@ -72,7 +73,7 @@ def total_train_steps(cfg: Config, num_examples: int, num_epochs: float) -> int:
   return max(1, int(math.ceil(num_epochs * pipeline.steps_per_epoch(num_examples, cfg.batch_size))))
 
 
-def compile_steps(ctx: evaluation.Context, p_step: Callable, r_state: Any, r_teacher: Any,
+def compile_steps(ctx: context.Context, p_step: Callable, r_state: Any, r_teacher: Any,
                   first_batch: Any, start_step: int, num_steps: int
                   ) -> tuple[step_lib.CompiledSteps, float, dict[str, float]]:
   """Compile the step once per bucket length the remaining steps use, before the loop:
@@ -91,7 +92,7 @@ def compile_steps(ctx: evaluation.Context, p_step: Callable, r_state: Any, r_tea
   return run_step, seconds, memory
 
 
-def bucket_summary(ctx: evaluation.Context, final_state: step_lib.TrainState,
+def bucket_summary(ctx: context.Context, final_state: step_lib.TrainState,
                    steps_per_length: dict[int, int],
                    compile_seconds: dict[int, float]) -> dict[str, Any]:
   """summary.json's length-bucket fields: the buckets, steps and compile time per length, and the
@@ -135,7 +136,7 @@ class Saver:
       self.save(step, r_state, metrics)
 
 
-def evaluate_and_log(ctx: evaluation.Context, model: model_lib.BertClassifier, predict_step,
+def evaluate_and_log(ctx: context.Context, model: model_lib.BertClassifier, predict_step,
                      r_state: Any, step: int, *, writers: Writers, tracker: selection.Tracker,
                      saver: Saver, predictions: Optional[dict[str, np.ndarray]] = None
                      ) -> dict[str, float]:
@@ -154,7 +155,7 @@ def evaluate_and_log(ctx: evaluation.Context, model: model_lib.BertClassifier, p
   return metrics
 
 
-def run_flops(ctx: evaluation.Context, spec: step_lib.StepSpec, model: model_lib.BertClassifier,
+def run_flops(ctx: context.Context, spec: step_lib.StepSpec, model: model_lib.BertClassifier,
               teacher_model: Optional[model_lib.BertClassifier], num_steps: int
               ) -> tuple[dict[int, int], dict[str, float]]:
   """(steps per bucket length, analytic FLOPs of the run's mean step by part)."""
@@ -169,7 +170,7 @@ def run_flops(ctx: evaluation.Context, spec: step_lib.StepSpec, model: model_lib
       fgsm_loss=spec.augment.fgsm_loss)
 
 
-def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
+def fit(ctx: context.Context, *, workdir: pathlib.Path, model: model_lib.BertClassifier,
         params: Any, spec: step_lib.StepSpec, num_steps: int, learning_rate: float,
         teacher: Optional[tuple[model_lib.BertClassifier, Any]] = None,
         per_example: Optional[dict[str, np.ndarray]] = None,
@@ -181,7 +182,7 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
   and the run's summary. With --early_stopping_patience the run may end before `num_steps`.
   """
   cfg = ctx.cfg
-  evaluation.ensure_workdir(workdir)
+  context.ensure_workdir(workdir)
   optimizer, schedule = optimizer_lib.make_optimizer(learning_rate, num_steps,
                                                      cfg.warmup_fraction, cfg.weight_decay)
   manager = checkpoints.make_manager(workdir / "checkpoints", keep=cfg.keep_checkpoints,
@@ -238,7 +239,7 @@ def fit(ctx: evaluation.Context, *, workdir: pathlib.Path, model: model_lib.Bert
 class Loop:
   """The steps of one `fit`: train, log, evaluate, checkpoint, stop early or on a signal."""
 
-  def __init__(self, ctx: evaluation.Context, run_step: Callable, make_batch: Callable,
+  def __init__(self, ctx: context.Context, run_step: Callable, make_batch: Callable,
                logger: MetricLogger, timer: StepTimer, saver: Saver, tracker: selection.Tracker,
                evaluate: Callable):
     self.ctx, self.cfg, self.run_step, self.make_batch = ctx, ctx.cfg, run_step, make_batch
@@ -324,7 +325,7 @@ def choose_export(cfg: Config, tracker: selection.Tracker, manager: Any,
   return tracker.best_step, best_state.params, tracker.best_metrics
 
 
-def build_summary(ctx: evaluation.Context, final_state: step_lib.TrainState, *, dev: dict,
+def build_summary(ctx: context.Context, final_state: step_lib.TrainState, *, dev: dict,
                   best: dict, start_step: int, num_steps: int, timer: StepTimer,
                   compile_seconds: float, step_flops: dict[str, float],
                   aug: augmentations.Augmentation) -> dict[str, Any]:

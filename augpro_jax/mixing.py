@@ -1,6 +1,5 @@
-"""AugPro-Mix's choices: who mixes with whom, which partner token a position meets, and λ.
-
-Pure functions used inside the jitted step by `augment.augpro_mix`.
+"""Mixing's choices, for AugPro-Mix and MixUp: who mixes with whom, which partner token a
+position meets, and λ (one `fold` for both). Pure functions used inside the jitted step.
 
 Partners. Each example mixes with another example of the (per-device) batch, drawn as a random
 cycle through the batch (`partner_cycle`), so no example mixes with itself when the batch holds
@@ -52,7 +51,28 @@ def mix_lambdas(keys: jax.Array, budget: int, *, rule: str, alpha: float, value:
   # A key of its own: the example keys also draw the positions, and λ must not depend on them.
   lam_keys = jax.vmap(lambda key: jax.random.fold_in(key, 5))(keys)
   lam = jax.vmap(lambda key: jax.random.beta(key, alpha, alpha, (width,)))(lam_keys)  # [B, width]
-  return jnp.maximum(lam, 1.0 - lam) if rule == "folded" else lam
+  return fold(lam) if rule == "folded" else lam
+
+
+def fold(lam: jax.Array) -> jax.Array:
+  """max(λ, 1 - λ) >= 0.5: the mix stays nearest the example's own embedding."""
+  return jnp.maximum(lam, 1.0 - lam)
+
+
+# MixUp on embeddings (`--aug=mixup`) mixes whole examples, with a partner and a λ of its own.
+
+
+def mixup_partners(key: jax.Array, batch: int) -> jax.Array:
+  """partner [B]: a random permutation of the (per-device) batch; an example may draw itself
+  (AugPro-Mix draws a cycle instead: `partner_cycle`)."""
+  return jax.random.permutation(key, batch)
+
+
+def example_lambdas(keys: jax.Array, alpha: float, *, folded: bool = False) -> jax.Array:
+  """λ ~ Beta(alpha, alpha) per example [B], drawn from the example's key itself (`fold`ed if
+  `folded`)."""
+  lam = jax.vmap(lambda key: jax.random.beta(key, alpha, alpha))(keys)
+  return fold(lam) if folded else lam
 
 
 def eligible_order(eligible: jax.Array) -> jax.Array:

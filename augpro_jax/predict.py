@@ -30,6 +30,7 @@ from augpro_jax import checkpoints
 from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import files
 from augpro_jax import glue_submission
@@ -45,12 +46,12 @@ def run(cfg: Config) -> dict[str, Any]:
   found = checkpoints.find_model(cfg.teacher_ckpt or cfg.workdir,
                                  "--teacher_ckpt" if cfg.teacher_ckpt else "--workdir")
   task = model_task(cfg, found)
-  ctx = evaluation.build_context(cfg, need_train=False, need_dev=cfg.mode == "eval", task=task,
+  ctx = context.build_context(cfg, need_train=False, need_dev=cfg.mode == "eval", task=task,
                                  tokenizer_dir=found.tokenizer_dir)
   config, params, info = checkpoints.load_model(found, task_name=task.name,
                                                 num_labels=task.num_labels,
                                                 task_labels=task.label_names, dtype=cfg.dtype)
-  evaluation.check_token_types(ctx, config, found.path)
+  context.check_token_types(ctx, config, found.path)
   pipeline.check_vocab_size(ctx.tokenizer, config.vocab_size, found.path)
   if info.get("label_note") and distributed.is_main_process():
     print(f"note: model {found.path}: {info['label_note']}", flush=True)
@@ -71,7 +72,7 @@ def run(cfg: Config) -> dict[str, Any]:
   return {**summary, "out": str(out), "predictions": len(texts)}
 
 
-def _eval(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated: Any,
+def _eval(ctx: context.Context, model: model_lib.BertClassifier, replicated: Any,
           summary: dict[str, Any]) -> dict[str, Any]:
   """Metrics on the dev splits (or --eval_file), written to `<workdir>/eval_results.json`."""
   cfg = ctx.cfg
@@ -117,7 +118,7 @@ def model_task(cfg: Config, found: checkpoints.ModelDir) -> tasks_lib.TaskSpec:
   return task
 
 
-def _logits(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated: Any,
+def _logits(ctx: context.Context, model: model_lib.BertClassifier, replicated: Any,
             texts: list[tuple[str, ...]], source: str) -> np.ndarray:
   """Logits [N, C] of `texts`, in order."""
   examples = data_lib.Examples(texts, np.zeros(len(texts), np.int32))  # no labels
@@ -125,7 +126,7 @@ def _logits(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated
   if split.num_truncated and distributed.is_main_process():
     print(f"warning: {split.num_truncated} of {len(split)} examples of {source} are longer than "
           f"--max_seq_len={ctx.cfg.max_seq_len} tokens and were truncated", file=sys.stderr)
-  buckets = evaluation.choose_length_buckets(ctx.cfg, split, ctx.layout, ctx.cfg.eval_batch_size)
+  buckets = context.choose_length_buckets(ctx.cfg, split, ctx.layout, ctx.cfg.eval_batch_size)
   return evaluation.predict(ctx, model, replicated, split, buckets=buckets)
 
 
@@ -158,7 +159,7 @@ def tsv_cell(text: str) -> str:
           .replace("\r", "\\r"))
 
 
-def _glue_submission(ctx: evaluation.Context, model: model_lib.BertClassifier, replicated: Any,
+def _glue_submission(ctx: context.Context, model: model_lib.BertClassifier, replicated: Any,
                      out: pathlib.Path) -> dict[str, int]:
   """Predict every test set of the task into `out`; {file name: rows}."""
   glue_dir = data_lib.glue_dir_from(ctx.cfg)

@@ -25,6 +25,7 @@ from absl import logging
 from augpro_jax import augmentations
 from augpro_jax import checkpoints
 from augpro_jax import distributed
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
@@ -38,7 +39,7 @@ from augpro_jax import workdir as workdir_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
-Context = evaluation.Context
+Context = context.Context
 
 
 # ----------------------------------------------------------------------------------------------
@@ -49,7 +50,7 @@ Context = evaluation.Context
 def _pretrained(ctx: Context):
   config, params = _backbone(str(ctx.teacher_dir), _file_stamp(pathlib.Path(ctx.teacher_dir)),
                              ctx.task.num_labels, ctx.cfg.dropout, ctx.cfg.dtype)
-  evaluation.check_token_types(ctx, config, ctx.teacher_dir)
+  context.check_token_types(ctx, config, ctx.teacher_dir)
   pipeline.check_vocab_size(ctx.tokenizer, config.vocab_size, ctx.teacher_dir)
   return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits,
                              attention_dropout_mask=ctx.cfg.attention_dropout_mask), params
@@ -122,7 +123,7 @@ def load_or_train_teacher(ctx: Context) -> tuple[model_lib.BertConfig, Any, dict
     config, params, info = checkpoints.load_model(
         found, task_name=ctx.task.name, num_labels=ctx.task.num_labels,
         task_labels=ctx.task.label_names, dtype=cfg.dtype)
-    evaluation.check_token_types(ctx, config, path)
+    context.check_token_types(ctx, config, path)
     pipeline.check_vocab_size(ctx.tokenizer, config.vocab_size, path)
     if found.kind == "huggingface":
       info["dev"] = _teacher_dev(ctx, config, params, info)
@@ -276,7 +277,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if cfg.mode in ("eval", "predict"):
       from augpro_jax import predict  # pylint: disable=g-import-not-at-top
       return predict.run(cfg)
-    ctx = evaluation.build_context(cfg)  # validates data first
+    ctx = context.build_context(cfg)  # validates data first
     workdir = pathlib.Path(cfg.workdir)
     created = not workdir.exists()
     try:
@@ -299,7 +300,7 @@ def _remove_if_empty(directory: pathlib.Path) -> None:
 def _train_in(ctx: Context, workdir: pathlib.Path) -> dict[str, Any]:
   """Claim `workdir` (lock, identity), then train the mode's model in it."""
   cfg = ctx.cfg
-  evaluation.ensure_workdir(cfg.workdir)
+  context.ensure_workdir(cfg.workdir)
   interrupts.stop_if_requested("between_phases", "while reading the data, before anything was "
                                "written")
   if distributed.is_main_process():

@@ -4,7 +4,7 @@ For SST-2's whole training split and the shipped QNLI training subset (MiniLM to
 included): real tokens / tokens processed at fixed 64 and 128, and with the best K buckets
 (`buckets.choose_buckets`, top bucket from the data, no compile cost) for K = 1..8; then what
 `--length_buckets=auto` picks for the runs the docs name, with the compile cost and the batch of
-32 (`evaluation.choose_length_buckets`, as a run does). No training.
+32 (`context.choose_length_buckets`, as a run does). No training.
 
 Command (about a minute on 2 CPU cores):
   .venv/bin/python experiments/bucket_tables.py
@@ -26,6 +26,7 @@ import numpy as np
 from augpro_jax import buckets as buckets_lib
 from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
@@ -79,7 +80,7 @@ def auto_table(glue_dir: str, tokenizer) -> list[str]:
                             teacher_num_epochs=epochs, max_seq_len=max_seq_len,
                             batch_size=32).validate()
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own line about its choice
-      chosen = evaluation.choose_length_buckets(cfg, split, pipeline.Layout(0, 1, 1), 32)
+      chosen = context.choose_length_buckets(cfg, split, pipeline.Layout(0, 1, 1), 32)
     lines.append(f"| {label} | {','.join(map(str, chosen))} | "
                  f"{buckets_lib.utilisation(split.lengths, chosen):.2f} |")
   return lines

@@ -135,7 +135,7 @@ def test_token_augs_change_exactly_the_chosen_positions(p, method):
     new = augment.augpro_mix(keys, ids, eligible, mixing.partner_cycle(keys[0], batch), lam, table,
                              exclude_original=True, align=align, search=search, **common)
   elif method == "augpro_mix":
-    lam = augment.mix_coefficients(keys, 0.4, keep_major=True)
+    lam = mixing.example_lambdas(keys, 0.4, folded=True)
     new = augment.augpro_mix(keys, ids, eligible, jnp.roll(jnp.arange(batch), 1), lam, table,
                              exclude_original=True, **common)
   elif method == "augpro_perturb":

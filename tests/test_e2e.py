@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from augpro_jax import config as config_lib
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import train
 
@@ -140,7 +141,7 @@ def test_token_utilisation_is_what_the_batches_hold(glue, tmp_path):
                           workdir=str(tmp_path), bucket_compile_steps=0.0,
                           **{**TINY, **NARROW, "max_seq_len": 48, "num_train_steps": 3})
   summary = train.run(cfg)
-  ctx = evaluation.build_context(cfg)
+  ctx = context.build_context(cfg)
   assert summary["length_buckets"] == list(ctx.buckets) and len(ctx.buckets) > 1
   real, processed, per_step = 0, 0, []
   for step in range(3):

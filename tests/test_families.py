@@ -227,7 +227,7 @@ def test_export_round_trip(family_dir, glue, tmp_path):
 @pytest.mark.parametrize("method", ["augpro_mix", "augpro_fgsm", "knn"])
 def test_augmentations_measure_their_shift_and_keep_specials(family_dir, glue, method):
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from augpro_jax import augment  # pylint: disable=import-outside-toplevel
+  from augpro_jax import augment, mixing  # pylint: disable=import-outside-toplevel
   _, model_dir = family_dir
   tokenizer = pipeline.load_tokenizer(model_dir)
   ids, mask, _, _ = pipeline.encode_texts(tokenizer, _rows(glue, "SST-2", 512), SEQ)
@@ -244,7 +244,7 @@ def test_augmentations_measure_their_shift_and_keep_specials(family_dir, glue, m
   common = dict(shift_degree=0.3, metric="l2", candidate_mask=jnp.asarray(is_candidate),
                 chunk_size=4096)
   if method == "augpro_mix":
-    lam = augment.mix_coefficients(keys, 0.4, keep_major=True)
+    lam = mixing.example_lambdas(keys, 0.4, folded=True)
     new = augment.augpro_mix(keys, ids, eligible, jnp.roll(jnp.arange(n), 1), lam, table,
                              exclude_original=True, **common)
   elif method == "augpro_fgsm":

@@ -15,6 +15,7 @@ import pytest
 
 from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
@@ -327,7 +328,7 @@ def test_hf_teacher_is_used_as_it_is(distilled, hf_teacher):
   shown = [line for line in stdout.splitlines() if "(its own head, not fine-tuned) dev:" in line]
   assert len(shown) == 1 and stdout.index(shown[0]) < stdout.index("distilling"), stdout
   # The teacher's dev logits, as distillation computes them, are transformers' own.
-  ctx = evaluation.build_context(cfg, need_train=False)
+  ctx = context.build_context(cfg, need_train=False)
   config, params, _, _ = train.load_or_train_teacher(ctx)
   dev = ctx.dev["dev"]
   ours = evaluation.predict(ctx, BertClassifier(config), step_lib.replicate(params), dev)

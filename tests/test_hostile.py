@@ -28,6 +28,7 @@ import pytest
 from augpro_jax import checkpoints
 from augpro_jax import data as data_lib
 from augpro_jax import distributed
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
@@ -453,7 +454,7 @@ def test_export_has_normal_permissions_and_a_killed_export_is_tidied(tmp_path):
 def test_workdir_that_is_a_file_and_run_json_of_the_wrong_type_say_what_is_wrong(tmp_path):
   (tmp_path / "file").write_text("x")
   with pytest.raises(UserError) as info:
-    evaluation.ensure_workdir(tmp_path / "file")
+    context.ensure_workdir(tmp_path / "file")
   assert_one_line(info, f"workdir {tmp_path / 'file'} is a file, not a directory")
   (tmp_path / "run.json").write_text("[1, 2]")
   with pytest.raises(UserError) as info:

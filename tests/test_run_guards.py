@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from augpro_jax import checkpoints
+from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import loop
@@ -42,7 +43,7 @@ def test_a_training_run_holds_the_workdir_lock(glue, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("vocab", ["task", "full"])
 def test_projection_candidates_follow_projection_vocab(glue, tmp_path, vocab):
-  ctx = evaluation.build_context(_small(glue, tmp_path, aug="augpro_mix", projection_vocab=vocab))
+  ctx = context.build_context(_small(glue, tmp_path, aug="augpro_mix", projection_vocab=vocab))
   size = len(ctx.is_candidate)
   is_special, every = pipeline.vocab_masks(ctx.tokenizer, size)
   in_train = pipeline.occurring_tokens(ctx.train, size) & ~is_special

@@ -8,8 +8,9 @@ from jax.sharding import PartitionSpec as P
 
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import sharding
-from augpro_jax import train_step as step_lib
 from augpro_jax import students
+from augpro_jax import train_step as step_lib
+from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
 from test_train_step import make_batch, masks, model_lib, tiny
@@ -74,8 +75,9 @@ def _step_and_state(aug):
   t_config, s_config = tiny(2), tiny(1)
   t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
   s_params = students.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1))
-  spec = step_lib.StepSpec.create(objective="kd", aug=aug, num_labels=2, is_regression=False,
-                                  projection_chunk=50)
+  spec = step_lib.StepSpec.from_config(
+      Config(projection_chunk=50, cache_teacher_logits=False), objective="kd", aug=aug,
+      num_labels=2, is_regression=False)
   fn = step_lib.make_train_step(spec, model_lib.BertClassifier(s_config),
                                 model_lib.BertClassifier(t_config), optimizer, *masks())
   return fn, step_lib.init_state(s_params, optimizer, 0), t_params

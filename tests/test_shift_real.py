@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from augpro_jax import context
 from augpro_jax import augment
+from augpro_jax import mixing
 from augpro_jax import augmentations
 from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
@@ -44,7 +46,7 @@ def test_measured_shift_matches_the_requested_degree(sst2, method, p):
   common = dict(shift_degree=p, metric="l2", candidate_mask=is_candidate, chunk_size=4096)
   # The table and the FGSM direction are arguments, not constants folded into the program.
   if method == "augpro_mix":
-    lam = augment.mix_coefficients(keys, 0.4, keep_major=True)
+    lam = mixing.example_lambdas(keys, 0.4, folded=True)
     grad = None
     fn = lambda table, _: augment.augpro_mix(keys, ids, eligible, jnp.roll(jnp.arange(n), 1), lam,
                                              table, exclude_original=True, **common)
@@ -136,8 +138,8 @@ def test_build_context_uses_the_task_vocabulary(glue):
   from augpro_jax import evaluation  # pylint: disable=import-outside-toplevel
   cfg = config_lib.Config(task="sst2", glue_dir=str(glue), train_size=64, max_seq_len=32,
                           batch_size=8, eval_size=8)
-  full = evaluation.build_context(cfg.replace(projection_vocab="full"))
-  task = evaluation.build_context(cfg.replace(projection_vocab="task"))
+  full = context.build_context(cfg.replace(projection_vocab="full"))
+  task = context.build_context(cfg.replace(projection_vocab="task"))
   occurring = np.zeros(len(full.is_candidate), bool)
   occurring[task.train.input_ids[task.train.attention_mask > 0]] = True
   np.testing.assert_array_equal(task.is_candidate, full.is_candidate & occurring & ~full.is_special)
