@@ -134,11 +134,11 @@ def _read_config(path: pathlib.Path, *, num_labels: int, dropout_rate: float,
   return config
 
 
-def _read_weights(directory: pathlib.Path, config: BertConfig, head: bool = False
+def _read_weights(directory: pathlib.Path, config: BertConfig
                   ) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
-  """The weights `config` needs (and the classifier, if `head`), checked before they are read."""
+  """The backbone weights `config` needs, checked before they are read."""
   index = weight_files.WeightIndex(directory)
-  return index.path, index.read(_wanted_shapes(config, index, head))
+  return index.path, index.read(_wanted_shapes(config, index, head=False))
 
 
 def _lookup(weights: dict[str, Any], base: str, prefix: Optional[str],
