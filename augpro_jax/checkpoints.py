@@ -211,23 +211,36 @@ def _silence_closed_event_loop_reports() -> None:
   """Drop the "Event loop is closed" reports a failed restore leaves behind.
 
   When a restore fails part way, orbax closes its event loop while tensorstore still has reads in
-  flight; each of them then reports `RuntimeError: Event loop is closed` through
-  `sys.unraisablehook`, a traceback apiece, some of them after `restore` returned. They say nothing
-  the fallback warning does not, so from the first failed restore on, this process drops exactly
-  those reports and passes every other one on.
+  flight. Each of them then fails in `loop.call_soon_threadsafe` and reports it from tensorstore's
+  own thread, a traceback apiece, some after `restore` returned: through `sys.excepthook` (its
+  callbacks end in `PyErr_Print`) or `sys.unraisablehook`. They say nothing the fallback warning
+  does not, so from the first failed restore on, this process drops exactly those reports (that
+  error, raised in `call_soon_threadsafe`) and passes every other one on.
   """
-  previous = sys.unraisablehook
-  if getattr(previous, "_drops_closed_event_loop", False):
+  if getattr(sys.excepthook, "_drops_closed_event_loop", False):
     return
+  previous_excepthook, previous_unraisablehook = sys.excepthook, sys.unraisablehook
 
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-      return
-    previous(unraisable)
+  def excepthook(kind, value, traceback):
+    if not _is_closed_loop_report(value, traceback):
+      previous_excepthook(kind, value, traceback)
 
-  hook._drops_closed_event_loop = True  # pylint: disable=protected-access
-  sys.unraisablehook = hook
+  def unraisablehook(unraisable):
+    if not _is_closed_loop_report(unraisable.exc_value, unraisable.exc_traceback):
+      previous_unraisablehook(unraisable)
+
+  excepthook._drops_closed_event_loop = True  # pylint: disable=protected-access
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+def _is_closed_loop_report(exc: Optional[BaseException], traceback: Any) -> bool:
+  if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+    return False
+  frames = []
+  while traceback is not None:
+    frames.append(traceback.tb_frame.f_code.co_name)
+    traceback = traceback.tb_next
+  return "call_soon_threadsafe" in frames
 
 
 def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:

@@ -266,6 +266,37 @@ def test_only_finished_orbax_steps_are_checkpoints(tmp_path, capsys):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["12", "5", "6", "7", "999", "readme.txt"]
 
 
+def test_closed_event_loop_reports_after_a_failed_restore_are_dropped_and_others_kept(monkeypatch):
+  """tensorstore reports a read that lands after orbax closed its loop from its own thread, through
+  `PyErr_Print` (sys.excepthook) or sys.unraisablehook; both must stay quiet, nothing else may."""
+  seen = []
+  monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: seen.append(("except", value)))
+  monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(("unraisable", u.exc_value)))
+  checkpoints._silence_closed_event_loop_reports()  # pylint: disable=protected-access
+  checkpoints._silence_closed_event_loop_reports()  # pylint: disable=protected-access  # idempotent
+  loop = __import__("asyncio").new_event_loop()
+  loop.close()
+
+  def late_read(report):
+    try:
+      loop.call_soon_threadsafe(print)
+    except RuntimeError:
+      report(*sys.exc_info())
+    try:
+      raise RuntimeError("Event loop is closed")  # the same words from elsewhere: a real error
+    except RuntimeError:
+      report(*sys.exc_info())
+
+  unraisable = lambda kind, value, tb: sys.unraisablehook(
+      type("U", (), {"exc_type": kind, "exc_value": value, "exc_traceback": tb, "err_msg": None,
+                     "object": None})())
+  for report in (lambda *info: sys.excepthook(*info), unraisable):
+    thread = threading.Thread(target=late_read, args=(report,))
+    thread.start()
+    thread.join()
+  assert [kind for kind, _ in seen] == ["except", "unraisable"], seen
+
+
 # ----------------------------------------------------------------------------------------------
 # Signals and progress.
 # ----------------------------------------------------------------------------------------------
