@@ -88,10 +88,10 @@ define_flags()
 FLAGS = flags.FLAGS
 
 
-def config_from_flags() -> config_lib.Config:
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> config_lib.Config:
   values = {}
   for field in knobs_lib.fields(config_lib.Config):
-    value = getattr(FLAGS, field.name)
+    value = getattr(flag_values, field.name)
     values[field.name] = tuple(v for v in value if v) if isinstance(value, list) else value
   values["glue_dir"] = values["glue_dir"] or os.environ.get("GLUE_DIR")
   return config_lib.Config(**values)
@@ -168,6 +168,12 @@ def result_line(cfg: config_lib.Config, summary: dict) -> str:
     parts.append(f"{who} dev: {metrics(summary.get('dev'))}")
   if summary.get("measured_shift") is not None:
     parts.append(f"measured shift: {summary['measured_shift']:.3f}")
+  if summary.get("inference"):
+    student, teacher = summary["inference"]["student"], summary["inference"]["teacher"]
+    parts.append(f"student {student['params'] / 1e6:.1f}M parameters (teacher "
+                 f"{teacher['params'] / 1e6:.1f}M), "
+                 f"{student['examples_per_sec'] / teacher['examples_per_sec']:.1f}x the teacher's "
+                 f"examples/s in predict")
   parts.append(f"model: {os.path.join(cfg.workdir, 'final', 'hf', '')}")
   parts.append(f"summary: {os.path.join(cfg.workdir, 'summary.json')}")
   return " | ".join(parts)

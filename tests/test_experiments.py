@@ -1,22 +1,34 @@
-"""Each experiment script end to end on its --tiny grid (a shared teacher + 2 student runs, 2 steps),
-then the report on the CSVs they wrote. Needs the GLUE data (SST-2)."""
+"""The experiment scripts: each lists its --tiny grid; one grid runs end to end (a shared
+teacher + 2 student runs, 2 steps) and resumes; the report renders every study from the rows
+`grid.collect` writes. Needs the GLUE data (SST-2) for the end-to-end grid."""
 
 import csv
+import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from experiments import bucket_accuracy
+from experiments import grid
+from experiments import lr_defaults
+from experiments import protocol
 from xla_env import xla_flags
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("paired_comparison", "paired_shift", "paired_copies", "paired_fullsize",
-           "paired_copies_long", "bucket_accuracy")
+# Each script and the grid it runs. Every grid goes through the same experiments/grid.py, so one
+# runs for real here; test_protocol checks that every run of every grid is a command main.py takes.
+SCRIPTS = {"paired_comparison": protocol.comparison_runs, "paired_shift": protocol.shift_runs,
+           "paired_copies": protocol.copies_runs, "paired_fullsize": protocol.fullsize_runs,
+           "paired_copies_long": protocol.copies_long_runs, "bucket_accuracy": bucket_accuracy.runs,
+           "lr_defaults": lr_defaults.runs}
+END_TO_END = "paired_comparison"
 
 
 def _run(args, cwd=REPO, timeout=900):
@@ -25,29 +37,33 @@ def _run(args, cwd=REPO, timeout=900):
                         timeout=timeout)
 
 
+def _script(name, root, csv_path, glue, *extra):
+  return [str(REPO / "experiments" / f"{name}.py"), "--tiny", f"--root={root / 'runs'}",
+          f"--csv={csv_path}", f"--glue_dir={glue}", *extra]
+
+
 @pytest.fixture(scope="module")
-def tiny_grids(tmp_path_factory, glue):
+def tiny_grid(tmp_path_factory, glue):
   root = tmp_path_factory.mktemp("experiments")
-  results = root / "results"
-  outputs = {}
-  for name in SCRIPTS:
-    csv_path = results / f"{name}.csv"
-    args = [str(REPO / "experiments" / f"{name}.py"), "--tiny", f"--root={root / 'runs'}",
-            f"--csv={csv_path}", f"--glue_dir={glue}"]
-    dry = _run(args + ["--dry_run"])
-    assert dry.returncode == 0, dry.stderr[-2000:]
-    result = _run(args)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    outputs[name] = (dry.stdout, result.stdout, csv_path)
-  return root, results, outputs
+  csv_path = root / "results" / f"{END_TO_END}.csv"
+  result = _run(_script(END_TO_END, root, csv_path, glue))
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  return root, csv_path, result.stdout
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_tiny_grid_writes_one_row_per_run(tiny_grids, glue, name):
-  root, _, outputs = tiny_grids
-  dry, out, csv_path = outputs[name]
-  listed = [line for line in dry.splitlines() if line.startswith("[")]
-  assert len(listed) == 3, dry  # the shared teacher and two student runs
+def test_each_script_lists_its_tiny_grid(name, tmp_path, glue):
+  dry = _run(_script(name, tmp_path, tmp_path / "results.csv", glue, "--dry_run"))
+  assert dry.returncode == 0, dry.stderr[-2000:]
+  listed = [line for line in dry.stdout.splitlines() if line.startswith("[")]
+  assert len(listed) == 3, dry.stdout  # the shared teacher and two student runs
+  names = [line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1] for line in listed]
+  assert names == [run.name for run in SCRIPTS[name](3, True, tmp_path / "runs")]
+  assert all(line.startswith("[todo]") for line in listed), dry.stdout
+
+
+def test_tiny_grid_writes_one_row_per_run_and_resumes(tiny_grid, glue):
+  root, csv_path, out = tiny_grid
   assert "FAILED" not in out, out
   with open(csv_path, encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
@@ -61,18 +77,16 @@ def test_tiny_grid_writes_one_row_per_run(tiny_grids, glue, name):
     if row["aug"] != "none":
       assert float(row["measured_shift"]) > 0
   # Resumable: a second call finds every summary.json and runs nothing.
-  again = _run([str(REPO / "experiments" / f"{name}.py"), "--tiny", f"--root={root / 'runs'}",
-                f"--csv={csv_path}", f"--glue_dir={glue}", "--dry_run"])
+  again = _run(_script(END_TO_END, root, csv_path, glue, "--dry_run"))
   assert again.returncode == 0
   assert all(line.startswith("[done]") for line in again.stdout.splitlines()
              if line.startswith("[")), again.stdout
   # A fresh checkout (no workdirs) skips what the CSV records, unless told to --rerun.
   student = students[0]["run"]
-  moved = root / f"moved-{name}"
+  moved = root / "moved"
   (root / "runs" / student).rename(moved)
   try:
-    base = [str(REPO / "experiments" / f"{name}.py"), "--tiny", f"--root={root / 'runs'}",
-            f"--csv={csv_path}", f"--glue_dir={glue}", "--dry_run", f"--only={student}"]
+    base = _script(END_TO_END, root, csv_path, glue, "--dry_run", f"--only={student}")
     fresh, rerun = _run(base), _run(base + ["--rerun"])
   finally:
     moved.rename(root / "runs" / student)
@@ -80,14 +94,43 @@ def test_tiny_grid_writes_one_row_per_run(tiny_grids, glue, name):
   assert "[todo]" in rerun.stdout and f"/{student} " in rerun.stdout, rerun.stdout
 
 
-def test_report_writes_tables_and_plot(tiny_grids):
-  _, results, _ = tiny_grids
+def test_report_reads_the_real_grids_csv(tiny_grid):
+  root, csv_path, _ = tiny_grid
+  report = _run([str(REPO / "experiments" / "report.py"), f"--results={csv_path.parent}"],
+                timeout=300)
+  assert report.returncode == 0, report.stderr[-2000:]
+  assert "AugPro comparison" in (csv_path.parent / "report.md").read_text()
+
+
+def _fabricate(runs, root, rng):
+  """What a finished run leaves (summary.json, dev_predictions.npz, its wall clock), made up."""
+  labels = rng.integers(0, 2, 40)
+  for run in runs:
+    (root / run.name).mkdir(parents=True)
+    summary = {"dev": {"accuracy": float(rng.uniform(0.6, 0.9))}, "steps": 2,
+               "train_examples": 32, "examples_per_sec": 10.0, "length_buckets": [16],
+               "token_utilisation": {"train": 0.6},
+               "measured_shift": None if dict(run.flags).get("aug") == "none" else 0.3}
+    (root / run.name / "summary.json").write_text(json.dumps(summary))
+    (root / run.name / "wallclock_seconds").write_text("5.0\n")
+    flips = rng.uniform(size=40) < 0.2
+    np.savez(root / run.name / "dev_predictions.npz", **{
+        "dev/predictions": np.where(flips, 1 - labels, labels), "dev/labels": labels})
+
+
+def test_report_writes_every_studys_tables_and_plot_from_collected_rows(tmp_path):
+  results = tmp_path / "results"
+  rng = np.random.default_rng(0)
+  for name, make_runs in SCRIPTS.items():
+    runs = make_runs(3, True, tmp_path / name)
+    _fabricate(runs, tmp_path / name, rng)
+    grid.collect(runs, tmp_path / name, results / f"{name}.csv")
   report = _run([str(REPO / "experiments" / "report.py"), f"--results={results}"], timeout=300)
   assert report.returncode == 0, report.stderr[-2000:]
   text = (results / "report.md").read_text()
   for heading in ("AugPro comparison", "Shift degree", "Shift degree on all 67,349",
                   "Augmented copies per example (augpro_mix, shift 0.3, 625 steps", "Claims",
-                  "Length buckets", "predicted as class 1"):
+                  "Length buckets", "predicted as class 1", "Student learning rate on short runs"):
     assert heading in text, text
   assert "**Accuracy**" in (results / "accuracy_summary.md").read_text()
   # One plot per study. The tiny comparison has one seed per arm, so no interval to plot.
@@ -284,6 +327,7 @@ def test_report_markers_in_the_experiments_readme_are_the_report_tables():
       heading = {"comparison": "### AugPro comparison", "shift": "### Shift degree",
                  "fullsize": "### Shift degree on all", "copies": "### Augmented copies",
                  "copieslong": "625 steps; SST-2", "claims": "### Claims",
+                 "learningrate": "### Student learning rate",
                  "classshare": "predicted as class 1"}[match.group(2)]
       assert heading not in report_md, match.group(2)
       continue

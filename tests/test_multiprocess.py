@@ -305,30 +305,20 @@ def test_cluster_detection(monkeypatch):
     distributed.initialize(Config(coordinator_address="127.0.0.1:1", num_processes=2, process_id=2))
 
 
-def test_2x4_trains_its_teacher_and_distills_like_1x8(setup):
-  """aug=none. The 2-process run fine-tunes its own teacher (load_or_train_teacher in multi-process
-  mode); the 1-process run loads the same teacher fine-tuned by one process (the fixture)."""
+def test_2x4_trains_its_teacher_distills_augpro_mix_like_1x8_and_resumes_exactly(setup):
+  """The 2-process run fine-tunes its own teacher (load_or_train_teacher in multi-process mode),
+  then distils with augpro_mix (per-example keys, a partner permutation, vocabulary projection);
+  the 1-process run distils from the same teacher fine-tuned by one process (the fixture). Then a
+  2-process resume from an orbax checkpoint that both processes wrote together."""
   root, flags = setup["root"], setup["flags"]
-  one, two = root / "none_1x8", root / "none_2x4"
-  _run_group([_job(flags + ["--mode=distill", "--aug=none", f"--teacher_ckpt={setup['teacher']}",
-                            f"--workdir={one}"], one),
-              *_jobs_2x4(flags + ["--mode=distill", "--aug=none"], two)])
+  one, two = root / "mix_1x8", root / "mix_2x4"
+  args = flags + ["--mode=distill", "--aug=augpro_mix"]
+  _run_group([_job(args + [f"--teacher_ckpt={setup['teacher']}", f"--workdir={one}"], one),
+              *_jobs_2x4(args, two)])
   # The teacher trained by two processes is the one trained by one.
   _assert_params_close(setup["teacher"], two / "teacher")
   assert _summary(two / "teacher")["processes"] == 2
   assert _summary(two / "teacher")["dev"] == pytest.approx(_summary(setup["teacher"])["dev"])
-  worst = _assert_same_run(one, two, setup["bert"])
-  _assert_single_writer(two)
-  print(f"aug=none: max |1x8 - 2x4| = {worst:.2e}")
-
-
-def test_2x4_augpro_mix_matches_1x8_and_resumes_exactly(setup):
-  """aug=augpro_mix (per-example keys, a partner permutation, vocabulary projection), then a
-  2-process resume from an orbax checkpoint that both processes wrote together."""
-  root, flags = setup["root"], setup["flags"]
-  one, two = root / "mix_1x8", root / "mix_2x4"
-  args = flags + ["--mode=distill", "--aug=augpro_mix", f"--teacher_ckpt={setup['teacher']}"]
-  _run_group([_job(args + [f"--workdir={one}"], one), *_jobs_2x4(args, two)])
   worst = _assert_same_run(one, two, setup["bert"])
   _assert_single_writer(two)
   print(f"aug=augpro_mix: max |1x8 - 2x4| = {worst:.2e}")

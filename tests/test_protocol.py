@@ -262,3 +262,25 @@ def test_class_share_is_the_share_of_class_1_predictions_per_arm_and_seed():
   lines = headline.class_share_table(rows, predictions, "qnli")
   assert "(labels: 0.500)" in lines[0]
   assert lines[-2:] == ["| none | 0.75 | 0.00 |", "| fgsm | 1.00 | - |"], lines
+
+
+@pytest.mark.parametrize("tiny", [False, True], ids=["full", "tiny"])
+def test_every_run_of_every_grid_is_a_command_main_accepts(tmp_path, tiny):
+  """Each grid's commands, full-size and --tiny, parse as main.py's flags into a valid Config (a
+  typo or an out-of-range value would otherwise surface hours into a grid)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from experiments import bucket_accuracy  # pylint: disable=g-import-not-at-top
+  from experiments import lr_defaults  # pylint: disable=g-import-not-at-top
+  import main  # pylint: disable=g-import-not-at-top
+  makers = (protocol.comparison_runs, protocol.shift_runs, protocol.copies_runs,
+            protocol.fullsize_runs, protocol.copies_long_runs, bucket_accuracy.runs, lr_defaults.runs)
+  checked = set()
+  for make_runs in makers:
+    for run in make_runs(3, tiny, tmp_path):
+      argv = run.command(tmp_path)[1:] + ["--glue_dir=/data/glue"]
+      values = flags.FlagValues()
+      main.define_flags(flag_values=values, main_module="grid")
+      values(argv)
+      main.config_from_flags(values).validate()
+      checked.add(run.name)
+  assert len(checked) > (100 if not tiny else 10)

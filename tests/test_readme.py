@@ -17,6 +17,7 @@ import pytest
 from augpro_jax import config as config_lib
 from augpro_jax import data as data_lib
 from conftest import REPO
+from xla_env import xla_flags
 
 ENTRIES = (".venv/bin/python main.py", "python main.py", "augpro-jax")
 # Appended to a README command to run it in seconds (later flags win in absl).
@@ -86,7 +87,7 @@ def test_every_readme_command_parses_validates_and_finds_its_data(commands):
 @pytest.mark.slow
 def test_the_first_readme_commands_run_with_tiny_sizes(commands, tmp_path):
   """The headline command and the first SST-2 distillation, end to end; then eval of the latter."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1)}  # as on a user's CPU
   sst2 = next(args for args in commands if "--task=sst2" in args and "--aug=augpro_mix" in args
               and not any(a.startswith("--mode") for a in args))
   evaluate = next(args for args in commands if "--mode=eval" in args and "--task=sst2" in args
@@ -117,3 +118,12 @@ def test_pyproject_dependencies_hold_the_pins_and_the_command_is_main():
   module, function = project["scripts"]["augpro-jax"].split(":")
   import main  # pylint: disable=import-outside-toplevel
   assert module == "main" and callable(getattr(main, function))
+
+
+def test_make_demo_runs_main_with_the_demo_flag_file_and_it_validates(glue):
+  """`make demo` is `main.py --flagfile=experiments/demo.flags`: the file parses as main.py's flags
+  into a valid distillation (experiments/demo_runs.py times the same file)."""
+  makefile = (REPO / "Makefile").read_text()
+  assert "main.py --flagfile=experiments/demo.flags --workdir=runs/demo" in makefile
+  cfg = parse([f"--flagfile={REPO / 'experiments' / 'demo.flags'}", f"--glue_dir={glue}"])
+  assert cfg.mode == "distill" and cfg.task == "sst2" and cfg.student_init == "fine_tuned"
