@@ -31,12 +31,11 @@ setup-tpu: $(VENV)/.runtime requirements-tpu.txt
 setup-dev: $(VENV)/.dev
 	@bash scripts/install_wordnet.sh
 
-# Fine-tune the MiniLM teacher on 2k SST-2 examples, then distil a 2-layer student with AugPro.
+# Fine-tune the MiniLM teacher on 10k SST-2 examples, then distil a 3-layer student with AugPro,
+# started from the fine-tuned teacher's layers (experiments/demo.flags; timed by
+# experiments/demo_runs.py).
 demo: setup
-	$(PY) main.py --task=sst2 --mode=distill --aug=augpro_mix --shift_degree=0.3 \
-	  --workdir=runs/demo --train_size=2000 --max_seq_len=64 --batch_size=32 \
-	  --teacher_num_epochs=1 --num_epochs=2 --learning_rate=1e-4 --log_every=25 \
-	  --checkpoint_every=100 --student_layers=2
+	$(PY) main.py --flagfile=experiments/demo.flags --workdir=runs/demo
 
 # Two workers, a module's tests on one worker (--dist loadscope) so its fixtures are built once,
 # longest modules first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order);

@@ -238,9 +238,11 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   student_heads: int = _models(12, "Student attention heads.", modes=STUDENT_MODES)
   student_intermediate: Optional[int] = _models(None, "Student FFN width (default 4 x hidden).",
                                                 modes=STUDENT_MODES)
-  student_init: str = _models("auto", "auto (from the teacher when widths match), teacher or "
-                                      "random.", choices=("auto", "teacher", "random"),
-                              modes=STUDENT_MODES)
+  student_init: str = _models(
+      "auto", "Where the student starts: auto (the pretrained backbone's embeddings and evenly "
+      "spaced layers when widths match, else random), teacher (the same, or an error), random, "
+      "or fine_tuned (distill only: the fine-tuned teacher's layers and classifier head).",
+      choices=("auto", "teacher", "random", "fine_tuned"), modes=STUDENT_MODES)
   dtype: str = _models("float32", "Compute dtype (params stay float32).",
                        choices=("float32", "bfloat16"))
 
@@ -378,6 +380,9 @@ def _check_shapes(cfg: Config) -> None:
   if listed and listed[-1] > cfg.max_seq_len:
     raise UserError(f"--length_buckets={cfg.length_buckets}: {listed[-1]} is longer than "
                     f"--max_seq_len={cfg.max_seq_len}")
+  if cfg.student_init == "fine_tuned" and cfg.mode == "finetune":  # no teacher to start from
+    raise UserError("--student_init=fine_tuned starts the student from the fine-tuned teacher: it "
+                    "is for --mode=distill")
   if cfg.student_hidden % cfg.student_heads:
     raise UserError(f"--student_hidden ({cfg.student_hidden}) must be divisible by "
                     f"--student_heads ({cfg.student_heads})")

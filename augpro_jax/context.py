@@ -120,9 +120,13 @@ def choose_length_buckets(cfg: Config, split: pipeline.Tokenized, layout: pipeli
     epochs = cfg.teacher_num_epochs
   elif cfg.mode in ("eval", "predict"):
     epochs = 1.0
-  else:  # the student's passes (a teacher trained in the same run shares the buckets)
+  else:  # the student's passes
     epochs = cfg.num_train_steps * cfg.batch_size / len(split) if cfg.num_train_steps else \
         cfg.num_epochs
+    if cfg.mode == "distill" and not cfg.teacher_ckpt:
+      # The run trains its own teacher (in <workdir>/teacher) on the same buckets: its passes count
+      # too. Decided by the flags alone, so a resumed run chooses what its first start chose.
+      epochs += cfg.teacher_num_epochs
   compile_tokens = buckets_lib.compile_cost_tokens(cfg.bucket_compile_steps, global_batch,
                                                    split.lengths, cfg.max_seq_len, epochs)
   buckets = buckets_lib.resolve(cfg.length_buckets, split.lengths, cfg.max_seq_len,

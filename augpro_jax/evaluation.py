@@ -112,6 +112,28 @@ def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: A
   return results
 
 
+def inference_speed(ctx: Context, models: dict[str, tuple[model_lib.BertClassifier, Any]],
+                    max_examples: int = 256) -> dict[str, dict[str, float]]:
+  """Each model's size and prediction speed on the first dev split (at most `max_examples`).
+
+  models: {name: (model, params)} with plain (not replicated) params. The examples are padded to
+  one length (the longest of them), so each model compiles one program: the first pass compiles,
+  the second is timed. Returns {name: {"params": count, "examples_per_sec"}}.
+  """
+  split = next(iter(ctx.dev.values()))
+  split = split.take(np.arange(min(len(split), max_examples)))
+  one_length = (int(np.max(split.lengths)),)
+  out = {}
+  for name, (model, params) in models.items():
+    replicated, predict_step = step_lib.replicate(params), step_lib.make_predict_step(model)
+    predict(ctx, model, replicated, split, predict_step, buckets=one_length)  # compiles
+    start = time.perf_counter()
+    predict(ctx, model, replicated, split, predict_step, buckets=one_length)
+    out[name] = {"params": model_lib.count_params(params),
+                 "examples_per_sec": len(split) / (time.perf_counter() - start)}
+  return out
+
+
 def write_dev_predictions(path: pathlib.Path, ctx: Context,
                           predictions: dict[str, np.ndarray]) -> None:
   """`path` (npz): for each dev split, `<split>/predictions` [N] and `<split>/labels` [N] in file

@@ -50,16 +50,18 @@ def student_from_teacher(student_config: BertConfig, teacher_config: BertConfig,
   """Student params: the teacher's embeddings, pooler and `select_layers` layers, or random.
 
   init="teacher" copies (UserError when shapes differ); "random" initialises from `rng`; "auto"
-  copies when the widths match and otherwise initialises randomly. The classifier head is always
-  fresh (from `rng`).
+  copies when the widths match and otherwise initialises randomly; "fine_tuned" copies as
+  "teacher" does and keeps the classifier head too (`teacher_params` is then a fine-tuned
+  classifier). Otherwise the head is fresh (from `rng`).
   """
-  if init not in ("auto", "teacher", "random"):
-    raise UserError(f"unknown student init {init!r}; choose one of: auto, teacher, random")
+  if init not in ("auto", "teacher", "random", "fine_tuned"):
+    raise UserError(f"unknown student init {init!r}; choose one of: auto, teacher, random, "
+                    "fine_tuned")
   if student_config.vocab_size != teacher_config.vocab_size:
     raise UserError(f"teacher and student vocabularies differ: teacher "
                     f"{teacher_config.vocab_size}, student {student_config.vocab_size}")
   reason = _copyable(student_config, teacher_config)
-  if init == "teacher" and reason:
+  if init in ("teacher", "fine_tuned") and reason:
     raise UserError(f"cannot initialise the student from the teacher: {reason}")
   if init == "random" or reason:
     if init == "auto":
@@ -76,5 +78,7 @@ def student_from_teacher(student_config: BertConfig, teacher_config: BertConfig,
                   **{f"layer_{j}": copy(teacher["encoder"][f"layer_{i}"])
                      for j, i in enumerate(layers)}},
       "pooler": copy(teacher["pooler"]),
-      "classifier": model_lib.init_classifier(student_config, rng),
+      # A fine-tuned teacher's head already maps its pooled features to this task's labels.
+      "classifier": (copy(teacher["classifier"]) if init == "fine_tuned"
+                     else model_lib.init_classifier(student_config, rng)),
   }

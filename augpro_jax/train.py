@@ -202,7 +202,10 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
   s_config = students.student_config(cfg, pretrained_config, ctx.task.num_labels)
   # Both modes start the student from the *pretrained* teacher backbone (same start for a fair
   # KD-vs-fine-tuning comparison); see docs/design.md "Implementation".
-  s_params = students.student_from_teacher(s_config, pretrained_config, pretrained_params,
+  start_config, start_params = pretrained_config, pretrained_params
+  if cfg.student_init == "fine_tuned":  # distill only (Config.validate)
+    start_config, start_params = t_config, t_params
+  s_params = students.student_from_teacher(s_config, start_config, start_params,
                                             jax.random.PRNGKey(cfg.seed + 1), init=cfg.student_init)
   spec = step_lib.StepSpec.from_config(cfg, objective=objective, num_labels=ctx.task.num_labels,
                                        is_regression=ctx.task.is_regression)
@@ -228,6 +231,9 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
           {"task": ctx.task.name, "num_labels": ctx.task.num_labels,
            "label_names": list(ctx.task.label_names or []), "dev": summary["export"]["dev"]},
           summary, "student")
+  if teacher:  # what distillation bought: the student's size and prediction speed-up
+    summary["inference"] = evaluation.inference_speed(
+        ctx, {"teacher": teacher, "student": (student, params)})
   loop.write_summary(workdir, summary)
   return summary
 

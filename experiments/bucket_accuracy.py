@@ -1,4 +1,4 @@
-"""Do length buckets cost accuracy? `make demo`'s teacher and student, bucketed and padded, by seed.
+"""Do length buckets cost accuracy? A short recipe's teacher and student, bucketed and padded, by seed.
 
 Command (resumable; a part is one seed):
   .venv/bin/python experiments/bucket_accuracy.py --only='-s0$'
@@ -6,7 +6,7 @@ Command (resumable; a part is one seed):
   .venv/bin/python experiments/report.py
 Grid, for each seed: the MiniLM teacher fine-tuned on 2,000 SST-2 examples for one epoch with
 --length_buckets=auto and with =none; then the 2x384 student distilled with augpro_mix for two
-epochs (make demo's flags) with auto and with none, both from one teacher (seed 0's fixed-padding
+epochs (learning rate 1e-4) with auto and with none, both from one teacher (seed 0's fixed-padding
 teacher), so that the student's difference is the buckets' alone. Per run, the seed fixes the
 training subset, the initialisation, the batch order within each padding and the augmentation.
 """
@@ -21,7 +21,7 @@ from experiments import grid
 from experiments import protocol
 
 PADDINGS = ("auto", "none")
-# make demo's settings (Makefile); no checkpoint before the end of these short runs.
+# The short recipe: 2,000 SST-2 examples, 64 tokens; no checkpoint before the end of these runs.
 DEMO = {"task": "sst2", "train_size": 2000, "max_seq_len": 64, "batch_size": 32, "log_every": 25,
         "checkpoint_every": 1000}
 TEACHER = {**DEMO, "mode": "train_teacher", "teacher_num_epochs": 1}
@@ -85,7 +85,7 @@ def table(rows: list[dict[str, str]], predictions: dict[str, Any]) -> list[str]:
 
 def report_section(read_rows: Callable[[], list[dict[str, str]]],
                    read_predictions: Callable[[], dict]) -> list[str]:
-  return ["### Length buckets and accuracy (make demo's runs, paired by seed)", "",
+  return ["### Length buckets and accuracy (a short recipe's runs, paired by seed)", "",
           *table(read_rows(), read_predictions())]
 
 

@@ -39,7 +39,7 @@ RUNS = (
     ("SST-2, all examples, 3 epochs, 128", "sst2", None, "distill", 3.0, 128),
     ("SST-2, all examples, 2 epochs, 64 (the strong teacher)", "sst2", None, "train_teacher", 2.0, 64),
     ("SST-2, 5,000 examples, 3 epochs, 64", "sst2", 5000, "distill", 3.0, 64),
-    ("SST-2, 2,000 examples, 2 epochs, 64 (`make demo`'s student)", "sst2", 2000, "distill", 2.0, 64),
+    ("SST-2, 2,000 examples, 2 epochs, 64 (the short recipe's student)", "sst2", 2000, "distill", 2.0, 64),
     ("SST-2, 2,000 examples, 1 epoch, 64 (a teacher alone, as in bucket_accuracy.py)", "sst2", 2000,
      "train_teacher", 1.0, 64),
     ("QNLI subset, 3 epochs, 128 (the strong teacher)", "qnli", None, "train_teacher", 3.0, 128),

@@ -200,7 +200,7 @@ def _demo_rows(by: dict[tuple[str, str, int], dict[str, str]], seeds: list[int],
 
 
 def bucket_demo(results: pathlib.Path) -> str:
-  """`make demo`'s teacher and student, with buckets and with fixed padding, per seed."""
+  """The short recipe's teacher and student, with buckets and with fixed padding, per seed."""
   from experiments import bucket_accuracy  # pylint: disable=g-import-not-at-top
   from experiments import grid  # pylint: disable=g-import-not-at-top
   path = results / "bucket_accuracy.csv"

@@ -1,7 +1,7 @@
 """Turn the experiment CSVs into markdown tables (mean ± std over seeds) and PNG plots.
 
 Command (seconds): .venv/bin/python experiments/report.py
-Reads the paired protocol's CSVs (report.PAIRED) and bucket_accuracy.csv with their
+Reads the paired protocol's CSVs (report.PAIRED), bucket_accuracy.csv and lr_defaults.csv with their
 *_predictions.npz (whichever exist) in experiments/results/ and writes report.md, one plot per
 study (<study>.png) and README.md's accuracy paragraph (accuracy_summary.md, which
 experiments/docs_tables.py copies into README.md) beside them. It also writes each table into
@@ -27,6 +27,7 @@ from augpro_jax import tasks as tasks_lib
 from experiments import bucket_accuracy
 from experiments import grid
 from experiments import headline
+from experiments import lr_defaults
 from experiments import markers
 from experiments import plan
 from experiments import protocol
@@ -41,7 +42,7 @@ BLOCK = markers.block_pattern("report", NAME)
 PAIRED = ("paired_comparison", "paired_shift", "paired_copies", "paired_fullsize",
           "paired_copies_long")
 BLOCKS = ("comparison", "classshare", "shift", "fullsize", "copies", "copieslong", "claims", "buckets",
-          "teachers", "runtimes", "plan")
+          "learningrate", "teachers", "runtimes", "plan")
 SHIFT_TITLE = "Shift degree (SST-2 dev accuracy x100, mean ± std over seeds)"
 FULLSIZE_TITLE = ("Shift degree on all 67,349 SST-2 examples (dev accuracy x100, mean ± std over "
                   "seeds)")
@@ -379,6 +380,10 @@ def _sections(results: pathlib.Path) -> dict[str, list[str]]:
   if buckets.exists():
     sections["buckets"] = bucket_accuracy.report_section(
         lambda: read(buckets, teachers=True), lambda: grid.load_predictions(grid.predictions_path(buckets)))
+  rates = results / "lr_defaults.csv"
+  if rates.exists():
+    sections["learningrate"] = lr_defaults.report_section(
+        read(rates), grid.load_predictions(grid.predictions_path(rates)))
   return sections
 
 

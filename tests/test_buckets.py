@@ -314,3 +314,17 @@ def test_eval_sees_every_example_once_and_results_go_back_in_order(chosen):
   batches = list(pipeline.eval_batches(data, 16, one, chosen))
   processed = sum(b["input_ids"].size for b in batches)
   assert utilisation == pytest.approx(lengths.sum() / processed)
+
+
+def test_a_distillation_that_trains_its_teacher_counts_the_teachers_passes(capsys):
+  """The teacher trained inside a distill run uses the run's buckets, so a short student phase
+  after a long teacher phase gets the buckets the whole run pays for; a given --teacher_ckpt
+  (nothing trained here) and resumes (flags alone decide) do not change that."""
+  from augpro_jax import context  # pylint: disable=import-outside-toplevel
+  data, layout = split_of(skewed_lengths(2000)), pipeline.Layout(0, 1, 1)
+  base = Config(mode="distill", max_seq_len=SEQ, batch_size=32, num_epochs=0.25)
+  short = context.choose_length_buckets(base.replace(teacher_ckpt="t"), data, layout, 32)
+  both = context.choose_length_buckets(base.replace(teacher_num_epochs=3.0), data, layout, 32)
+  long = context.choose_length_buckets(base.replace(teacher_ckpt="t", num_epochs=3.25), data,
+                                       layout, 32)
+  assert both == long and len(both) > len(short), (short, both)

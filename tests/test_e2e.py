@@ -1,5 +1,8 @@
 """Short real runs through the library entry point: every --aug distils and writes summary.json;
-fine-tuning with augmentation; a custom TSV; eval mode. Tiny settings, real MiniLM, real SST-2."""
+fine-tuning with augmentation; a custom TSV; eval mode. Tiny settings on real SST-2. The distilling
+runs learn from a teacher fine-tuned from a random 2x32 BERT with MiniLM's vocabulary (the code
+paths are the same, and an 8-device MiniLM step costs seconds); fine-tuning starts from the real
+MiniLM, and the README and experiment tests distil from a MiniLM teacher."""
 
 import json
 import os
@@ -18,18 +21,22 @@ pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: no
 
 TINY = dict(max_seq_len=16, batch_size=8, eval_batch_size=16, student_layers=1, num_train_steps=2,
             train_size=48, eval_size=24, log_every=1, checkpoint_every=0, progress=False)
-# A random 1x64 student: the runs that check an augmentation's or a mode's wiring do not need the
-# 1x384 student initialised from MiniLM's layers (eight copies of whose embedding table and Adam
-# moments, one per fake device, make up most of a step's time). The AugPro-Mix distillation, the
-# representation-level ones and the fine-tuning run keep the 1x384 student from MiniLM.
-NARROW = dict(student_hidden=64, student_heads=2)
+# The students match the 2x32 teacher's width: the representation-level augmentations move both
+# models' embeddings, so they need equal widths.
+NARROW = dict(student_hidden=32, student_heads=2, student_intermediate=64)
 
 
 @pytest.fixture(scope="module")
-def teacher(glue, tmp_path_factory) -> pathlib.Path:
+def tiny_bert(tmp_path_factory) -> pathlib.Path:
+  from test_resume import _write_tiny_bert  # pylint: disable=import-outside-toplevel
+  return _write_tiny_bert(tmp_path_factory.mktemp("bert") / "bert")
+
+
+@pytest.fixture(scope="module")
+def teacher(glue, tiny_bert, tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp("teacher")
   cfg = config_lib.Config(task="sst2", mode="train_teacher", glue_dir=str(glue), workdir=str(workdir),
-                          teacher_num_epochs=0.25, **TINY)  # 2 steps
+                          teacher=str(tiny_bert), teacher_num_epochs=0.25, **TINY)  # 2 steps
   summary = train.run(cfg)
   assert (workdir / "final" / "model.json").exists()
   assert (workdir / "final" / "hf" / "model.safetensors").exists()  # also for transformers
@@ -47,14 +54,12 @@ def _wordnet_or_skip():
 
 @pytest.mark.parametrize("aug", ["none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "augpro",
                                  "knn", "synonym"])
-def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
+def test_distill_with_every_augmentation(aug, teacher, tiny_bert, glue, tmp_path):
   if aug == "synonym":
     _wordnet_or_skip()
-  # Representation-level entries move both models' embeddings, so they need equal widths.
-  width = {} if aug in ("augpro_mix", "mixup", "fgsm") else NARROW
   cfg = config_lib.Config(task="sst2", mode="distill", aug=aug, shift_degree=0.3,
                           glue_dir=str(glue), workdir=str(tmp_path), teacher_ckpt=str(teacher),
-                          **TINY, **width)
+                          teacher=str(tiny_bert), **TINY, **NARROW)
   train.run(cfg)
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["aug"] == aug and summary["steps"] == 2
@@ -68,6 +73,15 @@ def test_distill_with_every_augmentation(aug, teacher, glue, tmp_path):
     assert np.mean(saved["dev/predictions"] == saved["dev/labels"]) == summary["dev"]["accuracy"]
   assert summary["teacher_ckpt"] == str(teacher)
   assert len(summary["student_params_sha256"]) == 64
+  # The student's size and prediction speed beside the teacher's, and the last console line's.
+  speed = summary["inference"]
+  assert speed["student"]["params"] == summary["params"] < speed["teacher"]["params"]
+  assert speed["student"]["examples_per_sec"] > 0 and speed["teacher"]["examples_per_sec"] > 0
+  import main  # pylint: disable=import-outside-toplevel
+  ratio = speed["student"]["examples_per_sec"] / speed["teacher"]["examples_per_sec"]
+  assert (f"student {summary['params'] / 1e6:.1f}M parameters (teacher "
+          f"{speed['teacher']['params'] / 1e6:.1f}M), {ratio:.1f}x the teacher's") in main.result_line(
+              cfg, summary)
   if aug in ("mixup", "fgsm", "none"):
     assert summary["measured_shift"] is None
   else:
@@ -104,7 +118,7 @@ def test_finetune_with_augmentation_keeps_labels(glue, tmp_path):
                     if m != ("0o755" if pathlib.Path(p).is_dir() else "0o644")} == {}
 
 
-def test_custom_tsv_distillation_and_eval(tmp_path, teacher):
+def test_custom_tsv_distillation_and_eval(tmp_path, teacher, tiny_bert):
   rows = ["text\tscore"] + [f"{'great fun' if i % 2 else 'boring and bad'} film {i}\t"
                             f"{'pos' if i % 2 else 'neg'}" for i in range(40)]
   (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
@@ -113,23 +127,26 @@ def test_custom_tsv_distillation_and_eval(tmp_path, teacher):
   cfg = config_lib.Config(task="custom", mode="distill", aug="knn", train_file=str(tmp_path / "train.tsv"),
                           eval_file=str(tmp_path / "dev.tsv"), text_fields=("text",),
                           label_field="score", workdir=str(tmp_path / "run"),
-                          teacher_ckpt=str(teacher), **settings)
+                          teacher_ckpt=str(teacher), teacher=str(tiny_bert),
+                          student_init="fine_tuned", **settings)
   summary = train.run(cfg)
   assert summary["task"] == "custom" and set(summary["dev"]) >= {"accuracy"}
   evaluated = train.run(cfg.replace(mode="eval"))
   assert evaluated["dev"] == summary["dev"]
 
 
-def test_regression_task_distils(glue, tmp_path):
+def test_regression_task_distils(glue, tiny_bert, tmp_path):
   """STS-B end to end in distill mode: a regression teacher is trained in the workdir, then its
-  scores are distilled (MSE) into the student with AugPro-FGSM."""
+  scores are distilled (MSE) into the student with AugPro-FGSM. The teacher is a random 2x32 BERT
+  with MiniLM's vocabulary: the regression path does not depend on the backbone's size."""
   cfg = config_lib.Config(task="stsb", mode="distill", aug="augpro_fgsm", glue_dir=str(glue),
-                          workdir=str(tmp_path), teacher_num_epochs=0.1, **TINY, **NARROW)  # 1 step
+                          workdir=str(tmp_path / "run"), teacher=str(tiny_bert),
+                          teacher_num_epochs=0.1, **TINY, **NARROW)  # 1 teacher step
   summary = train.run(cfg)
   assert summary["mode"] == "distill"
   assert set(summary["dev"]) == {"pearson", "spearmanr"}
   assert set(summary["teacher_dev"]) == {"pearson", "spearmanr"}
-  assert (tmp_path / "teacher" / "final" / "model.json").exists()
+  assert (tmp_path / "run" / "teacher" / "final" / "model.json").exists()
   assert summary["measured_shift"] is not None and summary["flops_per_step"]["teacher_forward"] > 0
 
 

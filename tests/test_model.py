@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from augpro_jax import config as config_lib
 from augpro_jax import flops
 from augpro_jax import hf_io
 from augpro_jax import model as model_lib
@@ -241,6 +242,26 @@ def test_student_copies_selected_teacher_layers():
                                           init="random")
   assert not np.array_equal(random["encoder"]["layer_0"]["output"]["kernel"],
                             t_params["encoder"]["layer_2"]["output"]["kernel"])
+
+
+def test_student_from_a_fine_tuned_teacher_keeps_its_head():
+  t_config = dataclasses.replace(tiny(layers=4), num_labels=3)
+  s_config = dataclasses.replace(t_config, num_layers=2)
+  t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
+  fresh = students.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
+                                         init="teacher")
+  kept = students.student_from_teacher(s_config, t_config, t_params, jax.random.PRNGKey(1),
+                                        init="fine_tuned")
+  jax.tree_util.tree_map(np.testing.assert_array_equal, kept["classifier"], t_params["classifier"])
+  assert not np.array_equal(fresh["classifier"]["kernel"], t_params["classifier"]["kernel"])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, kept["encoder"], fresh["encoder"])
+  with pytest.raises(UserError) as info:
+    students.student_from_teacher(dataclasses.replace(s_config, hidden_size=16, num_heads=2,
+                                                      intermediate_size=32),
+                                  t_config, t_params, jax.random.PRNGKey(1), init="fine_tuned")
+  assert_one_line(info, "hidden_size")
+  with pytest.raises(UserError, match="for --mode=distill"):
+    config_lib.Config(mode="finetune", student_init="fine_tuned").validate()
 
 
 def test_student_with_other_widths_is_random_and_vocab_must_match():
