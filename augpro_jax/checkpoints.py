@@ -20,11 +20,9 @@ directory, a run's workdir, or any Hugging Face BERT sequence-classification dir
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import logging as pylogging
 import os
 import pathlib
 import re
@@ -42,6 +40,7 @@ from orbax.checkpoint import step as step_lib
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from augpro_jax import hf_io
+from augpro_jax import library_noise
 from augpro_jax import model as model_lib
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertConfig
@@ -125,7 +124,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   removed, so the previous step stays the latest.
   """
   try:
-    with _quiet_orbax_errors():
+    with library_noise.quiet_orbax_errors():
       # {} rather than None for a step saved without evaluation: orbax warns about None.
       manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics or {}, force=True)
       manager.wait_until_finished()
@@ -161,22 +160,6 @@ def _remove_partial_step(directory: Any, step: int) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _quiet_orbax_errors():
-  """Drop orbax's ERROR log records (with tracebacks) while saving: `save` reports the failure
-  as one line instead, and the project promises no traceback for bad input or a full disk."""
-
-  def keep(record: pylogging.LogRecord) -> bool:
-    return not (record.levelno >= pylogging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
-
-  logger = logging.get_absl_logger()
-  logger.addFilter(keep)
-  try:
-    yield
-  finally:
-    logger.removeFilter(keep)
-
-
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Optional[int], Any]:
   """Restore the newest readable step into the structure of `target`; (None, target) if none.
 
@@ -194,7 +177,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Optiona
         _set_aside(manager, steps[:i])
       return step, restored
     except Exception as exc:  # pylint: disable=broad-except  # any unreadable step: try an older one
-      _silence_closed_event_loop_reports()
+      library_noise.drop_closed_event_loop_reports()
       reason = " ".join(str(exc).split()) or type(exc).__name__
       logging.info("checkpoint %d in %s is unreadable: %s", step, manager.directory, reason)
       fallback = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older step"
@@ -205,42 +188,6 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Optiona
                     f"{', '.join(map(str, sorted(steps)))} are corrupt or from another model); "
                     f"move it away to start over")
   return None, target
-
-
-def _silence_closed_event_loop_reports() -> None:
-  """Drop the "Event loop is closed" reports a failed restore leaves behind.
-
-  When a restore fails part way, orbax closes its event loop while tensorstore still has reads in
-  flight. Each of them then fails in `loop.call_soon_threadsafe` and reports it from tensorstore's
-  own thread, a traceback apiece, some after `restore` returned: through `sys.excepthook` (its
-  callbacks end in `PyErr_Print`) or `sys.unraisablehook`. They say nothing the fallback warning
-  does not, so from the first failed restore on, this process drops exactly those reports (that
-  error, raised in `call_soon_threadsafe`) and passes every other one on.
-  """
-  if getattr(sys.excepthook, "_drops_closed_event_loop", False):
-    return
-  previous_excepthook, previous_unraisablehook = sys.excepthook, sys.unraisablehook
-
-  def excepthook(kind, value, traceback):
-    if not _is_closed_loop_report(value, traceback):
-      previous_excepthook(kind, value, traceback)
-
-  def unraisablehook(unraisable):
-    if not _is_closed_loop_report(unraisable.exc_value, unraisable.exc_traceback):
-      previous_unraisablehook(unraisable)
-
-  excepthook._drops_closed_event_loop = True  # pylint: disable=protected-access
-  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
-
-
-def _is_closed_loop_report(exc: Optional[BaseException], traceback: Any) -> bool:
-  if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
-    return False
-  frames = []
-  while traceback is not None:
-    frames.append(traceback.tb_frame.f_code.co_name)
-    traceback = traceback.tb_next
-  return "call_soon_threadsafe" in frames
 
 
 def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:

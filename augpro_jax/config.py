@@ -1,13 +1,9 @@
 """The run configuration: frozen dataclasses, built once from flags in `main.py`.
 
-Every knob is declared once, here, as a `knob(...)` field (augpro_jax/knobs.py): its default, help,
-allowed values, help group, the modes that read it, and whether it may differ between the starts of
-one run; the flags, their help, the enum checks and the workdir's run identity derive from it.
-Knobs are also grouped by who reads them: the train step takes `AugmentConfig` and `LossConfig`
-whole (`cfg.augment`, `cfg.loss`), the benchmark `BenchmarkConfig`. `Config` is all of them plus
-the run's own settings.
-
-Validation lives here: every entry point (CLI, tests, experiments) gets the same one-line errors.
+Every knob is declared once, here, as a `knob(...)` field (augpro_jax/knobs.py): default, help,
+choices, group, the modes that read it, whether it may differ between starts of a run; the flags,
+enum checks and run identity derive from it. The train step takes `AugmentConfig` and `LossConfig`
+whole; `Config` is all of them plus the run's own. Validation: the same one-line errors for all.
 """
 
 from __future__ import annotations
@@ -238,11 +234,11 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   student_heads: int = _models(12, "Student attention heads.", modes=STUDENT_MODES)
   student_intermediate: Optional[int] = _models(None, "Student FFN width (default 4 x hidden).",
                                                 modes=STUDENT_MODES)
-  student_init: str = _models(
-      "auto", "Where the student starts: auto (the pretrained backbone's embeddings and evenly "
-      "spaced layers when widths match, else random), teacher (the same, or an error), random, "
-      "or fine_tuned (distill only: the fine-tuned teacher's layers and classifier head).",
-      choices=("auto", "teacher", "random", "fine_tuned"), modes=STUDENT_MODES)
+  student_init: str = _models("auto", "Student start: auto (pretrained layers if widths match, "
+                              "else random), teacher (the same, or an error), random, fine_tuned "
+                              "(distill: the fine-tuned teacher's layers and head).",
+                              choices=("auto", "teacher", "random", "fine_tuned"),
+                              modes=STUDENT_MODES)
   dtype: str = _models("float32", "Compute dtype (params stay float32).",
                        choices=("float32", "bfloat16"))
 
@@ -381,8 +377,7 @@ def _check_shapes(cfg: Config) -> None:
     raise UserError(f"--length_buckets={cfg.length_buckets}: {listed[-1]} is longer than "
                     f"--max_seq_len={cfg.max_seq_len}")
   if cfg.student_init == "fine_tuned" and cfg.mode == "finetune":  # no teacher to start from
-    raise UserError("--student_init=fine_tuned starts the student from the fine-tuned teacher: it "
-                    "is for --mode=distill")
+    raise UserError("--student_init=fine_tuned starts from the teacher: it is for --mode=distill")
   if cfg.student_hidden % cfg.student_heads:
     raise UserError(f"--student_hidden ({cfg.student_hidden}) must be divisible by "
                     f"--student_heads ({cfg.student_heads})")

@@ -20,6 +20,7 @@ from augpro_jax import config as config_lib
 from augpro_jax import rendezvous
 from augpro_jax import interrupts
 from augpro_jax import labels
+from augpro_jax import library_noise
 from augpro_jax import progress as progress_lib
 from augpro_jax import tasks
 from augpro_jax import workdir as workdir_lib
@@ -272,8 +273,8 @@ def test_closed_event_loop_reports_after_a_failed_restore_are_dropped_and_others
   seen = []
   monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: seen.append(("except", value)))
   monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(("unraisable", u.exc_value)))
-  checkpoints._silence_closed_event_loop_reports()  # pylint: disable=protected-access
-  checkpoints._silence_closed_event_loop_reports()  # pylint: disable=protected-access  # idempotent
+  library_noise.drop_closed_event_loop_reports()
+  library_noise.drop_closed_event_loop_reports()  # idempotent
   loop = __import__("asyncio").new_event_loop()
   loop.close()
 
