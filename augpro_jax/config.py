@@ -202,7 +202,7 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   num_epochs: float = _opt(3.0, "Student epochs.", modes=STUDENT_MODES)
   num_train_steps: Optional[int] = _opt(None, "Student steps (overrides --num_epochs).",
                                         modes=STUDENT_MODES)
-  learning_rate: float = _opt(5e-5, "Peak learning rate of the student.", modes=STUDENT_MODES)
+  learning_rate: float = _opt(4e-4, "Peak learning rate of the student.", modes=STUDENT_MODES)
   warmup_fraction: float = _opt(0.1, "Fraction of steps of linear warm-up.")
   weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases/LayerNorm).")
   dropout: float = _opt(0.1, "Dropout of the model being trained.")

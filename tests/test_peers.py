@@ -57,7 +57,7 @@ def test_torch_rotates_batches_and_bfloat16_on_cpu_says_float32():
   result = peers.hf_torch_kd(shapes, steps=2, warmup=1, device="cpu")
   assert result["steps"] == 2 and result["examples_per_sec"] > 0
   assert "float32" in result["note"]
-  assert 0 < result["student_param_delta"] < 1.0  # default lr 5e-5: a small but real step
+  assert 0 < result["student_param_delta"] < 1.0  # the peers' lr 5e-5: a small but real step
 
 
 def test_make_batches_shapes_and_padding():
