@@ -1,7 +1,7 @@
 """Which student learning rate should be the default? A short-run study on SST-2 and QNLI.
 
 Command (resumable; a part is one task, e.g. --only='-sst2-'):
-  .venv/bin/python experiments/lr_defaults.py      # 2 teachers + 32 students: about 50 min, 2 cores
+  .venv/bin/python experiments/lr_defaults.py   # 2 teachers + 32 students: about 75 min, 2 cores
   .venv/bin/python experiments/report.py
 Grid: the 2x384 student (from MiniLM) on 2,000 training examples for one epoch, the shortest run
 the README documents, at each learning rate of RATES; distilled with augpro_mix at shift 0.3 from a
