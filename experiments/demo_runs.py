@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 
+from augpro_jax import files
+from augpro_jax.bench import common
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = REPO / "experiments" / "demo.flags"
 RESULTS = REPO / "experiments" / "results"
@@ -47,17 +50,18 @@ def run_demo(seed: int, workdir: pathlib.Path, glue_dir: str) -> dict:
 
 
 def table(runs: list[dict], machine: str) -> str:
-  lines = [f"`make demo` on {machine}, nothing else running (`experiments/demo_runs.py`; wall clock "
-           "of the whole command, set-up excluded):", "",
-           "| seed | wall clock | teacher dev accuracy | student dev accuracy | student / teacher "
-           "parameters | student's predict speed-up |",
-           "|---:|---:|---:|---:|---:|---:|"]
+  rows = []
   for r in runs:
     minutes, seconds = divmod(round(r["seconds"]), 60)
-    lines.append(f"| {r['seed']} | {minutes}m{seconds:02d}s | {100 * r['teacher_accuracy']:.1f}% | "
-                 f"{100 * r['student_accuracy']:.1f}% | {r['student_params'] / 1e6:.1f}M / "
-                 f"{r['teacher_params'] / 1e6:.1f}M | {r['predict_speedup']:.1f}x |")
-  return "\n".join(lines) + "\n"
+    rows.append([str(r["seed"]), f"{minutes}m{seconds:02d}s", f"{100 * r['teacher_accuracy']:.1f}%",
+                 f"{100 * r['student_accuracy']:.1f}%",
+                 f"{r['student_params'] / 1e6:.1f}M / {r['teacher_params'] / 1e6:.1f}M",
+                 f"{r['predict_speedup']:.1f}x"])
+  headers = ["seed", "wall clock", "teacher dev accuracy", "student dev accuracy",
+             "student / teacher parameters", "student's predict speed-up"]
+  return "\n".join([f"`make demo` on {machine}, nothing else running (`experiments/demo_runs.py`; "
+                    "wall clock of the whole command, set-up excluded):", "",
+                    *common.table(headers, rows, left=0)]) + "\n"
 
 
 def main() -> int:
@@ -73,11 +77,10 @@ def main() -> int:
     p.error(f"--seeds must be comma-separated integers: {args.seeds!r}")
   machine = args.machine or _cpu_model()
   runs = [run_demo(seed, pathlib.Path(args.root) / f"s{seed}", args.glue_dir) for seed in seeds]
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  (RESULTS / "demo_runs.json").write_text(json.dumps(
+  files.atomic_write(RESULTS / "demo_runs.json", json.dumps(
       {"command": f"main.py --flagfile={FLAGS.relative_to(REPO)}", "machine": machine,
-       "runs": runs}, indent=2) + "\n")
-  (RESULTS / "demo_runs.md").write_text(table(runs, machine))
+       "runs": runs}, indent=2) + "\n", mkdir=True)
+  files.atomic_write(RESULTS / "demo_runs.md", table(runs, machine))
   print(table(runs, machine))
   return 0
 

@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from augpro_jax.bench import common
 from experiments import grid
 from experiments import protocol
 
@@ -58,8 +59,7 @@ def table(rows: list[dict[str, str]], predictions: dict[str, dict[str, np.ndarra
   rates = sorted({float(r["learning_rate"]) for r in students})
   if not students:
     return ["No results yet."]
-  lines = ["| task | mode | majority class | " + " | ".join(f"{r:g}" for r in rates) + " |",
-           "|---|---|---:|" + "---:|" * len(rates)]
+  body = []
   for task in dict.fromkeys(r["task"] for r in students):
     for mode in MODES:
       cells = []
@@ -72,8 +72,8 @@ def table(rows: list[dict[str, str]], predictions: dict[str, dict[str, np.ndarra
         labels = next((predictions[r["run"]]["dev/labels"] for r in students
                        if r["task"] == task and r["run"] in predictions), None)
         share = "-" if labels is None else f"{100 * np.bincount(labels).max() / len(labels):.1f}"
-        lines.append(f"| {task} | {mode} | {share} | " + " | ".join(cells) + " |")
-  return lines
+        body.append([task, mode, share, *cells])
+  return common.table(["task", "mode", "majority class", *(f"{r:g}" for r in rates)], body, left=2)
 
 
 def report_section(rows: list[dict[str, str]],
