@@ -124,26 +124,23 @@ def position_ids(family: Family, seq_len: int, attention_mask: Optional[jax.Arra
 # Hugging Face names.
 # ----------------------------------------------------------------------------------------------
 
-_BERT_LAYER = {("attention", "query"): "attention.self.query",
-               ("attention", "key"): "attention.self.key",
-               ("attention", "value"): "attention.self.value",
-               ("attention", "output"): "attention.output.dense",
-               ("attention_layer_norm",): "attention.output.LayerNorm",
-               ("intermediate",): "intermediate.dense",
-               ("output",): "output.dense",
-               ("output_layer_norm",): "output.LayerNorm"}
-_DISTILBERT_LAYER = {("attention", "query"): "attention.q_lin",
-                     ("attention", "key"): "attention.k_lin",
-                     ("attention", "value"): "attention.v_lin",
-                     ("attention", "output"): "attention.out_lin",
-                     ("attention_layer_norm",): "sa_layer_norm",
-                     ("intermediate",): "ffn.lin1",
-                     ("output",): "ffn.lin2",
-                     ("output_layer_norm",): "output_layer_norm"}
+# A block's modules: our path -> its name in BERT (and RoBERTa, ELECTRA, DeBERTa), in DistilBERT.
+_LAYER_NAMES = (
+    (("attention", "query"), "attention.self.query", "attention.q_lin"),
+    (("attention", "key"), "attention.self.key", "attention.k_lin"),
+    (("attention", "value"), "attention.self.value", "attention.v_lin"),
+    (("attention", "output"), "attention.output.dense", "attention.out_lin"),
+    (("attention_layer_norm",), "attention.output.LayerNorm", "sa_layer_norm"),
+    (("intermediate",), "intermediate.dense", "ffn.lin1"),
+    (("output",), "output.dense", "ffn.lin2"),
+    (("output_layer_norm",), "output.LayerNorm", "output_layer_norm"))
+_BERT_LAYER = {ours: bert for ours, bert, _ in _LAYER_NAMES}
+_DISTILBERT_LAYER = {ours: distilbert for ours, _, distilbert in _LAYER_NAMES}
 _EMBEDDINGS = {"word_embeddings": "embeddings.word_embeddings",
                "position_embeddings": "embeddings.position_embeddings",
                "token_type_embeddings": "embeddings.token_type_embeddings",
                "layer_norm": "embeddings.LayerNorm", "project": "embeddings_project"}
+# DeBERTa-v2's attention: its projections are "..._proj", with two for the relative positions.
 _DEBERTA_LAYER = {("attention", "query"): "attention.self.query_proj",
                   ("attention", "key"): "attention.self.key_proj",
                   ("attention", "value"): "attention.self.value_proj",

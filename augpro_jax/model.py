@@ -97,8 +97,10 @@ class BertConfig:
     return _DTYPES[self.dtype]
 
 
-def _dense(features: int, dtype: Any, name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name,
+def _dense(config: BertConfig, features: int, name: str, dtype: Any = None) -> nn.Dense:
+  """A Dense layer with float32 parameters computing in `dtype` (default: the compute dtype)."""
+  return nn.Dense(features, dtype=dtype or config.compute_dtype, param_dtype=jnp.float32,
+                  name=name,
                   kernel_init=nn.initializers.normal(_INIT_STD),
                   bias_init=nn.initializers.zeros)
 
@@ -182,13 +184,12 @@ class SelfAttention(nn.Module):
                rel: Optional[jax.Array] = None) -> jax.Array:
     """rel: DeBERTa's relative-embedding table [2 * span, hidden], else None."""
     cfg = self.config
-    dtype = cfg.compute_dtype
     batch, seq, _ = x.shape
     split = lambda t: t.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
-    query, key = _dense(cfg.hidden_size, dtype, "query"), _dense(cfg.hidden_size, dtype, "key")
+    query, key = _dense(cfg, cfg.hidden_size, "query"), _dense(cfg, cfg.hidden_size, "key")
     q = split(query(x))  # [batch, seq, heads, head_dim]
     k = split(key(x))
-    v = split(_dense(cfg.hidden_size, dtype, "value")(x))
+    v = split(_dense(cfg, cfg.hidden_size, "value")(x))
     with jax.named_scope("scores"):
       # Accumulate and normalise in float32 whatever the compute dtype.
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
@@ -197,7 +198,7 @@ class SelfAttention(nn.Module):
         rel = Dropout(cfg.dropout_rate, cfg.dropout_bits)(rel, deterministic)
         own = {"key": key, "query": query}
         project = lambda which, t: (own[which] if cfg.share_att_key else
-                                    _dense(cfg.hidden_size, dtype, f"pos_{which}"))(t)
+                                    _dense(cfg, cfg.hidden_size, f"pos_{which}"))(t)
         scores = scores + deberta.relative_scores(q, k, rel, cfg, project)
       probs = jax.nn.softmax(scores, axis=-1)
     masks = config_lib.choices("attention_dropout_mask")
@@ -206,10 +207,10 @@ class SelfAttention(nn.Module):
                       f"got {cfg.attention_dropout_mask!r}")
     shared = (0, 1) if cfg.attention_dropout_mask == "shared" else ()  # one [q, k] mask
     probs = Dropout(cfg.dropout_rate, cfg.dropout_bits, shared)(probs, deterministic)  # [b,h,q,k]
-    probs = probs.astype(dtype)
+    probs = probs.astype(cfg.compute_dtype)
     context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
     context = context.reshape(batch, seq, cfg.hidden_size)
-    return _dense(cfg.hidden_size, dtype, "output")(context)  # [batch, seq, hidden]
+    return _dense(cfg, cfg.hidden_size, "output")(context)  # [batch, seq, hidden]
 
 
 class Layer(nn.Module):
@@ -217,20 +218,26 @@ class Layer(nn.Module):
 
   config: BertConfig
 
-  @nn.compact
+  def setup(self):
+    cfg = self.config
+    self.attention = SelfAttention(cfg)
+    self.attention_layer_norm = _layer_norm(cfg, "attention_layer_norm")
+    self.intermediate = _dense(cfg, cfg.intermediate_size, "intermediate")
+    self.output = _dense(cfg, cfg.hidden_size, "output")
+    self.output_layer_norm = _layer_norm(cfg, "output_layer_norm")
+    # Named as the compact form named it: dropout keys derive from module paths.
+    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits, name="Dropout_0")
+
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
                rel: Optional[jax.Array] = None) -> jax.Array:
-    cfg = self.config
-    dtype = cfg.compute_dtype
-    dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
-    # x is the float32 residual stream; Dense casts its input to the compute dtype.
-    attn = SelfAttention(cfg, name="attention")(x, bias, deterministic, rel)
-    x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(attn, deterministic=deterministic))
+    """x: the float32 residual stream [batch, seq, hidden]; Dense casts it to the compute dtype."""
+    attn = self.attention(x, bias, deterministic, rel)
+    x = self.attention_layer_norm(x + self.dropout(attn, deterministic=deterministic))
     with jax.named_scope("ffn"):
-      h = _dense(cfg.intermediate_size, dtype, "intermediate")(x)  # [batch, seq, intermediate]
+      h = self.intermediate(x)  # [batch, seq, intermediate]
       h = jax.nn.gelu(h, approximate=False)  # HF BERT "gelu" is the exact erf form
-      h = _dense(cfg.hidden_size, dtype, "output")(h)  # [batch, seq, hidden]
-    return _layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
+      h = self.output(h)  # [batch, seq, hidden]
+    return self.output_layer_norm(x + self.dropout(h, deterministic=deterministic))
 
 
 class Encoder(nn.Module):
@@ -258,9 +265,9 @@ class BertClassifier(nn.Module):
     cfg = self.config
     self.embeddings = Embeddings(cfg)
     self.encoder = Encoder(cfg)
-    self.pooler = _dense(cfg.hidden_size, cfg.compute_dtype, "pooler")
+    self.pooler = _dense(cfg, cfg.hidden_size, "pooler")
     # The classifier is tiny; float32 keeps the logits (and KD targets) precise.
-    self.classifier = _dense(cfg.num_labels, jnp.float32, "classifier")
+    self.classifier = _dense(cfg, cfg.num_labels, "classifier", jnp.float32)
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
 
   def embed(self, input_ids: jax.Array) -> jax.Array:

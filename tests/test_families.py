@@ -202,7 +202,11 @@ def test_bfloat16_stays_close_to_float32(family_dir, glue):
     logits[dtype] = np.asarray(jax.jit(BertClassifier(config).apply)(
         {"params": params}, ids, mask, types))
   assert logits["bfloat16"].dtype == np.float32
-  assert 0 < np.abs(logits["bfloat16"] - logits["float32"]).max() < 0.1, family
+  # Within 10% of the logits' scale: bfloat16 keeps 8 bits of mantissa, so a few percent through
+  # the layers (the trained tokenizer, hence the model, varies a little between runs); a wrong
+  # cast or a dropped term is of the order of the logits themselves.
+  error = np.abs(logits["bfloat16"] - logits["float32"]).max()
+  assert 0 < error < 0.1 * np.abs(logits["float32"]).max(), (family, error)
 
 
 def test_export_round_trip(family_dir, glue, tmp_path):

@@ -10,10 +10,9 @@ from augpro_jax.bench import peers
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
 
 # Tiny models: 1 layer, hidden 32; a small vocabulary keeps the embedding (and the test) small.
-TINY = peers.PeerShapes(
-    batch=4, seq_len=16, vocab_size=2000,
-    teacher_layers=1, teacher_hidden=32, teacher_heads=2, teacher_intermediate=64,
-    student_layers=1, student_hidden=32, student_heads=2, student_intermediate=64)
+ONE_LAYER = peers.EncoderShape(layers=1, hidden=32, heads=2, intermediate=64)
+TINY = peers.PeerShapes(batch=4, seq_len=16, vocab_size=2000, teacher=ONE_LAYER,
+                        student=ONE_LAYER)
 
 KEYS = ("examples_per_sec", "step_ms_median", "step_ms_p10", "step_ms_p90", "compile_seconds")
 

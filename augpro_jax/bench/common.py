@@ -65,13 +65,12 @@ def prepare_peers(cfg: Config, models: Any, num_labels: int,
   if not cfg.benchmark_peers:
     return runs, errors, failed
   from augpro_jax.bench import peers as peers_lib  # pylint: disable=g-import-not-at-top
-  t, s = models.teacher.config, models.student.config
+  encoder = lambda c: peers_lib.EncoderShape(layers=c.num_layers, hidden=c.hidden_size,
+                                             heads=c.num_heads, intermediate=c.intermediate_size)
   shapes = peers_lib.PeerShapes(
       batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=num_labels,
-      vocab_size=t.vocab_size, teacher_layers=t.num_layers, teacher_hidden=t.hidden_size,
-      teacher_heads=t.num_heads, teacher_intermediate=t.intermediate_size,
-      student_layers=s.num_layers, student_hidden=s.hidden_size, student_heads=s.num_heads,
-      student_intermediate=s.intermediate_size, dtype=cfg.dtype)
+      vocab_size=models.teacher.config.vocab_size, teacher=encoder(models.teacher.config),
+      student=encoder(models.student.config), dtype=cfg.dtype)
   for name in cfg.benchmark_peers:
     if name not in peers_lib.PREPARE:
       raise UserError(f"unknown peer {name!r}; choose from {', '.join(peers_lib.PREPARE)}")

@@ -36,21 +36,25 @@ _DROPOUT = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
+class EncoderShape:
+  """Depth and widths of one BERT encoder."""
+
+  layers: int
+  hidden: int
+  heads: int
+  intermediate: int
+
+
+@dataclasses.dataclass(frozen=True)
 class PeerShapes:
   """Model and batch shapes of the step; `batch` is global (the peers use one device)."""
 
   batch: int
   seq_len: int
+  teacher: EncoderShape = EncoderShape(layers=6, hidden=384, heads=12, intermediate=1536)
+  student: EncoderShape = EncoderShape(layers=2, hidden=384, heads=12, intermediate=1536)
   num_labels: int = 2
   vocab_size: int = 30522
-  teacher_layers: int = 6
-  teacher_hidden: int = 384
-  teacher_heads: int = 12
-  teacher_intermediate: int = 1536
-  student_layers: int = 2
-  student_hidden: int = 384
-  student_heads: int = 12
-  student_intermediate: int = 1536
   dtype: str = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
 
   def __post_init__(self):
@@ -64,13 +68,13 @@ def _bert_config(shapes: PeerShapes, *, teacher: bool):
   """A `transformers.BertConfig` for the teacher or the student; dropout as in our models."""
   from transformers import BertConfig  # pylint: disable=g-import-not-at-top
 
-  prefix = "teacher" if teacher else "student"
+  encoder = shapes.teacher if teacher else shapes.student
   return BertConfig(
       vocab_size=shapes.vocab_size,
-      hidden_size=getattr(shapes, f"{prefix}_hidden"),
-      num_hidden_layers=getattr(shapes, f"{prefix}_layers"),
-      num_attention_heads=getattr(shapes, f"{prefix}_heads"),
-      intermediate_size=getattr(shapes, f"{prefix}_intermediate"),
+      hidden_size=encoder.hidden,
+      num_hidden_layers=encoder.layers,
+      num_attention_heads=encoder.heads,
+      intermediate_size=encoder.intermediate,
       # The teacher runs deterministically anyway; the student trains with dropout 0.1.
       hidden_dropout_prob=_DROPOUT,
       attention_probs_dropout_prob=_DROPOUT,
