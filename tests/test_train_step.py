@@ -20,10 +20,25 @@ from augpro_jax.config import Config
 VOCAB, SEQ, BATCH = 120, 16, 16
 
 
-def tiny(layers, hidden=32, labels=2, dropout=0.0):
-  return model_lib.BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_layers=layers, num_heads=4,
-                              intermediate_size=2 * hidden, max_position_embeddings=SEQ,
-                              num_labels=labels, dropout_rate=dropout)
+# What each family's tiny model sets beside BERT's fields: RoBERTa's positions start after the
+# padding id (one more row), ELECTRA's embeddings are narrower than its encoder, DeBERTa-v2 has
+# bucketed relative attention (c2p and p2c) and no absolute positions, DistilBERT no token types.
+FAMILY_FIELDS = {
+    "bert": {},
+    "roberta": dict(family="roberta", type_vocab_size=1, max_position_embeddings=SEQ + 1),
+    "electra": dict(family="electra", embedding_size=16),
+    "deberta-v2": dict(family="deberta-v2", type_vocab_size=0, max_relative_positions=SEQ,
+                       position_buckets=8, pos_att_type="c2p|p2c", norm_rel_ebd=True,
+                       position_biased_input=False),
+    "distilbert": dict(family="distilbert", type_vocab_size=0),
+}
+
+
+def tiny(layers, hidden=32, labels=2, dropout=0.0, family="bert"):
+  fields = dict(vocab_size=VOCAB, hidden_size=hidden, num_layers=layers, num_heads=4,
+                intermediate_size=2 * hidden, max_position_embeddings=SEQ, num_labels=labels,
+                dropout_rate=dropout)
+  return model_lib.BertConfig(**{**fields, **FAMILY_FIELDS[family]})
 
 
 def masks():
@@ -48,10 +63,11 @@ def make_batch(step, devices, batch=BATCH, regression=False):
 
 
 def setup(aug="none", objective="kd", devices=None, regression=False, token_flags=None,
-          optimizer=None, cached_teacher_logits=False, **spec_kwargs):
+          optimizer=None, cached_teacher_logits=False, family="bert", **spec_kwargs):
   devices = devices or jax.local_devices()
   labels = 1 if regression else 2
-  t_config, s_config = tiny(2, labels=labels), tiny(1, labels=labels)
+  t_config = tiny(2, labels=labels, family=family)
+  s_config = tiny(1, labels=labels, family=family)
   teacher = model_lib.BertClassifier(t_config)
   student = model_lib.BertClassifier(s_config)
   t_params = model_lib.init_params(t_config, jax.random.PRNGKey(0))
@@ -79,15 +95,15 @@ def run_steps(aug, devices, steps=2, **kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("aug", ["none", "augpro_mix", "knn", "augpro_fgsm"])
-def test_one_and_eight_devices_agree(aug):
-  """Per-example randomness makes token augs layout-independent (mixup partners are per device,
-  so only augs without partners, or whose partner is fixed, can be compared exactly)."""
+@pytest.mark.parametrize("aug,family", [("none", "distilbert"), ("knn", "roberta"),
+                                        ("augpro_fgsm", "bert"), ("augpro_fgsm", "deberta-v2")])
+def test_one_and_eight_devices_agree(aug, family):
+  """Per-example randomness makes token augs layout-independent. MixUp's partners are drawn
+  within each device's batch, so augpro_mix and mixup differ between layouts by design; each
+  case runs one family, so every family's step (ELECTRA's in the cached-logits test) is seen."""
   assert jax.local_device_count() == 8, "tests expect XLA_FLAGS=--xla_force_host_platform_device_count=8"
-  if aug == "augpro_mix":
-    pytest.skip("MixUp partners are drawn within each device's batch: layouts differ by design")
-  params_1, hist_1 = run_steps(aug, jax.local_devices()[:1])
-  params_8, hist_8 = run_steps(aug, jax.local_devices())
+  params_1, hist_1 = run_steps(aug, jax.local_devices()[:1], family=family)
+  params_8, hist_8 = run_steps(aug, jax.local_devices(), family=family)
   for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_8)):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
   for m1, m8 in zip(hist_1, hist_8):
@@ -120,10 +136,10 @@ def test_every_augmentation_trains(aug, objective):
     assert "loss_aug" in metrics
 
 
-def with_teacher_logits(batch, scale=1.0):
+def with_teacher_logits(batch, scale=1.0, family="bert"):
   """The batch plus the (tiny) teacher's eval-mode logits on its originals, as train.fit caches."""
-  teacher = model_lib.BertClassifier(tiny(2))
-  t_params = model_lib.init_params(tiny(2), jax.random.PRNGKey(0))  # the teacher of `setup`
+  teacher = model_lib.BertClassifier(tiny(2, family=family))
+  t_params = model_lib.init_params(tiny(2, family=family), jax.random.PRNGKey(0))  # `setup`'s
   flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
   logits = teacher.apply({"params": t_params}, flat["input_ids"], flat["attention_mask"],
                          flat["token_type_ids"], deterministic=True)
@@ -131,13 +147,15 @@ def with_teacher_logits(batch, scale=1.0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("aug", ["none", "augpro_mix", "augpro_fgsm", "synonym"])
-def test_cached_teacher_logits_give_the_same_step(aug):
+@pytest.mark.parametrize("aug,family", [("none", "bert"), ("augpro_mix", "electra"),
+                                        ("augpro_fgsm", "deberta-v2"), ("synonym", "roberta")])
+def test_cached_teacher_logits_give_the_same_step(aug, family):
   """Cached logits on the originals (the teacher then runs on augmented examples only) train the
   same as the teacher running on everything; wrong cached logits do not (the cache is used)."""
   results = {}
   for name, cached, scale in (("live", False, 1.0), ("cached", True, 1.0), ("wrong", True, -3.0)):
-    p_step, state, teacher, _ = setup(aug, cached_teacher_logits=cached, shift_degree=0.3)
+    p_step, state, teacher, _ = setup(aug, cached_teacher_logits=cached, shift_degree=0.3,
+                                      family=family)
     for step in range(2):
       batch = make_batch(step, 8)
       if aug == "synonym":  # host-side copies: any token-level change will do here
@@ -146,7 +164,7 @@ def test_cached_teacher_logits_give_the_same_step(aug):
                      aug_token_type_ids=batch["token_type_ids"][:, :, None],
                      aug_shift=np.full(batch["label"].shape + (1,), 0.5, np.float32))
       if cached:
-        batch = with_teacher_logits(batch, scale)
+        batch = with_teacher_logits(batch, scale, family)
       state, metrics = p_step(state, teacher, step_lib.shard(batch))
     results[name] = (jax.device_get(step_lib.unreplicate(state.params)),
                      jax.device_get(jax.tree.map(lambda x: x[0], metrics)))
