@@ -38,7 +38,7 @@ from augpro_jax import token_profile
 from augpro_jax.config import AugmentConfig
 from augpro_jax.config import Config
 from augpro_jax.config import LossConfig
-from augpro_jax.model import BertClassifier, word_embedding_table
+from augpro_jax.model import BertClassifier, BertConfig, word_embedding_table
 
 # Random bits (dropout masks above all) from the original threefry scheme rather than the
 # "partitionable" one that JAX uses by default: on CPU the partitionable one is about 5x slower per
@@ -347,7 +347,18 @@ def unreplicate(tree: Any) -> Any:
 
 
 def make_predict_step(model: BertClassifier) -> Callable:
-  """pmapped eval: logits [devices, per_device, C] for a batch from `eval_batches`."""
+  """pmapped eval: logits [devices, per_device, C] for a batch from `eval_batches`.
+
+  One per model shape in a process: eval ignores dropout, so models that differ only in it share
+  one step and every program it compiled (a distill run's teacher is evaluated, then gives its
+  logits on the training examples, at the same lengths).
+  """
+  return _predict_step(dataclasses.replace(model.config, dropout_rate=0.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _predict_step(config: BertConfig) -> Callable:
+  model = BertClassifier(config)
 
   def predict(params, batch):
     return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
