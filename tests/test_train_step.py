@@ -385,3 +385,12 @@ def test_flops_count_the_second_backward_pass_of_fgsm_loss():
   assert ce["total"] == kd["total"] + ce["student_input_grad"] > kd["total"]
   assert flops.step_flops(objective="labels", fgsm_loss="ce", **common) == \
       flops.step_flops(objective="labels", fgsm_loss="kd", **common)
+
+
+def test_models_that_differ_only_in_dropout_share_one_eval_step():
+  """Eval ignores dropout, so a trained teacher (dropout 0.1) and the same teacher loaded for its
+  logits (0.0) share one eval step, and with it every program it compiled; other shapes do not."""
+  trained = step_lib.make_predict_step(model_lib.BertClassifier(tiny(2, dropout=0.1)))
+  loaded = step_lib.make_predict_step(model_lib.BertClassifier(tiny(2, dropout=0.0)))
+  assert trained is loaded
+  assert step_lib.make_predict_step(model_lib.BertClassifier(tiny(1))) is not loaded
