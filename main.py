@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
     message = distributed.lost_peer(exc)
     if message is None:
       raise
-    rendezvous.exit_now(message)
+    rendezvous.exit_now(rendezvous.named_loss() or message)  # name the lost process if known
   if summary is not None and distributed.is_main_process():
     print(result_line(cfg, summary), flush=True)
   rendezvous.goodbye()

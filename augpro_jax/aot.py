@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from augpro_jax import chips as chips_lib
+from augpro_jax import config as config_lib
 from augpro_jax import flops as flops_lib
 from augpro_jax import model as model_lib
 from augpro_jax import students
@@ -51,7 +52,7 @@ PRESETS: dict[str, tuple[int, int, int, int, int]] = {
     "roberta-large": (24, 1024, 16, 4096, 50265),
     "deberta-v2-xxlarge": (48, 1536, 24, 6144, 128100),
 }
-STEPS = ("distill", "train_teacher")
+STEPS = config_lib.STEPS
 METHOD = ("jax.shard_map manual over 'data' (the per-device step and its pmean, unchanged), "
           "GSPMD over 'fsdp' (parameters, teacher and Adam state split by sharding.param_spec)")
 
@@ -75,7 +76,8 @@ def teacher_config(cfg: Config, num_labels: int) -> model_lib.BertConfig:
       vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
       intermediate_size=intermediate, max_position_embeddings=max(512, cfg.max_seq_len),
       num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype,
-      dropout_bits=cfg.dropout_bits, attention_dropout_mask=cfg.attention_dropout_mask)
+      dropout_bits=cfg.dropout_bits, dropout_rng=cfg.dropout_rng,
+      attention_dropout_mask=cfg.attention_dropout_mask)
 
 
 def topology_devices(topology: str) -> list[Any]:

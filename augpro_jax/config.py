@@ -24,15 +24,17 @@ from augpro_jax.knobs import group_maker
 PREDICT_FORMATS = (".jsonl", ".tsv")
 
 STUDENT_MODES = ("distill", "finetune", "benchmark")  # the modes that train (or time) a student
+STEPS = ("distill", "train_teacher")  # the steps --mode=compile compiles
 _run, _data = group_maker("run"), group_maker("data")
 _opt, _models = group_maker("optimisation"), group_maker("models")
 _loop, _multi = group_maker("loop"), group_maker("multi-process")
-_kd = group_maker("distillation", STUDENT_MODES)
-_aug = group_maker("augmentation", STUDENT_MODES)
+_kd, _aug = group_maker("distillation", STUDENT_MODES), group_maker("augmentation", STUDENT_MODES)
 _bench = group_maker("benchmark", ("benchmark", "compile"))
-_compile = group_maker("compile", ("compile",))
+_compile, _mesh = group_maker("compile", ("compile",)), group_maker("mesh")
 _SOURCE = "where the data is read from (the data's digest is compared instead)"
 _LAYOUT = "the process layout (layouts agree up to floating-point rounding)"
+_MESH = ("the device mesh: checkpoints hold whole arrays and restore onto any mesh (dropout and "
+         "MixUp partners are drawn per data slice, as they were per device)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,20 +126,12 @@ class CompileConfig:
                                       "v4:2x2x2, v5p:2x2x2 (needs libtpu: make setup-tpu).")
   compile_step: str = _compile("distill", "distill (teacher forward, augmentation, student "
                                           "forward/backward, update) | train_teacher (the "
-                                          "teacher's fine-tuning step).",
-                               choices=("distill", "train_teacher"))
+                                          "teacher's fine-tuning step).", choices=STEPS)
   compile_teacher: str = _compile("bert-large", "The teacher's shape, BERT-shaped: a preset, or "
-                                                "custom (--benchmark_teacher_layers, "
-                                                "--benchmark_teacher_hidden).",
+                                                "custom (--benchmark_teacher_layers/_hidden).",
                                   choices=("bert-base", "bert-large", "roberta-large",
                                            "deberta-v2-xxlarge", "custom"))
   compile_out: str = _compile("compile.json", "Where the report goes (JSON).")
-  # The device mesh (augpro_jax/sharding.py). Read by --mode=compile; training runs use every
-  # device for data parallelism.
-  mesh_data: Optional[int] = _compile(None, "Chips on the mesh's data-parallel axis (default: all "
-                                            "chips / --mesh_fsdp).")
-  mesh_fsdp: int = _compile(1, "Chips on the mesh's fsdp axis: parameters, teacher and Adam state "
-                               "are split over them (FSDP); the batch over both axes.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +200,10 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   warmup_fraction: float = _opt(0.1, "Fraction of steps of linear warm-up.")
   weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases/LayerNorm).")
   dropout: float = _opt(0.1, "Dropout of the model being trained.")
+  dropout_rng: str = _opt(
+      "threefry", "Random-number generator of dropout masks: threefry (JAX's default) or rbg "
+      "(XLA's RngBitGenerator, seeded from threefry; TPUs draw it in hardware).",
+      choices=("threefry", "rbg"), before_added="threefry")
   dropout_bits: int = _opt(
       32, "Random bits per dropout decision: 32 (a float Bernoulli draw, as flax's Dropout) or "
       "16 (two decisions per random word: half the random-number work; the keep probability is "
@@ -276,6 +274,12 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
                                           "(the settings they were trained with are unknown), "
                                           "recording the current settings as its identity.",
                                    may_differ="consent to resume a workdir without run.json, asked once")
+
+  # The device mesh (augpro_jax/sharding.py) of every mode, --mode=compile's topology included.
+  mesh_data: Optional[int] = _mesh(None, "Devices on the mesh's data-parallel axis (default: all "
+                                         "devices / --mesh_fsdp).", may_differ=_MESH)
+  mesh_fsdp: int = _mesh(1, "Devices on the mesh's fsdp axis: parameters, teacher and Adam state "
+                            "are split over them (FSDP); the batch over both.", may_differ=_MESH)
 
   # Multi-process.
   coordinator_address: Optional[str] = _multi(None, "host:port of process 0 (multi-process runs).",
@@ -419,11 +423,6 @@ def predict_out_format(path: str) -> str:
     raise UserError(f"--predict_out={path}: unsupported file type {suffix!r}; use "
                     f"{' or '.join(PREDICT_FORMATS)}, or a directory for GLUE submission files")
   return suffix
-
-
-def eval_interval(eval_every: int | str, steps_per_epoch: int) -> int:
-  """Steps between evaluations (0: at the end only) of --eval_every, a count or 'epoch'."""
-  return steps_per_epoch if str(eval_every) == "epoch" else int(eval_every)
 
 
 def _validate_eval_every(eval_every: int | str, patience: int) -> None:

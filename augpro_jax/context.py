@@ -1,5 +1,5 @@
-"""What every mode shares, set up once per run: the task, data, tokenizer, device layout, the
-augmentations' candidate tokens and the length buckets (`Context`, `build_context`)."""
+"""What every mode shares, set up once per run: the task, data, tokenizer, device layout and mesh,
+the augmentations' candidate tokens and the length buckets (`Context`, `build_context`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from augpro_jax import distributed
 from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
+from augpro_jax import sharding
 from augpro_jax import tasks as tasks_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -38,6 +39,7 @@ class Context:
   train: Optional[pipeline.Tokenized]
   dev: dict[str, pipeline.Tokenized]
   layout: pipeline.Layout
+  mesh: jax.sharding.Mesh  # every device of every process, [data, fsdp] (`sharding.run_mesh`)
   is_special: np.ndarray
   is_candidate: np.ndarray  # [V] what a projection may return (--projection_vocab)
   token_flags: Optional[tuple[np.ndarray, np.ndarray]] = None  # (is_continuation, is_non_ascii)
@@ -80,6 +82,7 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
     # The student starts from --teacher's embedding rows: they must mean the teacher's tokens.
     pipeline.check_same_vocabulary(tokenizer, tokenizer_dir, teacher_dir)
   layout = local_layout()
+  mesh = sharding.run_mesh(cfg.mesh_data, cfg.mesh_fsdp)
   pipeline.check_batch_divisible(cfg.batch_size, layout)
   pipeline.check_batch_divisible(cfg.eval_batch_size, layout, "eval_batch_size")
   train = None
@@ -103,8 +106,8 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
   chosen_on = train or next(iter(dev.values()), None)
   buckets = () if chosen_on is None else choose_length_buckets(
       cfg, chosen_on, layout, cfg.batch_size if train else cfg.eval_batch_size)
-  return Context(cfg, task, tokenizer, teacher_dir, tokenizer_dir, train, dev, layout, is_special,
-                 is_candidate, pipeline.token_flags(tokenizer, vocab_size), buckets)
+  return Context(cfg, task, tokenizer, teacher_dir, tokenizer_dir, train, dev, layout, mesh,
+                 is_special, is_candidate, pipeline.token_flags(tokenizer, vocab_size), buckets)
 
 
 def choose_length_buckets(cfg: Config, split: pipeline.Tokenized, layout: pipeline.Layout,

@@ -65,7 +65,7 @@ def _has_accelerator_env() -> bool:
 def _use_gloo_for_cpu() -> None:
   """CPU processes exchange gradients through gloo (over loopback when testing on one machine).
 
-  Without it, a pmap collective across CPU processes fails; GPU and TPU backends have their own.
+  Without it, a collective across CPU processes fails; GPU and TPU backends have their own.
   """
   if jax.config.jax_platforms in (None, "", "cpu") and not _has_accelerator_env():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -19,11 +19,17 @@ class Dropout(nn.Module):
   kept when its draw is below round((1 - rate) * 2^16), a keep probability within 2^-17 of
   1 - rate. On CPU the masks are a large part of the student's step (docs/benchmarks.md).
   `broadcast_dims` share one decision along those axes, as in `nn.Dropout`.
+
+  rng="rbg" draws the bits with XLA's RngBitGenerator (`jax.random`'s rbg implementation) from a
+  key of four words that the module's threefry key gives: the same masks' statistics, other bits.
+  TPUs generate them in hardware (T5X and MaxText use rbg there); on CPU both cost about the same
+  (docs/benchmarks.md). Under `jit`, rbg bits may depend on how a draw is split over devices.
   """
 
   rate: float
   bits: int = 32
   broadcast_dims: tuple[int, ...] = ()
+  rng: str = "threefry"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -31,6 +37,10 @@ class Dropout(nn.Module):
       return x
     keep_prob = 1.0 - self.rate
     key = self.make_rng("dropout")
+    if self.rng == "rbg":
+      key = jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
+    elif self.rng != "threefry":
+      raise UserError(f"dropout rng must be threefry or rbg, got {self.rng!r}")
     shape = tuple(1 if axis in self.broadcast_dims else size for axis, size in enumerate(x.shape))
     if self.bits == 32:
       keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)

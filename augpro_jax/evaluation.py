@@ -1,5 +1,5 @@
-"""Evaluation: `predict` and `evaluate` run the pmapped eval step over every example exactly once,
-gathered from all processes, and report metrics in the examples' original order. Batches come in
+"""Evaluation: `predict` and `evaluate` run the eval step on the mesh over every example exactly
+once, whole on every process, and report metrics in the examples' original order. Batches come in
 length buckets (`context.choose_length_buckets`), as in training.
 """
 
@@ -9,7 +9,6 @@ import pathlib
 import time
 from typing import Any, Optional
 
-import jax
 import numpy as np
 
 from augpro_jax import buckets as buckets_lib
@@ -19,6 +18,7 @@ from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
 from augpro_jax import model as model_lib
 from augpro_jax import progress as progress_lib
+from augpro_jax import sharding
 from augpro_jax import tasks as tasks_lib
 from augpro_jax import train_step as step_lib
 from augpro_jax.context import Context
@@ -26,16 +26,17 @@ from augpro_jax.errors import UserError
 
 
 
-def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,
+def predict(ctx: Context, model: model_lib.BertClassifier, params: Any,
             split: pipeline.Tokenized, predict_step=None, phase: str = "eval",
             buckets: Optional[buckets_lib.Buckets] = None) -> np.ndarray:
-  """Logits [N, C] for every example of `split`, each exactly once, gathered from all processes.
+  """Logits [N, C] for every example of `split`, each exactly once, on every process.
 
+  params: on `ctx.mesh` (`sharding.put_tree`, or a train state's).
   Batched in `buckets` (default the run's, `ctx.buckets`); longer examples get one more bucket.
 
   A signal stops it before the next batch (`interrupts.StopRequested`, named after `phase`).
   """
-  predict_step = predict_step or step_lib.make_predict_step(model)
+  predict_step = predict_step or step_lib.make_predict_step(model, ctx.mesh)
   out = np.zeros((len(split), model.config.num_labels), np.float32)
   seen = np.zeros(len(split), np.int32)
   buckets = ctx.buckets if buckets is None else buckets
@@ -43,13 +44,11 @@ def predict(ctx: Context, model: model_lib.BertClassifier, replicated_params: An
   for batch in pipeline.eval_batches(split, ctx.cfg.eval_batch_size, ctx.layout, buckets):
     timing.after(int(np.sum(seen)))
     interrupts.stop_inside(phase, ctx.layout.process_count)
-    logits = predict_step(replicated_params, {k: batch[k] for k in
-                                              ("input_ids", "attention_mask", "token_type_ids")})
-    logits = np.asarray(logits).reshape(-1, out.shape[1])
-    index = batch["index"].reshape(-1)
-    if ctx.layout.process_count > 1:
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    logits = np.asarray(predict_step(params, sharding.put_batch(ctx.mesh, inputs)))  # [global, C]
+    index = batch["index"].reshape(-1)  # this process's rows, in order
+    if ctx.layout.process_count > 1:  # the global batch's rows, in process order
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      logits = np.asarray(multihost_utils.process_allgather(logits)).reshape(-1, out.shape[1])
       index = np.asarray(multihost_utils.process_allgather(index)).reshape(-1)
     real = index >= 0
     out[index[real]] = logits[real]
@@ -92,7 +91,7 @@ class _EvalEstimate:
           f"{progress_lib.duration(left)} left", flush=True)
 
 
-def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: Any,
+def evaluate(ctx: Context, model: model_lib.BertClassifier, params: Any,
              predict_step=None, predictions: Optional[dict[str, np.ndarray]] = None
              ) -> dict[str, float]:
   """Dev metrics; with several dev splits (MNLI) keys are prefixed by the split name.
@@ -102,7 +101,7 @@ def evaluate(ctx: Context, model: model_lib.BertClassifier, replicated_params: A
   """
   results = {}
   for split_name, split in ctx.dev.items():
-    logits = predict(ctx, model, replicated_params, split, predict_step)
+    logits = predict(ctx, model, params, split, predict_step)
     preds = logits[:, 0] if ctx.task.is_regression else logits.argmax(-1)
     if predictions is not None:
       predictions[split_name] = preds
@@ -116,7 +115,7 @@ def inference_speed(ctx: Context, models: dict[str, tuple[model_lib.BertClassifi
                     max_examples: int = 256) -> dict[str, dict[str, float]]:
   """Each model's size and prediction speed on the first dev split (at most `max_examples`).
 
-  models: {name: (model, params)} with plain (not replicated) params. The examples are padded to
+  models: {name: (model, params)} with host params. The examples are padded to
   one length (the longest of them), so each model compiles one program: the first pass compiles,
   the second is timed. Returns {name: {"params": count, "examples_per_sec"}}.
   """
@@ -125,10 +124,11 @@ def inference_speed(ctx: Context, models: dict[str, tuple[model_lib.BertClassifi
   one_length = (int(np.max(split.lengths)),)
   out = {}
   for name, (model, params) in models.items():
-    replicated, predict_step = step_lib.replicate(params), step_lib.make_predict_step(model)
-    predict(ctx, model, replicated, split, predict_step, buckets=one_length)  # compiles
+    placed = sharding.put_tree(ctx.mesh, params)
+    predict_step = step_lib.make_predict_step(model, ctx.mesh)
+    predict(ctx, model, placed, split, predict_step, buckets=one_length)  # compiles
     start = time.perf_counter()
-    predict(ctx, model, replicated, split, predict_step, buckets=one_length)
+    predict(ctx, model, placed, split, predict_step, buckets=one_length)
     out[name] = {"params": model_lib.count_params(params),
                  "examples_per_sec": len(split) / (time.perf_counter() - start)}
   return out

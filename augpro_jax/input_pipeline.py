@@ -8,8 +8,8 @@ With length buckets (`augpro_jax.buckets`) a global batch holds examples of one 
 to that bucket's length; every process computes the same plan, so all agree on the length. One
 bucket of `max_seq_len` is fixed padding, batch for batch.
 
-Batches are dicts of numpy arrays with a leading [local_devices, per_device, ...] layout, ready for
-`jax.pmap`. `example_id` is the position in the global batch; the train step folds it into the
+Batches are dicts of numpy arrays with a leading [local_devices, per_device, ...] layout: this
+process's rows, which `sharding.put_batch` makes one global array on the mesh. `example_id` is the position in the global batch; the train step folds it into the
 augmentation PRNG key so an example's augmentation does not depend on the device layout.
 """
 

@@ -21,7 +21,7 @@ MODES = ("distill", "train_teacher", "finetune", "eval", "predict", "benchmark",
 TRAINING_MODES = ("distill", "train_teacher", "finetune")  # the modes that write a run identity
 # Help groups, in the order `--helpfull` lists them.
 GROUPS = ("run", "data", "optimisation", "models", "distillation", "augmentation", "loop",
-          "benchmark", "compile", "multi-process")
+          "mesh", "benchmark", "compile", "multi-process")
 _UNSET = object()
 
 

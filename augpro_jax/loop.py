@@ -1,4 +1,4 @@
-"""The generic training loop: `fit` runs the pmapped step with checkpoints, evaluation and logging.
+"""The generic training loop: `fit` runs the step on the mesh with checkpoints, evaluation and logging.
 
 Its parts are small and separate: `run_log` (the writers, the step timer and the metric logger),
 `compile_steps` (one compile per length bucket before the loop, with XLA's memory analysis) and
@@ -32,6 +32,7 @@ from augpro_jax import model as model_lib
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import progress as progress_lib
 from augpro_jax import selection
+from augpro_jax import sharding
 from augpro_jax.run_log import MetricLogger, StepTimer, Writers
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
@@ -73,18 +74,18 @@ def total_train_steps(cfg: Config, num_examples: int, num_epochs: float) -> int:
   return max(1, int(math.ceil(num_epochs * pipeline.steps_per_epoch(num_examples, cfg.batch_size))))
 
 
-def compile_steps(ctx: context.Context, p_step: Callable, r_state: Any, r_teacher: Any,
+def compile_steps(ctx: context.Context, step: Callable, state: Any, teacher_params: Any,
                   first_batch: Any, start_step: int, num_steps: int
                   ) -> tuple[step_lib.CompiledSteps, float, dict[str, float]]:
   """Compile the step once per bucket length the remaining steps use, before the loop:
-  (callable, seconds, XLA memory analysis in MB of the longest)."""
-  # Multi-process pmap turns each process's local arrays into global ones around every call; an
-  # AOT executable skips that, so there the steps call the pmapped function (its compile is cached).
-  run_step = step_lib.CompiledSteps(p_step, aot=ctx.layout.process_count == 1)
+  (callable, seconds, XLA memory analysis in MB of the longest). `state` and `teacher_params` are
+  on the mesh; `first_batch` is a host batch."""
+  run_step = step_lib.CompiledSteps(step)
   remaining = pipeline.bucket_steps(ctx.train, ctx.cfg.batch_size, ctx.cfg.seed, start_step,
                                     num_steps, ctx.buckets)
   for length in sorted(remaining or {first_batch["input_ids"].shape[-1]: 1}, reverse=True):
-    run_step.compile(r_state, r_teacher, step_lib.shard(pipeline.with_length(first_batch, length)))
+    run_step.compile(state, teacher_params,
+                     sharding.put_batch(ctx.mesh, pipeline.with_length(first_batch, length)))
   seconds = sum(run_step.compile_seconds.values())
   memory = flops_lib.memory_summary(run_step.executables[max(run_step.executables)])
   logging.info("compiled the train step for lengths %s in %.1fs; memory: %s",
@@ -125,27 +126,28 @@ class Saver:
   def __init__(self, manager: Any, step: int):
     self.manager, self.step = manager, step
 
-  def save(self, step: int, r_state: Any, metrics: Optional[dict[str, float]] = None) -> None:
+  def save(self, step: int, state: Any, metrics: Optional[dict[str, float]] = None) -> None:
     interrupts.requested("save")  # a signal during a save is honoured after it
-    checkpoints.save(self.manager, step, jax.device_get(step_lib.unreplicate(r_state)), metrics)
+    # Whole arrays, not the mesh's shards: a checkpoint restores onto any mesh.
+    checkpoints.save(self.manager, step, sharding.gather(state), metrics)
     self.step = step
 
-  def ensure(self, step: int, r_state: Any, metrics: Optional[dict[str, float]] = None) -> None:
+  def ensure(self, step: int, state: Any, metrics: Optional[dict[str, float]] = None) -> None:
     """Save `step` unless it is on disk already (orbax refuses a second save of one step)."""
     if self.step != step:
-      self.save(step, r_state, metrics)
+      self.save(step, state, metrics)
 
 
 def evaluate_and_log(ctx: context.Context, model: model_lib.BertClassifier, predict_step,
-                     r_state: Any, step: int, *, writers: Writers, tracker: selection.Tracker,
+                     state: Any, step: int, *, writers: Writers, tracker: selection.Tracker,
                      saver: Saver, predictions: Optional[dict[str, np.ndarray]] = None
                      ) -> dict[str, float]:
   """Dev metrics at `step`, logged and tracked for the best; a signal between evaluation batches
   checkpoints the step and stops the run."""
   try:
-    metrics = evaluation.evaluate(ctx, model, r_state.params, predict_step, predictions)
+    metrics = evaluation.evaluate(ctx, model, state.params, predict_step, predictions)
   except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
-    saver.ensure(step, r_state)
+    saver.ensure(step, state)
     raise interrupts.Preempted(
         f"stopped by {exc.signal_name} during {exc.during} at step {step}; checkpoint saved in "
         f"{pathlib.Path(saver.manager.directory).parent}; run the same command again to resume"
@@ -193,19 +195,21 @@ def fit(ctx: context.Context, *, workdir: pathlib.Path, model: model_lib.BertCla
       pipeline.steps_per_epoch(len(ctx.train), cfg.batch_size)).restore(manager, start_step)
   teacher_model, teacher_params = teacher if teacher else (None, {})
   aug = augmentations.get(spec.aug)
-  p_step = step_lib.pmap_train_step(step_lib.make_train_step(
-      spec, model, teacher_model, optimizer, ctx.is_special, ctx.is_candidate, ctx.token_flags))
+  step_fn = step_lib.make_train_step(spec, model, teacher_model, optimizer, ctx.is_special,
+                                     ctx.is_candidate, ctx.token_flags)
   host_augment = aug.make_host_augment(cfg) if aug.make_host_augment else None
-  r_state, r_teacher = step_lib.replicate(state), step_lib.replicate(teacher_params)
+  state = sharding.put_tree(ctx.mesh, state)
+  teacher_params = sharding.put_tree(ctx.mesh, teacher_params)
 
   def make_batch(step):
     return pipeline.train_batch(ctx.train, step, cfg.batch_size, cfg.seed, ctx.layout,
                                 host_augment, ctx.tokenizer, cfg.max_seq_len, per_example or {},
                                 ctx.buckets)
 
-  run_step, compile_seconds, memory = compile_steps(
-      ctx, p_step, r_state, r_teacher, make_batch(min(start_step, num_steps - 1)), start_step,
-      num_steps)
+  first_batch = make_batch(min(start_step, num_steps - 1))
+  step = sharding.mesh_step(step_fn, ctx.mesh, state, teacher_params, first_batch)
+  run_step, compile_seconds, memory = compile_steps(ctx, step, state, teacher_params, first_batch,
+                                                    start_step, num_steps)
   steps_per_length, step_flops = run_flops(ctx, spec, model, teacher_model, num_steps)
   writers = Writers(workdir, distributed.is_main_process(), start_step)
   writers.write(start_step, "compile", {"seconds": compile_seconds, **memory,
@@ -215,16 +219,17 @@ def fit(ctx: context.Context, *, workdir: pathlib.Path, model: model_lib.BertCla
   saver = Saver(manager, start_step)
   loop = Loop(ctx, run_step, make_batch, MetricLogger(cfg, writers, schedule, step_flops["total"],
                                                       timer), timer, saver, tracker,
-              functools.partial(evaluate_and_log, ctx, model, step_lib.make_predict_step(model),
+              functools.partial(evaluate_and_log, ctx, model,
+                                step_lib.make_predict_step(model, ctx.mesh),
                                 writers=writers, tracker=tracker, saver=saver))
-  r_state, end_step = loop.run(r_state, r_teacher, start_step, num_steps)
+  state, end_step = loop.run(state, teacher_params, start_step, num_steps)
   if loop.last_eval is None:  # not evaluated at end_step yet (stopping early, it was)
-    loop.last_eval = loop.evaluate(r_state, end_step, predictions=loop.predictions)
+    loop.last_eval = loop.evaluate(state, end_step, predictions=loop.predictions)
   dev = loop.last_eval
   evaluation.write_dev_predictions(workdir / "dev_predictions.npz", ctx, loop.predictions)
-  saver.ensure(end_step, r_state, dev)
+  saver.ensure(end_step, state, dev)
   writers.close()
-  final_state = jax.device_get(step_lib.unreplicate(r_state))
+  final_state = sharding.gather(state)
   export_step, export_params, export_dev = choose_export(cfg, tracker, manager, final_state,
                                                          end_step, dev)
   summary = build_summary(ctx, final_state, dev=dev, best=tracker.summary(), start_step=start_step,
@@ -249,22 +254,24 @@ class Loop:
     self.last_eval: Optional[dict[str, float]] = None
     self.predictions: dict[str, np.ndarray] = {}
 
-  def run(self, r_state: Any, r_teacher: Any, start_step: int, num_steps: int) -> tuple[Any, int]:
+  def run(self, state: Any, teacher_params: Any, start_step: int, num_steps: int
+          ) -> tuple[Any, int]:
     """(state, the step the run ended at: `num_steps`, or earlier when it stopped early)."""
     cfg, process_count = self.cfg, self.ctx.layout.process_count
     if self.tracker.should_stop(start_step):  # a run that stopped early, started again
       self._say(self.tracker.stop_message(start_step))
-      return r_state, start_step
+      return state, start_step
     progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
                                      cfg.progress and distributed.is_main_process())
     try:
       with preemption_guard(process_count):
         # Host work and the host->device copy both happen on the prefetch thread.
-        batches = pipeline.prefetch(lambda i: step_lib.shard(self.make_batch(i)), start_step,
-                                    num_steps)
+        mesh = self.ctx.mesh
+        batches = pipeline.prefetch(lambda i: sharding.put_batch(mesh, self.make_batch(i)),
+                                    start_step, num_steps)
         self.timer.lap()
         for step in range(start_step, num_steps):
-          r_state, metrics = self.run_step(r_state, r_teacher, next(batches))
+          state, metrics = self.run_step(state, teacher_params, next(batches))
           self.logger.add(step, metrics)
           done = step + 1
           if done % cfg.log_every == 0 or done == num_steps:
@@ -272,12 +279,12 @@ class Loop:
           progress.update(1, self.logger.last, self.timer)
           if done == num_steps:
             break
-          if self._evaluate_or_save(r_state, done):
+          if self._evaluate_or_save(state, done):
             self._say(self.tracker.stop_message(done))
-            return r_state, done
+            return state, done
           if _preemption_requested(done, process_count):
             self.logger.flush(done)
-            self.saver.ensure(done, r_state)  # a signal during a checkpoint step has its checkpoint
+            self.saver.ensure(done, state)  # a signal during a checkpoint step has its checkpoint
             raise interrupts.Preempted(
                 f"stopped at step {done} by {interrupts.received() or 'a signal'}; checkpoint "
                 f"saved in {pathlib.Path(self.saver.manager.directory).parent}; run the same "
@@ -285,14 +292,14 @@ class Loop:
         self.logger.flush(num_steps)
     finally:
       progress.close()
-    return r_state, num_steps
+    return state, num_steps
 
   @staticmethod
   def _say(text: str) -> None:
     if distributed.is_main_process():
       print(text, flush=True)
 
-  def _evaluate_or_save(self, r_state: Any, done: int) -> bool:
+  def _evaluate_or_save(self, state: Any, done: int) -> bool:
     """Evaluate and checkpoint when due after step `done`; True if the run should stop early."""
     eval_now = self.tracker.is_eval_step(done)
     # Selecting runs checkpoint every evaluation: the best step stays on disk, for export and resume.
@@ -303,9 +310,9 @@ class Loop:
     self.logger.flush(done)
     with self.timer.paused():
       self.predictions = {}
-      last_eval = self.evaluate(r_state, done, predictions=self.predictions) if eval_now else None
+      last_eval = self.evaluate(state, done, predictions=self.predictions) if eval_now else None
       if save_now:
-        self.saver.save(done, r_state, last_eval)
+        self.saver.save(done, state, last_eval)
     if not (eval_now and self.tracker.should_stop(done)):
       return False
     self.last_eval = last_eval
@@ -354,6 +361,7 @@ def build_summary(ctx: context.Context, final_state: step_lib.TrainState, *, dev
       "compile_seconds": compile_seconds,
       "flops_per_step": step_flops,
       "devices": jax.device_count(),
+      "mesh": {axis: int(size) for axis, size in ctx.mesh.shape.items()},
       "processes": ctx.layout.process_count,
       "device_kind": jax.local_devices()[0].device_kind,
       "student_params_sha256": checkpoints.params_sha256(final_state.params),

@@ -64,6 +64,7 @@ class BertConfig:
   dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"; params always stay float32
   pad_token_id: int = 0
   dropout_bits: int = 32  # random bits per dropout decision: 32 or 16 (see `Dropout`)
+  dropout_rng: str = "threefry"  # generator of the dropout bits: threefry or rbg (see `Dropout`)
   # "per_head": one attention-dropout mask per example and head, as BERT; "shared": one [q, k]
   # mask for the whole batch and all heads, as HF's Flax BERT (broadcast_dropout).
   attention_dropout_mask: str = "per_head"
@@ -142,7 +143,7 @@ class Embeddings(nn.Module):
       self.project = nn.Dense(cfg.hidden_size, use_bias=not family.disentangled,
                               dtype=jnp.float32, param_dtype=jnp.float32,
                               kernel_init=nn.initializers.normal(_INIT_STD))
-    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
+    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng)
 
   def words(self, input_ids: jax.Array) -> jax.Array:
     return self.word_embeddings(input_ids)  # [batch, seq, emb] f32
@@ -195,7 +196,7 @@ class SelfAttention(nn.Module):
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
       scores = scores / deberta.score_scale(cfg) + bias  # [batch, heads, seq_q, seq_k] f32
       if rel is not None:
-        rel = Dropout(cfg.dropout_rate, cfg.dropout_bits)(rel, deterministic)
+        rel = Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng)(rel, deterministic)
         own = {"key": key, "query": query}
         project = lambda which, t: (own[which] if cfg.share_att_key else
                                     _dense(cfg, cfg.hidden_size, f"pos_{which}"))(t)
@@ -206,7 +207,7 @@ class SelfAttention(nn.Module):
       raise UserError(f"attention dropout mask must be {' or '.join(masks)}, "
                       f"got {cfg.attention_dropout_mask!r}")
     shared = (0, 1) if cfg.attention_dropout_mask == "shared" else ()  # one [q, k] mask
-    probs = Dropout(cfg.dropout_rate, cfg.dropout_bits, shared)(probs, deterministic)  # [b,h,q,k]
+    probs = Dropout(cfg.dropout_rate, cfg.dropout_bits, shared, cfg.dropout_rng)(probs, deterministic)  # [b,h,q,k]
     probs = probs.astype(cfg.compute_dtype)
     context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
     context = context.reshape(batch, seq, cfg.hidden_size)
@@ -226,7 +227,7 @@ class Layer(nn.Module):
     self.output = _dense(cfg, cfg.hidden_size, "output")
     self.output_layer_norm = _layer_norm(cfg, "output_layer_norm")
     # Named as the compact form named it: dropout keys derive from module paths.
-    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits, name="Dropout_0")
+    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng, name="Dropout_0")
 
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
                rel: Optional[jax.Array] = None) -> jax.Array:
@@ -268,7 +269,7 @@ class BertClassifier(nn.Module):
     self.pooler = _dense(cfg, cfg.hidden_size, "pooler")
     # The classifier is tiny; float32 keeps the logits (and KD targets) precise.
     self.classifier = _dense(cfg, cfg.num_labels, "classifier", jnp.float32)
-    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits)
+    self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng)
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
     """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, emb] f32."""

@@ -37,7 +37,7 @@ from augpro_jax import glue_submission
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import tasks as tasks_lib
-from augpro_jax import train_step as step_lib
+from augpro_jax import sharding
 from augpro_jax.config import Config
 
 
@@ -56,23 +56,23 @@ def run(cfg: Config) -> dict[str, Any]:
   if info.get("label_note") and distributed.is_main_process():
     print(f"note: model {found.path}: {info['label_note']}", flush=True)
   model = model_lib.BertClassifier(dataclasses.replace(config, dropout_rate=0.0))
-  replicated = step_lib.replicate(params)
+  placed = sharding.put_tree(ctx.mesh, params)  # on the mesh
   summary = {"task": task.name, "mode": cfg.mode, "model": str(found.path)}
   if cfg.mode == "eval":
-    return _eval(ctx, model, replicated, summary)
+    return _eval(ctx, model, placed, summary)
   out = pathlib.Path(cfg.predict_out)
   out_format = config_lib.predict_out_format(cfg.predict_out)
   if out_format == "dir":
-    return {**summary, "out": str(out), "files": _glue_submission(ctx, model, replicated, out)}
+    return {**summary, "out": str(out), "files": _glue_submission(ctx, model, placed, out)}
   texts, _ = data_lib.read_texts(cfg.predict_file, "--predict_file",
                                  cfg.text_fields or task.text_fields)
-  logits = _logits(ctx, model, replicated, texts, cfg.predict_file)
+  logits = _logits(ctx, model, placed, texts, cfg.predict_file)
   if distributed.is_main_process():
     _write(out, format_rows(task, logits, out_format))
   return {**summary, "out": str(out), "predictions": len(texts)}
 
 
-def _eval(ctx: context.Context, model: model_lib.BertClassifier, replicated: Any,
+def _eval(ctx: context.Context, model: model_lib.BertClassifier, placed: Any,
           summary: dict[str, Any]) -> dict[str, Any]:
   """Metrics on the dev splits (or --eval_file), written to `<workdir>/eval_results.json`."""
   cfg = ctx.cfg
@@ -83,7 +83,7 @@ def _eval(ctx: context.Context, model: model_lib.BertClassifier, replicated: Any
     read = "; ".join(f"{v['source']} ({v['examples']:,} examples)" for v in sources.values())
     print(f"evaluating {summary['model']} on {read}; results to {out}", flush=True)
   results = {**summary, "splits": sources, "eval_size": cfg.eval_size, "out": str(out),
-             "dev": evaluation.evaluate(ctx, model, replicated)}
+             "dev": evaluation.evaluate(ctx, model, placed)}
   if distributed.is_main_process():
     _write(out, json.dumps(results, indent=2, sort_keys=True) + "\n")
   return results
@@ -118,7 +118,7 @@ def model_task(cfg: Config, found: checkpoints.ModelDir) -> tasks_lib.TaskSpec:
   return task
 
 
-def _logits(ctx: context.Context, model: model_lib.BertClassifier, replicated: Any,
+def _logits(ctx: context.Context, model: model_lib.BertClassifier, placed: Any,
             texts: list[tuple[str, ...]], source: str) -> np.ndarray:
   """Logits [N, C] of `texts`, in order."""
   examples = data_lib.Examples(texts, np.zeros(len(texts), np.int32))  # no labels
@@ -127,7 +127,7 @@ def _logits(ctx: context.Context, model: model_lib.BertClassifier, replicated: A
     print(f"warning: {split.num_truncated} of {len(split)} examples of {source} are longer than "
           f"--max_seq_len={ctx.cfg.max_seq_len} tokens and were truncated", file=sys.stderr)
   buckets = context.choose_length_buckets(ctx.cfg, split, ctx.layout, ctx.cfg.eval_batch_size)
-  return evaluation.predict(ctx, model, replicated, split, buckets=buckets)
+  return evaluation.predict(ctx, model, placed, split, buckets=buckets)
 
 
 def format_rows(task: tasks_lib.TaskSpec, logits: np.ndarray, out_format: str) -> str:
@@ -159,7 +159,7 @@ def tsv_cell(text: str) -> str:
           .replace("\r", "\\r"))
 
 
-def _glue_submission(ctx: context.Context, model: model_lib.BertClassifier, replicated: Any,
+def _glue_submission(ctx: context.Context, model: model_lib.BertClassifier, placed: Any,
                      out: pathlib.Path) -> dict[str, int]:
   """Predict every test set of the task into `out`; {file name: rows}."""
   glue_dir = data_lib.glue_dir_from(ctx.cfg)
@@ -171,7 +171,7 @@ def _glue_submission(ctx: context.Context, model: model_lib.BertClassifier, repl
     if found is None:
       continue
     ids, texts = found
-    logits = _logits(ctx, model, replicated, texts, test_set.source)
+    logits = _logits(ctx, model, placed, texts, test_set.source)
     if distributed.is_main_process():
       _write(out / test_set.submission, glue_submission.submission_text(ctx.task, ids, logits))
     written[test_set.submission] = len(ids)

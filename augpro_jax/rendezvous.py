@@ -36,6 +36,8 @@ _HELLO_LIMIT = 1 << 20  # a hello carries the run's settings as JSON (a few KB)
 PARTNER_FAILED_STATUS = 4
 _links: list[tuple[int, socket.socket]] = []
 _exit_lock = threading.Lock()
+_named_losses: list[str] = []  # what the watch knows of a partner that ended without a goodbye
+_partner_lost = threading.Event()
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -231,9 +233,20 @@ def _watch_one(process_id: int, conn: socket.socket, num_processes: int, grace: 
     what = f"stopped ({line[len('bye '):]})"
   else:
     what = "ended without finishing (it was killed or crashed)"
+  message = (f"process {process_id} of this {num_processes}-process run {what}; checkpoints "
+             "written so far are kept: restart every process with the same command to resume")
+  _named_losses.append(message)
+  _partner_lost.set()
   time.sleep(grace)  # this process may be ending by itself (the same bad input, say)
-  exit_now(f"process {process_id} of this {num_processes}-process run {what}; checkpoints "
-           "written so far are kept: restart every process with the same command to resume")
+  exit_now(message)
+
+
+def named_loss(wait: float = 5.0) -> str | None:
+  """The watch's message naming a partner that ended without a goodbye, waiting up to `wait`
+  seconds for it: a failed collective is often seen before the partner's connection closes."""
+  if not _links or not _partner_lost.wait(wait):
+    return None
+  return _named_losses[0]
 
 
 def exit_now(message: str, status: int = PARTNER_FAILED_STATUS) -> None:

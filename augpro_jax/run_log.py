@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable, Optional
 
 import jax
-import numpy as np
 
 from augpro_jax import files
 from augpro_jax import flops as flops_lib
@@ -180,7 +179,7 @@ class MetricLogger:
     jax.block_until_ready(self.pending[-1][1])
     self.timer.lap(len(self.pending))
     for s, m in jax.device_get(self.pending):
-      values = {k: float(np.asarray(v)[0]) for k, v in m.items()}
+      values = {k: float(v) for k, v in m.items()}  # replicated scalars
       if values.get("nonfinite"):
         if values["nonfinite_steps"] > self.cfg.skip_nonfinite_steps:
           raise UserError(f"non-finite loss or gradient at step {s + 1}; parameters were not "

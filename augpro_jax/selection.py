@@ -75,6 +75,11 @@ class Tracker:
     return self
 
 
+def eval_interval(eval_every: int | str, steps_per_epoch: int) -> int:
+  """Steps between evaluations (0: at the end only) of --eval_every, a count or 'epoch'."""
+  return steps_per_epoch if str(eval_every) == "epoch" else int(eval_every)
+
+
 def make_tracker(cfg: Config, metric: str, steps_per_epoch: int) -> Tracker:
-  return Tracker(metric, config_lib.eval_interval(cfg.eval_every, steps_per_epoch),
+  return Tracker(metric, eval_interval(cfg.eval_every, steps_per_epoch),
                  cfg.early_stopping_patience, export_best=cfg.export == "best")

@@ -100,8 +100,8 @@ def bytes_per_device(tree: Any, shardings: Any) -> int:
 
 def mesh_step(step_fn: Any, mesh: Mesh, state: Any, teacher: Any, batch: Any,
               donate: bool = True) -> Any:
-  """`step_fn(state, teacher, batch) -> (state, metrics)`, the per-device step written for pmap,
-  as one jitted program over `mesh` in global view.
+  """`step_fn(state, teacher, batch) -> (state, metrics)`, the step of one data slice, as one
+  jitted program over `mesh` in global view.
 
   `jax.shard_map` is manual over `data` only: each data slice runs `step_fn` on its examples, and
   its collectives over `train_step.AXIS` (== DATA) are the data-parallel all-reduce. It is automatic
@@ -116,3 +116,39 @@ def mesh_step(step_fn: Any, mesh: Mesh, state: Any, teacher: Any, batch: Any,
   return jax.jit(mapped, in_shardings=(state_sh, teacher_sh, batch_shardings(mesh, batch)),
                  out_shardings=(state_sh, replicated(mesh)),
                  donate_argnums=(0,) if donate else ())
+
+
+# ----------------------------------------------------------------------------------------------
+# Host arrays <-> global arrays on the mesh (one process or many).
+# ----------------------------------------------------------------------------------------------
+
+
+def run_mesh(data: Optional[int], fsdp: int) -> Mesh:
+  """The mesh of a run: every device of every process, [data, fsdp] (--mesh_data, --mesh_fsdp)."""
+  return make_mesh(jax.devices(), data, fsdp)
+
+
+def put_tree(mesh: Mesh, tree: Any) -> Any:
+  """Place a pytree of host values (the same on every process: parameters, optimizer state) on
+  `mesh` by `tree_shardings`; each device receives only its shard."""
+  def put(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree, tree_shardings(mesh, tree))
+
+
+def put_batch(mesh: Mesh, batch: Any) -> Any:
+  """This process's part of a batch, laid out [local_devices, per_device, ...] by the input
+  pipeline, as one global array [examples, ...] split over both mesh axes. Processes hold
+  consecutive rows of the global batch, in process order, as the mesh's devices are."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+      sharding, np.reshape(x, (-1,) + np.shape(x)[2:])), batch)
+
+
+def gather(tree: Any) -> Any:
+  """Host numpy copies of global arrays (whole, on every process: checkpoints and exports)."""
+  if all(x.is_fully_addressable or x.is_fully_replicated for x in jax.tree.leaves(tree)):
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)

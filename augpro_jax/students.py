@@ -18,7 +18,8 @@ def student_config(cfg: Any, teacher_config: BertConfig, num_labels: int) -> Ber
       teacher_config, num_layers=cfg.student_layers, hidden_size=cfg.student_hidden,
       num_heads=cfg.student_heads, intermediate_size=cfg.student_intermediate_size,
       num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype,
-      dropout_bits=cfg.dropout_bits, attention_dropout_mask=cfg.attention_dropout_mask)
+      dropout_bits=cfg.dropout_bits, dropout_rng=cfg.dropout_rng,
+      attention_dropout_mask=cfg.attention_dropout_mask)
 
 
 def select_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:

@@ -32,6 +32,7 @@ from augpro_jax import input_pipeline as pipeline
 from augpro_jax import interrupts
 from augpro_jax import loop
 from augpro_jax import model as model_lib
+from augpro_jax import sharding
 from augpro_jax import students
 from augpro_jax import model_card
 from augpro_jax import train_step as step_lib
@@ -53,6 +54,7 @@ def _pretrained(ctx: Context):
   context.check_token_types(ctx, config, ctx.teacher_dir)
   pipeline.check_vocab_size(ctx.tokenizer, config.vocab_size, ctx.teacher_dir)
   return dataclasses.replace(config, dropout_bits=ctx.cfg.dropout_bits,
+                             dropout_rng=ctx.cfg.dropout_rng,
                              attention_dropout_mask=ctx.cfg.attention_dropout_mask), params
 
 
@@ -155,7 +157,7 @@ def _teacher_dev(ctx: Context, config: model_lib.BertConfig, params: Any,
   """Dev metrics of a teacher used as it is, shown before distilling from it."""
   dev = evaluation.evaluate(ctx, model_lib.BertClassifier(dataclasses.replace(config,
                                                                               dropout_rate=0.0)),
-                            step_lib.replicate(params))
+                            sharding.put_tree(ctx.mesh, params))
   if distributed.is_main_process():
     if info.get("label_note"):
       print(f"note: teacher {info['source']}: {info['label_note']}", flush=True)
@@ -178,7 +180,7 @@ def cache_teacher_logits(ctx: Context, teacher: model_lib.BertClassifier, teache
   cached = np.zeros((len(ctx.train), teacher.config.num_labels), np.float32)
   if len(rows):
     try:
-      cached[rows] = evaluation.predict(ctx, teacher, step_lib.replicate(teacher_params),
+      cached[rows] = evaluation.predict(ctx, teacher, sharding.put_tree(ctx.mesh, teacher_params),
                                         ctx.train.take(rows), phase="teacher_logits")
     except interrupts.StopRequested as exc:  # before the student's steps: nothing new to save
       raise interrupts.Preempted(f"stopped by {exc.signal_name} during {exc.during}, before the student's "

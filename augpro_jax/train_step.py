@@ -1,4 +1,5 @@
-"""The train step: a pure function (state, teacher_params, batch) -> (state, metrics), pmapped.
+"""The train step: a pure function (state, teacher_params, batch) -> (state, metrics), written for
+one slice of the mesh's `data` axis and run over the whole mesh by `sharding.mesh_step`.
 
 One step = teacher forward, augmentation, student forward/backward, pmean of gradients, AdamW.
 With `cached_teacher_logits` (distillation's default) the teacher's logits on the original examples
@@ -34,6 +35,7 @@ from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import losses
 from augpro_jax import objective as objective_lib
+from augpro_jax import sharding
 from augpro_jax import token_profile
 from augpro_jax.config import AugmentConfig
 from augpro_jax.config import Config
@@ -43,12 +45,13 @@ from augpro_jax.model import BertClassifier, BertConfig, word_embedding_table
 # Random bits (dropout masks above all) from the original threefry scheme rather than the
 # "partitionable" one that JAX uses by default: on CPU the partitionable one is about 5x slower per
 # bit, and the student's attention-dropout masks ([batch, heads, seq, seq] per layer) were a large
-# part of its step. The partitionable scheme only matters for random arrays sharded by `jit`; this
-# code parallelises with `pmap`, where each device draws its own bits. Random streams, and hence
-# results, differ from those of the partitionable scheme (docs/benchmarks.md).
+# part of its step. Either scheme gives the same bits on any layout of one key's array; they differ
+# in cost when `jit` splits that array over devices. Here each data slice draws its own bits (the
+# step is manual over `data`); only --mesh_fsdp splits a draw. Random streams, and hence results,
+# differ from those of the partitionable scheme (docs/benchmarks.md).
 jax.config.update("jax_threefry_partitionable", False)
 
-AXIS = "data"  # data parallelism (devices and processes): the pmap axis and `sharding.DATA`
+AXIS = sharding.DATA  # data parallelism (devices and processes): the step's collectives' axis
 Params = Any
 
 
@@ -114,7 +117,7 @@ def step_keys(state: TrainState, example_id: jax.Array) -> tuple[jax.Array, jax.
   """(per-example keys [B], dropout key, partner key) of this step.
 
   Per-example keys depend on (seed, step, example_id) only, so an example is augmented the same way
-  on 1 device or 8; dropout and MixUp partners are per device.
+  on any mesh; dropout and MixUp partners are per slice of the mesh's `data` axis.
   """
   step_key = jax.random.fold_in(state.rng, state.step)
   example_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(step_key, 0), i))(
@@ -136,8 +139,8 @@ def make_train_step(spec: StepSpec, student: BertClassifier, teacher: Optional[B
                     optimizer: optax.GradientTransformation, is_special: np.ndarray,
                     is_candidate: np.ndarray,
                     token_flags: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Callable:
-  """Build the per-device step (state, teacher_params, batch) -> (state, metrics); see
-  `pmap_train_step`. The augmentation comes from the registry; this function only composes.
+  """Build the step of one data slice (state, teacher_params, batch) -> (state, metrics); see
+  `sharding.mesh_step`. The augmentation comes from the registry; this function only composes.
 
   is_special, is_candidate [V] bool: never augmented / what a projection may return.
   token_flags: (is_continuation [V], is_non_ascii [V]) for the projection profile's shares of
@@ -279,23 +282,15 @@ def _update(state: TrainState, optimizer: optax.GradientTransformation, grads: P
   return new_state, metrics
 
 
-def pmap_train_step(step_fn: Callable) -> Callable:
-  """pmap over local devices; the state is donated (updated in place), the teacher is not."""
-  return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=(0,))
-
-
 class CompiledSteps:
-  """The pmapped step compiled once per sequence length (one per length bucket).
+  """The jitted step (`sharding.mesh_step`) compiled once per sequence length (one per bucket).
 
   `compile` builds the executable of a batch's length ahead of the loop; a call with a length not
-  seen yet compiles it then (a host augmentation can lengthen a batch past its bucket). With
-  `aot`, calls go to the executables; otherwise (multi-process, where pmap must wrap each
-  process's arrays as global ones) to the pmapped function, whose own cache the compile filled.
+  seen yet compiles it then (a host augmentation can lengthen a batch past its bucket).
   """
 
-  def __init__(self, p_step: Callable, aot: bool = True):
-    self.p_step = p_step
-    self.aot = aot
+  def __init__(self, step: Callable):
+    self.step = step
     self.executables: dict[int, Any] = {}  # sequence length -> compiled step
     self.compile_seconds: dict[int, float] = {}
 
@@ -303,65 +298,31 @@ class CompiledSteps:
     length = batch["input_ids"].shape[-1]
     if length not in self.executables:
       start = time.perf_counter()
-      self.executables[length] = self.p_step.lower(state, teacher_params, batch).compile()
+      self.executables[length] = self.step.lower(state, teacher_params, batch).compile()
       self.compile_seconds[length] = time.perf_counter() - start
     return self.executables[length]
 
   def __call__(self, state: TrainState, teacher_params: Params, batch: dict[str, jax.Array]):
-    compiled = self.compile(state, teacher_params, batch)
-    return (compiled if self.aot else self.p_step)(state, teacher_params, batch)
+    return self.compile(state, teacher_params, batch)(state, teacher_params, batch)
 
 
-@functools.lru_cache(maxsize=None)
-def _pmap_sharding(devices: tuple[jax.Device, ...]) -> jax.sharding.Sharding:
-  """The sharding pmap gives its outputs. Inputs placed with any other one (flax.jax_utils uses a
-  differently named mesh) make pmap compile the step a second time after the first call."""
-  return jax.pmap(lambda x: x, axis_name=AXIS, devices=list(devices))(
-      np.zeros(len(devices), np.float32)).sharding
+def make_predict_step(model: BertClassifier, mesh: jax.sharding.Mesh) -> Callable:
+  """The eval step on `mesh`: (params, batch [examples, ...]) -> logits [examples, C], whole on
+  every process (replicated), for a batch that `sharding.put_batch` placed.
 
-
-def shard(tree: Any, devices: Optional[list[jax.Device]] = None) -> Any:
-  """Place a pytree of host arrays laid out [devices, ...] one slice per device.
-
-  Multi-process runs pass the same host-local arrays: pmap itself rewraps them (without a copy) as
-  the global [all devices, ...] array, and unwraps its outputs back to this process's part.
+  One per model shape and mesh in a process: eval ignores dropout, so models that differ only in
+  it share one step and every program it compiled (a distill run's teacher is evaluated, then
+  gives its logits on the training examples, at the same lengths).
   """
-  sharding = _pmap_sharding(tuple(devices or jax.local_devices()))
-  return jax.device_put(tree, sharding)
-
-
-def replicate(tree: Any, devices: Optional[list[jax.Device]] = None) -> Any:
-  """One copy of `tree` per device, laid out [devices, ...] as pmap expects."""
-  n = len(devices or jax.local_devices())
-  stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree)
-  return shard(stacked, devices)
-
-
-def unreplicate(tree: Any) -> Any:
-  """Device 0's copy of a pmapped pytree ([devices, ...] -> [...]).
-
-  flax.jax_utils.unreplicate returns the leading axis unsqueezed on a one-device mesh; this works
-  for any device count, and multi-process too (only addressable shards are read).
-  """
-  return jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)
-
-
-def make_predict_step(model: BertClassifier) -> Callable:
-  """pmapped eval: logits [devices, per_device, C] for a batch from `eval_batches`.
-
-  One per model shape in a process: eval ignores dropout, so models that differ only in it share
-  one step and every program it compiled (a distill run's teacher is evaluated, then gives its
-  logits on the training examples, at the same lengths).
-  """
-  return _predict_step(dataclasses.replace(model.config, dropout_rate=0.0))
+  return _predict_step(dataclasses.replace(model.config, dropout_rate=0.0), mesh)
 
 
 @functools.lru_cache(maxsize=16)
-def _predict_step(config: BertConfig) -> Callable:
+def _predict_step(config: BertConfig, mesh: jax.sharding.Mesh) -> Callable:
   model = BertClassifier(config)
 
   def predict(params, batch):
     return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                        batch["token_type_ids"], deterministic=True)
 
-  return jax.pmap(predict, axis_name=AXIS)
+  return jax.jit(predict, out_shardings=sharding.replicated(mesh))

@@ -21,7 +21,7 @@ from augpro_jax import hf_io
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import model as model_lib
 from augpro_jax import train
-from augpro_jax import train_step as step_lib
+from augpro_jax import sharding
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 from augpro_jax.model import BertClassifier
@@ -331,7 +331,7 @@ def test_hf_teacher_is_used_as_it_is(distilled, hf_teacher):
   ctx = context.build_context(cfg, need_train=False)
   config, params, _, _ = train.load_or_train_teacher(ctx)
   dev = ctx.dev["dev"]
-  ours = evaluation.predict(ctx, BertClassifier(config), step_lib.replicate(params), dev)
+  ours = evaluation.predict(ctx, BertClassifier(config), sharding.put_tree(ctx.mesh, params), dev)
   reference = transformers.AutoModelForSequenceClassification.from_pretrained(str(hf_teacher))
   want = _torch_logits(reference.eval(), dev.input_ids, dev.attention_mask, dev.token_type_ids)
   assert len(dev) == 32 and len(set(dev.attention_mask.sum(1))) > 10  # real, varied sentences

@@ -330,10 +330,12 @@ def test_dropout_32_bits_is_flax_dropout_bit_for_bit():
   assert not np.array_equal(np.asarray(ours[0]), np.asarray(ours[1]))
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.3])
-def test_dropout_16_bits_keeps_the_right_share_and_scales(rate):
+@pytest.mark.parametrize("rate,bits,rng", [(0.1, 16, "threefry"), (0.3, 16, "threefry"),
+                                           (0.1, 32, "rbg"), (0.3, 16, "rbg")])
+def test_dropout_keeps_the_right_share_and_scales(rate, bits, rng):
   x = jnp.ones((8, 12, 64, 65))  # odd total size: the last 16-bit half is unused
-  first, second = _dropped(lambda: model_lib.Dropout(rate, bits=16), x)
+  make = lambda: model_lib.Dropout(rate, bits=bits, rng=rng)
+  first, second = _dropped(make, x)
   for out in (first, second):
     out = np.asarray(out)
     kept = out != 0
@@ -343,10 +345,33 @@ def test_dropout_16_bits_keeps_the_right_share_and_scales(rate):
     assert abs(kept.mean() - (1.0 - rate)) < 5 * std_err
   # Independent masks for the two calls and for another seed; the same seed gives the same masks.
   assert 0.5 < np.mean((np.asarray(first) != 0) == (np.asarray(second) != 0)) < 0.95
-  again = _dropped(lambda: model_lib.Dropout(rate, bits=16), x)
+  again = _dropped(make, x)
   np.testing.assert_array_equal(np.asarray(first), np.asarray(again[0]))
-  other = _dropped(lambda: model_lib.Dropout(rate, bits=16), x, seed=1)
+  other = _dropped(make, x, seed=1)
   assert not np.array_equal(np.asarray(first), np.asarray(other[0]))
+
+
+def test_dropout_rng_rbg_draws_other_bits_and_reaches_the_model():
+  """rbg is another generator (other masks from the same key), chosen by --dropout_rng for every
+  Dropout of the model being trained."""
+  x = jnp.ones((4, 256))
+  threefry = np.asarray(_dropped(lambda: model_lib.Dropout(0.5), x)[0]) != 0
+  rbg = np.asarray(_dropped(lambda: model_lib.Dropout(0.5, rng="rbg"), x)[0]) != 0
+  assert 0.4 < np.mean(threefry == rbg) < 0.6
+  with pytest.raises(UserError, match="dropout rng must be threefry or rbg"):
+    _dropped(lambda: model_lib.Dropout(0.1, rng="philox"), x)
+  from augpro_jax import students  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import Config  # pylint: disable=import-outside-toplevel
+  config = students.student_config(Config(dropout_rng="rbg", dropout=0.3, student_hidden=32,
+                                          student_heads=4), tiny(), 2)
+  assert config.dropout_rng == "rbg"
+  params = model_lib.init_params(config, jax.random.PRNGKey(0))
+  ids = jnp.ones((2, 8), jnp.int32)
+  apply = lambda c: model_lib.BertClassifier(c).apply(
+      {"params": params}, ids, jnp.ones_like(ids), jnp.zeros_like(ids), deterministic=False,
+      rngs={"dropout": jax.random.PRNGKey(3)})
+  threefry_config = dataclasses.replace(config, dropout_rng="threefry")
+  assert not np.allclose(np.asarray(apply(config)), np.asarray(apply(threefry_config)))
 
 
 def test_dropout_16_bits_halves_of_a_word_are_independent():

@@ -6,11 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import flops
 from augpro_jax import losses
+from augpro_jax import sharding
 from augpro_jax import token_profile
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import AugmentConfig
@@ -57,8 +59,8 @@ def _one_step(aug="augpro_mix", objective="kd", teacher_offset=0.0, **knobs):
   p_step, state, teacher, _ = tts.setup(aug, objective=objective, **knobs)
   if teacher_offset:  # a teacher unlike the student, so KD and CE terms are far from zero
     teacher = jax.tree.map(lambda x: x + teacher_offset * jnp.sign(x), teacher)
-  _, metrics = p_step(state, teacher, step_lib.shard(tts.make_batch(0, 8)))
-  return jax.device_get(jax.tree.map(lambda x: float(x[0]), metrics))
+  _, metrics = p_step(state, teacher, tts.make_batch(0, 8))
+  return jax.device_get(jax.tree.map(float, metrics))
 
 
 @pytest.mark.slow
@@ -107,10 +109,12 @@ def _augmented_ids(aug_name, devices, step=0, table=None, **knobs):
                               profile_counts=jnp.zeros((len(token_profile.COUNTS),)),
                               nonfinite_steps=jnp.zeros((), jnp.int32),
                               real_tokens=jnp.zeros(()), padded_tokens=jnp.zeros(()))
-  out = jax.pmap(fn, axis_name=step_lib.AXIS, devices=devices)(
-      step_lib.replicate(state, devices), step_lib.shard(tts.make_batch(0, len(devices)), devices))
-  out = np.asarray(out)  # [devices, copies, per_device, S]
-  return np.concatenate(list(out), axis=1)  # [copies, B, S] in example order
+  mesh = sharding.make_mesh(devices)
+  on_slices = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(sharding.DATA)),
+                            out_specs=P(None, sharding.DATA), axis_names={sharding.DATA},
+                            check_vma=False)
+  batch = sharding.put_batch(mesh, tts.make_batch(0, len(devices)))
+  return np.asarray(jax.jit(on_slices)(sharding.put_tree(mesh, state), batch))  # [copies, B, S]
 
 
 @pytest.mark.parametrize("aug", ["knn", "augpro_fgsm"])
@@ -150,11 +154,11 @@ def test_projection_table_knob_picks_the_table():
   p_teacher, state_t, teacher_t, _ = tts.setup("knn", projection_table="teacher", shift_degree=0.5)
   # A teacher whose word embeddings are reversed: its nearest neighbours differ from the student's.
   flip = lambda tree: jax.tree_util.tree_map_with_path(
-      lambda path, x: x[:, ::-1] if "word_embeddings" in jax.tree_util.keystr(path) else x, tree)
-  batch = step_lib.shard(tts.make_batch(0, 8))
+      lambda path, x: x[::-1] if "word_embeddings" in jax.tree_util.keystr(path) else x, tree)
+  batch = tts.make_batch(0, 8)
   _, m_student = p_student(state_s, flip(teacher_s), batch)
   _, m_teacher = p_teacher(state_t, flip(teacher_t), batch)
-  assert float(m_student["loss_aug"][0]) != float(m_teacher["loss_aug"][0])
+  assert float(m_student["loss_aug"]) != float(m_teacher["loss_aug"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from augpro_jax import context
 from augpro_jax import evaluation
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import loop
+from augpro_jax import sharding
 from augpro_jax import train
 from augpro_jax import train_step as step_lib
 from augpro_jax import workdir as workdir_lib
@@ -61,7 +62,7 @@ def test_a_resumed_run_continues_the_optimizer_state(tmp_path):
   trained = trained.replace(step=trained.step + 1, params=optax.apply_updates(params, updates),
                             opt_state=opt_state)
   manager = checkpoints.make_manager(tmp_path / "checkpoints", keep=2, best_metric=None)
-  loop.Saver(manager, 0).save(1, step_lib.replicate(trained))
+  loop.Saver(manager, 0).save(1, sharding.put_tree(sharding.make_mesh(jax.devices()), trained))
   fresh = step_lib.init_state(params, optimizer, seed=0)
   step, resumed = loop.restore_or_init(manager, fresh)
   assert step == 1

@@ -57,8 +57,8 @@ def test_tracker_restores_the_best_from_checkpoint_metrics_up_to_the_resumed_ste
 
 
 def test_eval_every_epoch_and_its_validation():
-  assert config_lib.eval_interval("epoch", 7) == 7 and config_lib.eval_interval("3", 7) == 3
-  assert config_lib.eval_interval(5, 7) == 5
+  assert selection.eval_interval("epoch", 7) == 7 and selection.eval_interval("3", 7) == 3
+  assert selection.eval_interval(5, 7) == 5
   config_lib.Config(eval_every="epoch", early_stopping_patience=2, export="best").validate()
   for bad, needle in [(dict(eval_every="often"), "--eval_every must be a number of steps or"),
                       (dict(eval_every="-1"), "--eval_every must be >= 0"),

@@ -89,19 +89,21 @@ def _global_batch(step):
 
 @pytest.mark.slow
 def test_mesh_step_matches_pmap(monkeypatch):
-  """--mesh_data=8 gives today's pmap losses bit for bit and its parameters to float32 rounding
+  """--mesh_data=8 gives the losses of `jax.pmap` over the same step (the data parallelism the
+  library had before the mesh) bit for bit and its parameters to float32 rounding
   (XLA fuses the update differently; measured 4e-9); FSDP meshes agree to float32 reduction order
   (the tiny kernels are split: the size threshold is lowered)."""
   monkeypatch.setattr(sharding, "MIN_SHARDED_SIZE", 64)
   devices = jax.devices()
   fn, state, teacher = jax.device_get(_step_and_state("none"))  # host copies: the step donates
   p_step = jax.pmap(fn, axis_name=step_lib.AXIS, devices=devices)
-  p_state, p_teacher = step_lib.replicate(state, devices), step_lib.replicate(teacher, devices)
+  stack = lambda tree: jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(devices)), tree)
+  p_state, p_teacher = stack(state), stack(teacher)
   want = []
   for i in range(2):
-    p_state, metrics = p_step(p_state, p_teacher, step_lib.shard(make_batch(i, 8), devices))
+    p_state, metrics = p_step(p_state, p_teacher, make_batch(i, 8))
     want.append(float(metrics["loss"][0]))
-  want_params = jax.device_get(step_lib.unreplicate(p_state.params))
+  want_params = jax.device_get(jax.tree.map(lambda x: x[0], p_state.params))
   for data, fsdp in ((8, 1), (2, 4)):
     mesh = sharding.make_mesh(devices, data, fsdp)
     step = sharding.mesh_step(fn, mesh, state, teacher, _global_batch(0))

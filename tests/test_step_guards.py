@@ -10,7 +10,7 @@ from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import losses
 from augpro_jax import model as model_lib
-from augpro_jax import train_step as step_lib
+from augpro_jax import sharding
 from augpro_jax.config import AugmentConfig
 import test_objective as tob
 import test_train_step as tts
@@ -23,9 +23,9 @@ def _one_step(aug, teacher_fn=None, **knobs):
   p_step, state, teacher, s_params = tts.setup(aug, devices=ONE, **knobs)
   if teacher_fn is not None:
     teacher = teacher_fn(teacher)
-  _, metrics = p_step(state, teacher, step_lib.shard(tts.make_batch(0, 1), ONE))
-  return (jax.device_get(jax.tree.map(lambda x: float(x[0]), metrics)), s_params,
-          step_lib.unreplicate(teacher))
+  _, metrics = p_step(state, teacher, tts.make_batch(0, 1))
+  return (jax.device_get(jax.tree.map(float, metrics)), s_params,
+          sharding.gather(teacher))
 
 
 def _unlike(teacher):  # a teacher unlike the student, so KD and CE terms are far from zero

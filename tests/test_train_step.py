@@ -1,5 +1,5 @@
-"""The pmapped train step on tiny random models: device-count invariance, every augmentation,
-parameters change, nothing recompiles."""
+"""The train step on a device mesh, with tiny random models: device-count and mesh invariance,
+every augmentation, parameters change, nothing recompiles."""
 
 
 import jax
@@ -11,6 +11,7 @@ import pytest
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import losses
 from augpro_jax import model as model_lib
+from augpro_jax import sharding
 from augpro_jax import students
 from augpro_jax import objective as objective_lib
 from augpro_jax import optimizer as optimizer_lib
@@ -62,8 +63,30 @@ def make_batch(step, devices, batch=BATCH, regression=False):
   return {k: v.reshape(devices, -1, *v.shape[1:]) for k, v in full.items()}
 
 
-def setup(aug="none", objective="kd", devices=None, regression=False, token_flags=None,
-          optimizer=None, cached_teacher_logits=False, family="bert", **spec_kwargs):
+def on_mesh(step_fn, mesh):
+  """step(state, teacher, host batch [devices, per_device, ...]) as `loop.fit` runs it: one
+  `sharding.mesh_step` per batch structure, the batch placed with `sharding.put_batch`."""
+  jitted = {}
+
+  def step(state, teacher, batch):
+    structure = jax.tree.structure(batch)
+    if structure not in jitted:
+      jitted[structure] = sharding.mesh_step(step_fn, mesh, state, teacher, batch)
+    return jitted[structure](state, teacher, sharding.put_batch(mesh, batch))
+
+  return step
+
+
+def setup(aug="none", objective="kd", **kwargs):
+  """(step on host batches, state and teacher on a [devices / fsdp, fsdp] mesh, host params)."""
+  step_fn, mesh, state, teacher, s_params = setup_parts(aug, objective, **kwargs)
+  return on_mesh(step_fn, mesh), state, teacher, s_params
+
+
+def setup_parts(aug="none", objective="kd", devices=None, regression=False, token_flags=None,
+                optimizer=None, cached_teacher_logits=False, family="bert", fsdp=1,
+                **spec_kwargs):
+  """(the step of one data slice, the mesh, state and teacher on it, host student params)."""
   devices = devices or jax.local_devices()
   labels = 1 if regression else 2
   t_config = tiny(2, labels=labels, family=family)
@@ -79,19 +102,19 @@ def setup(aug="none", objective="kd", devices=None, regression=False, token_flag
                                        is_regression=regression)
   fn = step_lib.make_train_step(spec, student, teacher if objective == "kd" else None, optimizer,
                                 *masks(), token_flags=token_flags)
-  p_step = jax.pmap(fn, axis_name=step_lib.AXIS, donate_argnums=(0,), devices=devices)
-  state = step_lib.replicate(step_lib.init_state(s_params, optimizer, 0), devices)
-  r_teacher = step_lib.replicate(t_params if objective == "kd" else {}, devices)
-  return p_step, state, r_teacher, s_params
+  mesh = sharding.make_mesh(devices, None, fsdp)
+  state = sharding.put_tree(mesh, step_lib.init_state(s_params, optimizer, 0))
+  teacher = sharding.put_tree(mesh, t_params if objective == "kd" else {})
+  return fn, mesh, state, teacher, s_params
 
 
 def run_steps(aug, devices, steps=2, **kwargs):
   p_step, state, teacher, _ = setup(aug, devices=devices, **kwargs)
   history = []
   for step in range(steps):
-    state, metrics = p_step(state, teacher, step_lib.shard(make_batch(step, len(devices)), devices))
-    history.append(jax.device_get(jax.tree.map(lambda x: x[0], metrics)))
-  return jax.device_get(step_lib.unreplicate(state.params)), history
+    state, metrics = p_step(state, teacher, make_batch(step, len(devices)))
+    history.append(jax.device_get(metrics))
+  return sharding.gather(state.params), history
 
 
 @pytest.mark.slow
@@ -118,9 +141,9 @@ def test_one_and_eight_devices_agree(aug, family):
     ("mixup", "labels"), ("augpro_fgsm", "labels")])  # labels: soft MixUp targets; FGSM on CE
 def test_every_augmentation_trains(aug, objective):
   p_step, state, teacher, initial = setup(aug, objective=objective, shift_degree=0.3)
-  state, metrics = p_step(state, teacher, step_lib.shard(make_batch(0, 8)))
-  metrics = jax.device_get(jax.tree.map(lambda x: x[0], metrics))
-  params = jax.device_get(step_lib.unreplicate(state.params))
+  state, metrics = p_step(state, teacher, make_batch(0, 8))
+  metrics = jax.device_get(metrics)
+  params = sharding.gather(state.params)
   flat_initial = jax.tree_util.tree_flatten_with_path(initial)[0]
   for (path, a), b in zip(flat_initial, jax.tree.leaves(params)):
     name = jax.tree_util.keystr(path)
@@ -165,9 +188,9 @@ def test_cached_teacher_logits_give_the_same_step(aug, family):
                      aug_shift=np.full(batch["label"].shape + (1,), 0.5, np.float32))
       if cached:
         batch = with_teacher_logits(batch, scale, family)
-      state, metrics = p_step(state, teacher, step_lib.shard(batch))
-    results[name] = (jax.device_get(step_lib.unreplicate(state.params)),
-                     jax.device_get(jax.tree.map(lambda x: x[0], metrics)))
+      state, metrics = p_step(state, teacher, batch)
+    results[name] = (sharding.gather(state.params),
+                     jax.device_get(metrics))
   (live, live_m), (cached, cached_m), (wrong, _) = results["live"], results["cached"], results["wrong"]
   # The KD loss here is ~1e-4 (teacher and student are alike), so float32 rounding from the two
   # teacher-forward batch shapes is ~1e-8 absolute, above a pure rtol of 1e-5 on some CPUs.
@@ -180,15 +203,15 @@ def test_cached_teacher_logits_give_the_same_step(aug, family):
 
 def test_regression_kd_step_is_mse_to_the_teacher_score():
   p_step, state, teacher, s_params = setup("none", regression=True)
-  t_params = jax.device_get(step_lib.unreplicate(teacher))
+  t_params = sharding.gather(teacher)
   batch = make_batch(0, 8, regression=True)
   flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
   inputs = (flat["input_ids"], flat["attention_mask"], flat["token_type_ids"])
   s_scores = model_lib.BertClassifier(tiny(1, labels=1)).apply({"params": s_params}, *inputs)
   t_scores = model_lib.BertClassifier(tiny(2, labels=1)).apply({"params": t_params}, *inputs)
   expected = float(np.mean((np.asarray(s_scores) - np.asarray(t_scores)) ** 2))
-  _, metrics = p_step(state, teacher, step_lib.shard(batch))
-  np.testing.assert_allclose(float(np.asarray(metrics["loss_orig"])[0]), expected, rtol=1e-4)
+  _, metrics = p_step(state, teacher, batch)
+  np.testing.assert_allclose(float(float(metrics["loss_orig"])), expected, rtol=1e-4)
 
 
 @pytest.mark.slow  # several step compiles: the full suite only
@@ -218,18 +241,18 @@ def bucketed_split(n=96, seed=0):
 
 
 @pytest.mark.slow  # several step compiles: the full suite only
-@pytest.mark.parametrize("buckets,aot", [((SEQ,), True), ((8, 12, SEQ), True), ((8, 12, SEQ), False)])
-def test_one_compile_per_bucket_and_never_again(buckets, aot):
+@pytest.mark.parametrize("buckets", [(SEQ,), (8, 12, SEQ)])
+def test_one_compile_per_bucket_and_never_again(buckets):
   """Two epochs of real pipeline batches: the step compiles once per bucket length the first epoch
-  uses and never again. aot: the executables `fit` calls (one process); otherwise the pmapped
-  function itself (multi-process runs)."""
+  uses and never again (the executables `fit` calls)."""
   compiles = []
   listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    p_step, state, teacher, _ = setup("augpro_mix")
-    run_step = step_lib.CompiledSteps(p_step, aot=aot)
+    step_fn, mesh, state, teacher, _ = setup_parts("augpro_mix")
     data, layout = bucketed_split(), pipeline.Layout(0, 1, 8)
+    run_step = step_lib.CompiledSteps(sharding.mesh_step(
+        step_fn, mesh, state, teacher, pipeline.train_batch(data, 0, BATCH, 0, layout)))
     per_epoch = len(data) // BATCH
     seen = []
     for epoch in range(2):
@@ -237,7 +260,7 @@ def test_one_compile_per_bucket_and_never_again(buckets, aot):
       for step in range(epoch * per_epoch, (epoch + 1) * per_epoch):
         batch = pipeline.train_batch(data, step, BATCH, 0, layout, buckets=buckets)
         seen.append(batch["input_ids"].shape[-1])
-        state, metrics = run_step(state, teacher, step_lib.shard(batch))
+        state, metrics = run_step(state, teacher, sharding.put_batch(mesh, batch))
         assert np.isfinite(np.asarray(metrics["loss"])).all()
       jax.block_until_ready(metrics)
       if epoch == 0:
@@ -253,9 +276,9 @@ def test_one_compile_per_bucket_and_never_again(buckets, aot):
 def test_nonfinite_step_leaves_parameters_untouched():
   p_step, state, teacher, initial = setup("none")
   poisoned = jax.tree.map(lambda x: x * jnp.nan, teacher)
-  state, metrics = p_step(state, poisoned, step_lib.shard(make_batch(0, 8)))
-  assert np.asarray(metrics["nonfinite"])[0] == 1
-  params = jax.device_get(step_lib.unreplicate(state.params))
+  state, metrics = p_step(state, poisoned, make_batch(0, 8))
+  assert float(metrics["nonfinite"]) == 1
+  params = sharding.gather(state.params)
   for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
 
@@ -267,9 +290,9 @@ def test_a_plain_optax_optimizer_trains():
   plain = optax.GradientTransformation(sgd.init, lambda g, s, p=None: sgd.update(g, s, p))
   devices = jax.local_devices()[:1]
   p_step, state, teacher, initial = setup("none", devices=devices, optimizer=plain)
-  state, metrics = p_step(state, teacher, step_lib.shard(make_batch(0, 1), devices))
-  assert np.asarray(metrics["nonfinite"])[0] == 0
-  params = jax.device_get(step_lib.unreplicate(state.params))
+  state, metrics = p_step(state, teacher, make_batch(0, 1))
+  assert float(metrics["nonfinite"]) == 0
+  params = sharding.gather(state.params)
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(params))]
   assert any(moved)
 
@@ -332,8 +355,8 @@ def test_fgsm_loss_chooses_the_direction_in_distillation_only():
   def one_step(objective, fgsm_loss):
     p_step, state, teacher, _ = setup("fgsm", objective=objective, fgsm_loss=fgsm_loss,
                                       fgsm_eps=0.5)
-    state, _ = p_step(state, teacher, step_lib.shard(make_batch(0, 8)))
-    return jax.device_get(step_lib.unreplicate(state.params))
+    state, _ = p_step(state, teacher, make_batch(0, 8))
+    return sharding.gather(state.params)
 
   def differ(a, b):
     return max(float(np.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -352,13 +375,13 @@ def test_the_step_profiles_augpro_mix(value, partner_expected):
                                     mix_lambda_value=value, shift_degree=0.5)
   totals = []
   for step in range(2):
-    state, metrics = p_step(state, teacher, step_lib.shard(make_batch(step, 8)))
-    m = jax.device_get(jax.tree.map(lambda x: x[0], metrics))
+    state, metrics = p_step(state, teacher, make_batch(step, 8))
+    m = jax.device_get(metrics)
     totals.append(m["changed_tokens"])
     for key in ("partner_share", "continuation_share", "non_ascii_share"):
       assert 0.0 <= m[key] <= 1.0, key
     assert (m["partner_share"] > 0.9) == partner_expected, m["partner_share"]
-  profile = step_lib.run_profile(jax.device_get(step_lib.unreplicate(state)))
+  profile = step_lib.run_profile(sharding.gather(state))
   assert profile["changed_tokens"] == sum(totals) > 0
   # Every third id is a "continuation", every fifth "non-ASCII": shares near 1/3 and 1/5.
   assert 0.1 < profile["continuation_share"] < 0.6 and 0.0 < profile["non_ascii_share"] < 0.45
@@ -368,10 +391,10 @@ def test_the_step_profiles_augpro_mix(value, partner_expected):
 def test_gradient_free_and_fgsm_entries_profile_without_a_partner():
   for aug in ("knn", "augpro_fgsm"):
     p_step, state, teacher, _ = setup(aug, shift_degree=0.3)
-    state, metrics = p_step(state, teacher, step_lib.shard(make_batch(0, 8)))
+    state, metrics = p_step(state, teacher, make_batch(0, 8))
     assert "partner_share" not in metrics and "changed_tokens" in metrics
     assert "non_ascii_share" not in metrics  # no token flags given
-    profile = step_lib.run_profile(jax.device_get(step_lib.unreplicate(state)))
+    profile = step_lib.run_profile(sharding.gather(state))
     assert profile["partner_share"] is None and profile["changed_tokens"] > 0
 
 
@@ -390,7 +413,10 @@ def test_flops_count_the_second_backward_pass_of_fgsm_loss():
 def test_models_that_differ_only_in_dropout_share_one_eval_step():
   """Eval ignores dropout, so a trained teacher (dropout 0.1) and the same teacher loaded for its
   logits (0.0) share one eval step, and with it every program it compiled; other shapes do not."""
-  trained = step_lib.make_predict_step(model_lib.BertClassifier(tiny(2, dropout=0.1)))
-  loaded = step_lib.make_predict_step(model_lib.BertClassifier(tiny(2, dropout=0.0)))
+  mesh = sharding.make_mesh(jax.local_devices())
+  trained = step_lib.make_predict_step(model_lib.BertClassifier(tiny(2, dropout=0.1)), mesh)
+  loaded = step_lib.make_predict_step(model_lib.BertClassifier(tiny(2, dropout=0.0)), mesh)
   assert trained is loaded
-  assert step_lib.make_predict_step(model_lib.BertClassifier(tiny(1))) is not loaded
+  assert step_lib.make_predict_step(model_lib.BertClassifier(tiny(1)), mesh) is not loaded
+  other_mesh = sharding.make_mesh(jax.local_devices()[:1])
+  assert step_lib.make_predict_step(model_lib.BertClassifier(tiny(2)), other_mesh) is not loaded

@@ -13,6 +13,7 @@ import jax
 
 from augpro_jax import files
 from augpro_jax import flops as flops_lib
+from augpro_jax import sharding
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
@@ -20,7 +21,7 @@ from augpro_jax.errors import UserError
 
 def prepare_step(cfg: Config, models: Any, aug: str, objective: str, batches: list, masks,
                  optimizer, num_labels: int) -> tuple[Callable[[int], Any], dict[str, Any], dict]:
-  """Our pmapped step for one augmentation, compiled once per length of `batches`.
+  """Our step for one augmentation on the run's mesh, compiled once per length of `batches`.
 
   The teacher runs on every example, originals included, as in the peers' steps: what is timed is
   the whole KD step, not the cheaper one that training takes with cached teacher logits.
@@ -32,11 +33,13 @@ def prepare_step(cfg: Config, models: Any, aug: str, objective: str, batches: li
   kd = objective == "kd"
   step_fn = step_lib.make_train_step(spec, models.student, models.teacher if kd else None,
                                      optimizer, *masks)
-  steps = step_lib.CompiledSteps(step_lib.pmap_train_step(step_fn))
-  holder = {"state": step_lib.replicate(step_lib.init_state(models.student_params, optimizer,
-                                                            cfg.seed))}
-  teacher = step_lib.replicate(models.teacher_params if kd else {})
-  device_batches = [step_lib.shard(b) for b in batches]
+  mesh = sharding.run_mesh(cfg.mesh_data, cfg.mesh_fsdp)
+  holder = {"state": sharding.put_tree(mesh, step_lib.init_state(models.student_params, optimizer,
+                                                                 cfg.seed))}
+  teacher = sharding.put_tree(mesh, models.teacher_params if kd else {})
+  steps = step_lib.CompiledSteps(sharding.mesh_step(step_fn, mesh, holder["state"], teacher,
+                                                    batches[0]))
+  device_batches = [sharding.put_batch(mesh, b) for b in batches]
   for batch in device_batches:
     steps.compile(holder["state"], teacher, batch)
 

@@ -1,7 +1,7 @@
 """The synthetic benchmark: the full distillation step per augmentation, its parts, and peers.
 
 `python main.py --mode=benchmark` (with `--benchmark_data=synthetic`, the default) times, in one process and on the same synthetic batches:
-- the pmapped KD step for each `--benchmark_augs` value, after compilation and warm-up, as a
+- the KD step on the mesh for each `--benchmark_augs` value, after compilation and warm-up, as a
   median over `--benchmark_steps` steps, and its ratio to `--aug=none`;
 - the parts: teacher forward, the augmentation alone (projection) with the exact search and with
   `jax.lax.approx_max_k` (`_approx`), and the student forward+backward+update;
@@ -128,7 +128,7 @@ def build_models(cfg: Config, num_labels: int = NUM_LABELS) -> tuple[Models, Any
 
 def _measured_shift(call: Callable[[int], Any]) -> Optional[float]:
   metrics = jax.device_get(call(0))
-  return float(np.asarray(metrics["measured_shift"])[0]) if "measured_shift" in metrics else None
+  return float(metrics["measured_shift"]) if "measured_shift" in metrics else None
 
 
 def prepare_parts(cfg: Config, models: Models, batches, masks

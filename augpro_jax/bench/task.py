@@ -35,7 +35,7 @@ from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
 from augpro_jax import optimizer as optimizer_lib
 from augpro_jax import tasks as tasks_lib
-from augpro_jax import train_step as step_lib
+from augpro_jax import sharding
 from augpro_jax.bench import common
 from augpro_jax.bench import synthetic
 from augpro_jax.config import Config
@@ -175,7 +175,7 @@ def _method(cfg: Config, models: synthetic.Models, name: str, view: str, views, 
   aug = name.split("@")[0]
   result = {"name": name, "aug": aug, "padding": view, **facts,
             **_throughput(times_ms, cfg.batch_size, *tokens[view], cfg.benchmark_warmup)}
-  state = jax.device_get(step_lib.unreplicate(holder["state"]))
+  state = sharding.gather(holder["state"])
   result["measured_shift"] = (float(state.shift_sum) / int(state.shift_steps)
                               if int(state.shift_steps) else None)
   flops = sum(flops_lib.step_flops(
