@@ -16,14 +16,17 @@ augmentation whatever the device layout (1 device or 8, one process or several).
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from augpro_jax import config
 from augpro_jax import mixing
+from augpro_jax import sharding
 
 # ----------------------------------------------------------------------------------------------
 # Projection: nearest vocabulary token(s), chunked over the vocabulary.
@@ -68,22 +71,42 @@ def nearest_tokens_topk(
   `recall_target`, over the same chunks and candidate mask; ties then go to either id. XLA runs the
   approximate algorithm on TPU only; other backends lower it to an exact top-k. For k=1 it is
   exact everywhere: the best of the bins' maxima is the maximum.
+
+  Inside the train step on a mesh with --mesh_fsdp > 1 the table is split over `fsdp`: by rows
+  when fsdp divides the vocabulary, and then each device scans only its rows and the shards' top-k
+  merge exactly (`_sharded_topk`, the ids of one search); otherwise by columns, and XLA sums each
+  chunk's partial scores. Neither gathers the table on a device.
   """
   if search not in config.choices("projection_search"):
     raise ValueError(f"unknown projection search {search!r}")
-  lead_shape = vectors.shape[:-1]
-  dim = vectors.shape[-1]
-  vocab = table.shape[0]
+  lead_shape, dim = vectors.shape[:-1], vectors.shape[-1]
   if table.shape[-1] != dim:
     raise ValueError(f"vectors have width {dim} but the table has {table.shape[-1]}")
   flat = vectors.reshape(-1, dim).astype(jnp.float32)  # [P, d]
-  table = table.astype(jnp.float32)
-  num_positions = flat.shape[0]
+  # -1 is no id: nothing excluded.
+  excl = jnp.full(flat.shape[:1], -1, jnp.int32) if exclude is None else \
+      exclude.reshape(-1).astype(jnp.int32)  # [P]
+  if candidate_mask is None:
+    candidate_mask = jnp.ones(table.shape[:1], bool)
+  search_rows = functools.partial(_scan_topk, k=k, metric=metric, chunk_size=chunk_size,
+                                  search=search, recall_target=recall_target)
+  shards = _fsdp_shards()
+  if shards > 1 and table.shape[0] % shards == 0:  # rows split (sharding.param_spec)
+    _, best_ids = _sharded_topk(search_rows, flat, table.astype(jnp.float32), excl,
+                                candidate_mask, shards, k)
+  else:
+    _, best_ids = search_rows(flat, table.astype(jnp.float32), excl, candidate_mask, 0)
+  return best_ids.reshape(*lead_shape, k)
+
+
+def _scan_topk(flat: jax.Array, table: jax.Array, excl: jax.Array, candidate_mask: jax.Array,
+               offset: jax.Array | int, *, k: int, metric: str, chunk_size: int, search: str,
+               recall_target: float) -> tuple[jax.Array, jax.Array]:
+  """(scores [P, k], ids [P, k]) of the best rows of `table` [V, d] (ids `offset` + row), nearest
+  first, scanning the rows in chunks with a running top-k: memory O(P * chunk)."""
+  vocab, num_positions = table.shape[0], flat.shape[0]
   chunk = max(1, min(int(chunk_size), vocab))
   num_chunks = -(-vocab // chunk)
-  excl = None if exclude is None else exclude.reshape(-1).astype(jnp.int32)  # [P]
-  if candidate_mask is None:
-    candidate_mask = jnp.ones((vocab,), bool)
 
   def body(carry, chunk_index):
     best_scores, best_ids = carry  # [P, k], [P, k]
@@ -92,35 +115,65 @@ def nearest_tokens_topk(
     # previous chunk are masked below, so every id is considered exactly once and no copy is padded.
     start = jnp.minimum(nominal_start, vocab - chunk)
     rows = jax.lax.dynamic_slice_in_dim(table, start, chunk, axis=0)  # [C, d]
-    ids = start + jnp.arange(chunk, dtype=jnp.int32)  # [C]
-    ok = jax.lax.dynamic_slice_in_dim(candidate_mask, start, chunk) & (ids >= nominal_start)
+    local = start + jnp.arange(chunk, dtype=jnp.int32)  # [C]
+    ids = offset + local
+    ok = jax.lax.dynamic_slice_in_dim(candidate_mask, start, chunk) & (local >= nominal_start)
     with jax.named_scope("chunk_scores"):
       scores = _chunk_scores(flat, rows, metric)  # [P, C]
-    keep = ok[None, :]
-    if excl is not None:
-      keep = keep & (ids[None, :] != excl[:, None])
+    keep = ok[None, :] & (ids[None, :] != excl[:, None])
     scores = jnp.where(keep, scores, -jnp.inf)
     if search == "approx":
       # This chunk's approximate top-k [P, min(k, C)], merged exactly with the running best.
       chunk_top, chunk_pos = jax.lax.approx_max_k(scores, min(k, chunk), recall_target=recall_target)
       merged_scores = jnp.concatenate([best_scores, chunk_top], axis=-1)
       merged_ids = jnp.concatenate([best_ids, ids[chunk_pos]], axis=-1)
-      top_scores, top_pos = jax.lax.top_k(merged_scores, k)
-      return (top_scores, jnp.take_along_axis(merged_ids, top_pos, axis=-1)), None
-    if k == 1:
+    elif k == 1:
       chunk_best = jnp.max(scores, axis=-1, keepdims=True)
       chunk_arg = ids[jnp.argmax(scores, axis=-1)][:, None]
       better = chunk_best > best_scores  # strict: earlier (lower) ids win ties
       return (jnp.where(better, chunk_best, best_scores), jnp.where(better, chunk_arg, best_ids)), None
-    # Merge running best (lower ids, listed first) with this chunk; top_k keeps the first on ties.
-    merged_scores = jnp.concatenate([best_scores, scores], axis=-1)
-    merged_ids = jnp.concatenate([best_ids, jnp.broadcast_to(ids, scores.shape)], axis=-1)
+    else:  # running best (lower ids, listed first) and this chunk; top_k keeps the first on ties
+      merged_scores = jnp.concatenate([best_scores, scores], axis=-1)
+      merged_ids = jnp.concatenate([best_ids, jnp.broadcast_to(ids, scores.shape)], axis=-1)
     top_scores, top_pos = jax.lax.top_k(merged_scores, k)
     return (top_scores, jnp.take_along_axis(merged_ids, top_pos, axis=-1)), None
 
-  init = (jnp.full((num_positions, k), -jnp.inf, jnp.float32), jnp.zeros((num_positions, k), jnp.int32))
-  (_, best_ids), _ = jax.lax.scan(body, init, jnp.arange(num_chunks, dtype=jnp.int32))
-  return best_ids.reshape(*lead_shape, k)
+  init = (jnp.full((num_positions, k), -jnp.inf, jnp.float32),
+          jnp.zeros((num_positions, k), jnp.int32))
+  return jax.lax.scan(body, init, jnp.arange(num_chunks, dtype=jnp.int32))[0]
+
+
+def _fsdp_shards() -> int:
+  """Devices on the current mesh's `fsdp` axis while it is automatic (GSPMD), else 1: inside the
+  train step on a mesh with --mesh_fsdp > 1 the table is split over them."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or sharding.FSDP not in mesh.axis_names:
+    return 1
+  if dict(zip(mesh.axis_names, mesh.axis_types))[sharding.FSDP] != jax.sharding.AxisType.Auto:
+    return 1
+  return int(mesh.shape[sharding.FSDP])
+
+
+def _sharded_topk(search_rows: Callable, flat: jax.Array, table: jax.Array, excl: jax.Array,
+                  candidate_mask: jax.Array, shards: int, k: int) -> tuple[jax.Array, jax.Array]:
+  """`search_rows` with the table's rows split over `fsdp` (`shards` divides them): each device
+  searches its rows, then the shards' top-k [P, shards * k] merge exactly."""
+  rows = table.shape[0] // shards
+
+  def local(flat, table, excl, candidate_mask):
+    scores, ids = search_rows(flat, table, excl, candidate_mask,
+                              jax.lax.axis_index(sharding.FSDP) * rows)  # [P, k] each
+    # In shard order, so the lower id wins a tie, as in one search over the whole table.
+    scores = jax.lax.all_gather(scores, sharding.FSDP, axis=1, tiled=True)  # [P, shards * k]
+    ids = jax.lax.all_gather(ids, sharding.FSDP, axis=1, tiled=True)
+    top, pos = jax.lax.top_k(scores, k)
+    return top, jnp.take_along_axis(ids, pos, axis=-1)
+
+  by_rows = P(sharding.FSDP)
+  return jax.shard_map(local, mesh=jax.sharding.get_abstract_mesh(),
+                       in_specs=(P(), by_rows, P(), by_rows), out_specs=(P(), P()),
+                       axis_names={sharding.FSDP}, check_vma=False)(flat, table, excl,
+                                                                    candidate_mask)
 
 
 def nearest_tokens(vectors: jax.Array, table: jax.Array, **search: Any) -> jax.Array:

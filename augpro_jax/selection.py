@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from augpro_jax import config as config_lib
 from augpro_jax.config import Config
 
 

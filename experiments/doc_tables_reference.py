@@ -42,7 +42,8 @@ STEP_VARIANTS = {"benchmark_cpu_none_quiet": "",
                  "benchmark_cpu_dropout_bits32": "--dropout_bits=32",
                  "benchmark_cpu_dropout_bits16": "--dropout_bits=16",
                  "benchmark_cpu_attention_mask_per_head": "--attention_dropout_mask=per_head",
-                 "benchmark_cpu_attention_mask_shared": "--attention_dropout_mask=shared"}
+                 "benchmark_cpu_attention_mask_shared": "--attention_dropout_mask=shared",
+                 "benchmark_cpu_dropout_rng_rbg": "--dropout_rng=rbg"}
 # result file stem -> (flags after `main.py --mode=benchmark`, without --benchmark_out; machine)
 RUNS: dict[str, tuple[str, str]] = {
     "benchmark_cpu": (_SYNTH, _AMD),

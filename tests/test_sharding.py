@@ -2,8 +2,10 @@
 (8 fake CPU devices)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from augpro_jax import optimizer as optimizer_lib
@@ -14,6 +16,8 @@ from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
 from test_train_step import make_batch, masks, model_lib, tiny
+
+DATA = sharding.DATA
 
 
 def test_step_axis_is_the_mesh_data_axis():
@@ -122,3 +126,63 @@ def test_mesh_step_matches_pmap(monkeypatch):
     else:
       np.testing.assert_allclose(got, want, rtol=1e-5)
       assert diff < 1e-5, diff
+
+
+
+def _search_on_mesh(mesh, **search):
+  """`augment.nearest_tokens_topk` as the step runs it: manual over `data`, automatic over
+  `fsdp`. (vectors [data x P, d], table, exclude [data x P], candidate mask) -> ids."""
+  from augpro_jax import augment  # pylint: disable=import-outside-toplevel
+  search_fn = lambda v, t, e, c: augment.nearest_tokens_topk(v, t, exclude=e, candidate_mask=c,
+                                                             **search)
+  return jax.jit(jax.shard_map(search_fn, mesh=mesh, in_specs=(P(DATA), P(), P(DATA), P()),
+                               out_specs=P(DATA), axis_names={DATA}, check_vma=False))
+
+
+def _split_table(mesh, shape):
+  """The sharding `sharding.param_spec` gives a [vocab, d] table on `mesh`."""
+  return NamedSharding(mesh, sharding.param_spec(shape, mesh.shape[sharding.FSDP]))
+
+
+@pytest.mark.parametrize("vocab,k,search", [(64, 1, "exact"), (64, 5, "exact"),
+                                            (64, 3, "approx"), (60, 2, "exact")])
+def test_projection_on_a_split_table_is_one_search(vocab, k, search):
+  """With the table's rows split over fsdp, each device searches its rows and the shards' best
+  merge to the ids of one search over the whole table, excluded ids and the candidate mask
+  included. 60 rows are split by rows over 4 devices and by columns over 8."""
+  from augpro_jax import augment  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  table = rng.normal(size=(vocab, 16)).astype(np.float32)
+  vectors = rng.normal(size=(2 * 24, 16)).astype(np.float32)
+  exclude = rng.integers(0, vocab, size=2 * 24).astype(np.int32)
+  candidates = rng.random(vocab) > 0.2
+  want = np.asarray(augment.nearest_tokens_topk(vectors, table, k, exclude=exclude,
+                                                candidate_mask=candidates, search=search))
+  for data, fsdp in ((2, 4), (1, 8)):
+    mesh = sharding.make_mesh(jax.devices(), data, fsdp)
+    placed = jax.device_put(table, _split_table(mesh, table.shape))
+    got = _search_on_mesh(mesh, k=k, search=search, chunk_size=5)(vectors, placed, exclude,
+                                                                  candidates)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_projection_on_a_split_table_never_gathers_it(monkeypatch):
+  """On 8 devices with --mesh_fsdp=8 the search's temporaries stay far below the table (each
+  device scans its 1/8 of the rows); the same search left to XLA over the split table gathers
+  all of it on every device (the failure this guards against)."""
+  from augpro_jax import augment  # pylint: disable=import-outside-toplevel
+  vocab, dim, positions = 8192, 256, 256
+  mesh = sharding.make_mesh(jax.devices(), 1, 8)
+  by_data = NamedSharding(mesh, P(DATA))
+  args = (jax.ShapeDtypeStruct((positions, dim), jnp.float32, sharding=by_data),
+          jax.ShapeDtypeStruct((vocab, dim), jnp.float32,
+                               sharding=_split_table(mesh, (vocab, dim))),
+          jax.ShapeDtypeStruct((positions,), jnp.int32, sharding=by_data),
+          jax.ShapeDtypeStruct((vocab,), bool, sharding=NamedSharding(mesh, P())))
+  temp_bytes = lambda: _search_on_mesh(mesh, k=1, chunk_size=512).lower(
+      *args).compile().memory_analysis().temp_size_in_bytes
+  split = temp_bytes()
+  monkeypatch.setattr(augment, "_fsdp_shards", lambda: 1)
+  gathered = temp_bytes()
+  table_bytes = vocab * dim * 4
+  assert split < table_bytes / 4 < table_bytes < gathered, (split, gathered, table_bytes)

@@ -136,6 +136,24 @@ def test_one_and_eight_devices_agree(aug, family):
 
 
 @pytest.mark.slow
+def test_fsdp_splits_the_step_not_its_result(monkeypatch):
+  """augpro_mix on a [2, 4] mesh (every kernel and the projection table split over fsdp; the
+  table by rows, so each device searches its rows) trains as on [2, 1]: the same data slices,
+  so the same MixUp partners; only the order of sums differs."""
+  monkeypatch.setattr(sharding, "MIN_SHARDED_SIZE", 64)
+  assert sharding.param_spec((VOCAB, 32), 4) == jax.sharding.PartitionSpec(sharding.FSDP)
+  params_1, hist_1 = run_steps("augpro_mix", jax.local_devices()[:2], shift_degree=0.5)
+  params_4, hist_4 = run_steps("augpro_mix", jax.local_devices(), fsdp=4, shift_degree=0.5)
+  for m1, m4 in zip(hist_1, hist_4):
+    # The KD loss is ~4e-6 here (teacher and student alike): rounding is ~1e-9 absolute.
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5, atol=1e-7)
+    assert m1["changed_tokens"] == m4["changed_tokens"]
+    np.testing.assert_allclose(m1["partner_share"], m4["partner_share"], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_4)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("aug,objective", [
     (aug, "kd") for aug in ("none", "mixup", "fgsm", "augpro_mix", "augpro_fgsm", "knn")] + [
     ("mixup", "labels"), ("augpro_fgsm", "labels")])  # labels: soft MixUp targets; FGSM on CE
