@@ -19,7 +19,7 @@ from augpro_jax import sharding
 from test_resume import _write_data, _write_tiny_bert
 
 pytestmark = pytest.mark.slow  # several end-to-end runs: not in `make test-fast`
-STEPS = 20
+STEPS, MOVED_AT = 50, 25
 MESHES = {"data8": (), "data2_fsdp4": ("--mesh_data=2", "--mesh_fsdp=4"),
           "fsdp8": ("--mesh_fsdp=8",)}
 
@@ -57,7 +57,7 @@ def runs(tmp_path_factory):
 def distill_args(root: pathlib.Path, workdir: pathlib.Path) -> list[str]:
   return ["--mode=distill", "--aug=knn", f"--teacher_ckpt={root / 'teacher'}",
           "--student_layers=1", "--student_hidden=32", "--student_heads=2",
-          f"--num_train_steps={STEPS}", "--checkpoint_every=10", "--log_every=1",
+          f"--num_train_steps={STEPS}", f"--checkpoint_every={MOVED_AT}", "--log_every=1",
           f"--workdir={workdir}"]
 
 
@@ -79,7 +79,7 @@ def final_params(workdir: pathlib.Path) -> list[np.ndarray]:
 
 def test_every_mesh_trains_the_same_student(runs):
   """--mesh_data=2 --mesh_fsdp=4 and --mesh_fsdp=8 give the losses of plain data parallelism over
-  8 devices within 1e-4 at every one of 20 steps, the same dev metrics and parameters within
+  8 devices within 1e-4 at every one of 50 steps, the same dev metrics and parameters within
   1e-5; the summary records the mesh."""
   _, _, workdirs = runs
   want = train_losses(workdirs["data8"])
@@ -100,12 +100,12 @@ def test_every_mesh_trains_the_same_student(runs):
 
 
 def test_a_checkpoint_moves_to_another_mesh(runs, tmp_path):
-  """A run on --mesh_data=2 --mesh_fsdp=4, stopped after its step-10 checkpoint, resumes on
+  """A run on --mesh_data=2 --mesh_fsdp=4, stopped after its step-25 checkpoint, resumes on
   --mesh_data=8 and ends where the run that never moved ended (within 1e-5)."""
   root, common, workdirs = runs
   moved = tmp_path / "moved"
   shutil.copytree(workdirs["data2_fsdp4"], moved)
-  # What the run had on disk after step 10: later checkpoints, the export and summary go.
+  # What the run had on disk after step 25: later checkpoints, the export and summary go.
   shutil.rmtree(moved / "checkpoints" / str(STEPS))
   shutil.rmtree(moved / "final")
   (moved / "summary.json").unlink()
@@ -113,9 +113,10 @@ def test_a_checkpoint_moves_to_another_mesh(runs, tmp_path):
     patch.setattr(sharding, "MIN_SHARDED_SIZE", 256)
     assert run_main(*common, "--mesh_data=8", *distill_args(root, moved)) == 0
   summary = json.loads((moved / "summary.json").read_text())
-  assert summary["resumed_from_step"] == 10 and summary["mesh"] == {"data": 8, "fsdp": 1}
+  assert summary["resumed_from_step"] == MOVED_AT and summary["mesh"] == {"data": 8, "fsdp": 1}
   got, want = train_losses(moved), train_losses(workdirs["data2_fsdp4"])
-  np.testing.assert_allclose([got[s] for s in range(11, STEPS + 1)],
-                             [want[s] for s in range(11, STEPS + 1)], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose([got[s] for s in range(MOVED_AT + 1, STEPS + 1)],
+                             [want[s] for s in range(MOVED_AT + 1, STEPS + 1)], rtol=1e-5,
+                             atol=1e-7)
   for a, b in zip(final_params(moved), final_params(workdirs["data2_fsdp4"])):
     np.testing.assert_allclose(a, b, atol=1e-5)
