@@ -402,11 +402,15 @@ def with_length(batch: Batch, length: int) -> Batch:
   return out
 
 
+JOIN_SECONDS = 120.0  # how long a closed `prefetch` waits for its thread's item in hand
+
+
 def prefetch(make_item: Callable[[int], Any], start: int, stop: int, size: int = 2) -> Iterator[Any]:
   """Yield make_item(i) for i in [start, stop), computed `size` ahead on a background thread.
 
   Host-side work (slicing, synonym replacement, tokenization) overlaps the device step; errors
-  raised by make_item are re-raised in the consumer.
+  raised by make_item are re-raised in the consumer. Close the generator (`contextlib.closing`)
+  when leaving early: it stops and joins the thread.
   """
   items: queue.Queue = queue.Queue(maxsize=size)
   stop_flag = threading.Event()
@@ -436,3 +440,6 @@ def prefetch(make_item: Callable[[int], Any], start: int, stop: int, size: int =
     stop_flag.set()
     while not items.empty():  # unblock the producer so the thread can exit
       items.get_nowait()
+    # It finishes the item in hand, then sees the flag. A thread left inside JAX (placing a batch)
+    # when the interpreter exits after an error aborts the process.
+    thread.join(timeout=JOIN_SECONDS)

@@ -33,7 +33,8 @@ def quiet_orbax_errors():
 
 
 def drop_closed_event_loop_reports() -> None:
-  """Drop the "Event loop is closed" reports a failed restore leaves behind.
+  """Drop the "Event loop is closed" reports (and asyncio's reports of the same failed reads) that
+  a failed restore leaves behind.
 
   When a restore fails part way, orbax closes its event loop while tensorstore still has reads in
   flight. Each of them then fails in `loop.call_soon_threadsafe` and reports it from tensorstore's
@@ -44,6 +45,9 @@ def drop_closed_event_loop_reports() -> None:
   """
   if getattr(sys.excepthook, "_drops_closed_event_loop", False):
     return
+  # The same reads' errors also end in asyncio tasks nobody awaits any more; asyncio logs each
+  # one ("Task exception was never retrieved") with a traceback when the task is collected.
+  pylogging.getLogger("asyncio").addFilter(_keep_asyncio_record)
   previous_excepthook, previous_unraisablehook = sys.excepthook, sys.unraisablehook
 
   def excepthook(kind, value, traceback):
@@ -56,6 +60,16 @@ def drop_closed_event_loop_reports() -> None:
 
   excepthook._drops_closed_event_loop = True  # pylint: disable=protected-access
   sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+def _keep_asyncio_record(record: pylogging.LogRecord) -> bool:
+  """False for asyncio's report of a never-retrieved tensorstore read error (a failed restore's
+  leftover reads); True for everything else."""
+  message = str(record.msg)
+  if not message.endswith("exception was never retrieved"):
+    return True
+  exc = record.exc_info[1] if record.exc_info else None
+  return not (isinstance(exc, ValueError) and "tensorstore_spec" in str(exc))
 
 
 def _is_closed_loop_report(exc: Optional[BaseException], traceback: Any) -> bool:

@@ -264,11 +264,11 @@ class Loop:
     progress = progress_lib.Progress(num_steps, start_step, cfg.log_every,
                                      cfg.progress and distributed.is_main_process())
     try:
-      with preemption_guard(process_count):
-        # Host work and the host->device copy both happen on the prefetch thread.
-        mesh = self.ctx.mesh
-        batches = pipeline.prefetch(lambda i: sharding.put_batch(mesh, self.make_batch(i)),
-                                    start_step, num_steps)
+      mesh = self.ctx.mesh
+      # Host work and the host->device copy both happen on the prefetch thread, which an early
+      # exit (an error, a signal, early stopping) stops and joins.
+      with preemption_guard(process_count), contextlib.closing(pipeline.prefetch(
+          lambda i: sharding.put_batch(mesh, self.make_batch(i)), start_step, num_steps)) as batches:
         self.timer.lap()
         for step in range(start_step, num_steps):
           state, metrics = self.run_step(state, teacher_params, next(batches))

@@ -298,6 +298,28 @@ def test_closed_event_loop_reports_after_a_failed_restore_are_dropped_and_others
   assert [kind for kind, _ in seen] == ["except", "unraisable"], seen
 
 
+
+def test_asyncio_reports_of_a_failed_restores_reads_are_dropped_and_others_kept():
+  """asyncio logs an un-awaited task's exception when the task is collected: a tensorstore read
+  error left over from a failed restore is dropped; any other never-retrieved error is kept."""
+  import logging  # pylint: disable=import-outside-toplevel
+  library_noise.drop_closed_event_loop_reports()
+  records = []
+  handler = logging.Handler()
+  handler.emit = records.append
+  logger = logging.getLogger("asyncio")
+  logger.addHandler(handler)
+  try:
+    for exc in (ValueError('OUT_OF_RANGE: Error reading "x" [tensorstore_spec=\'{}\']'),
+                ValueError("something else"), RuntimeError("tensorstore_spec")):
+      logger.error("Task exception was never retrieved", exc_info=(type(exc), exc, None))
+    logger.error("another asyncio error", exc_info=None)
+  finally:
+    logger.removeHandler(handler)
+  assert [str(r.exc_info[1]) if r.exc_info else r.msg for r in records] == [
+      "something else", "tensorstore_spec", "another asyncio error"]
+
+
 # ----------------------------------------------------------------------------------------------
 # Signals and progress.
 # ----------------------------------------------------------------------------------------------
