@@ -115,7 +115,7 @@ def inference_speed(ctx: Context, models: dict[str, tuple[model_lib.BertClassifi
                     max_examples: int = 256) -> dict[str, dict[str, float]]:
   """Each model's size and prediction speed on the first dev split (at most `max_examples`).
 
-  models: {name: (model, params)} with host params. The examples are padded to
+  models: {name: (model, params)}, params on the host or on ctx.mesh. The examples are padded to
   one length (the longest of them), so each model compiles one program: the first pass compiles,
   the second is timed. Returns {name: {"params": count, "examples_per_sec"}}.
   """

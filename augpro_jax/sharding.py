@@ -130,8 +130,11 @@ def run_mesh(data: Optional[int], fsdp: int) -> Mesh:
 
 def put_tree(mesh: Mesh, tree: Any) -> Any:
   """Place a pytree of host values (the same on every process: parameters, optimizer state) on
-  `mesh` by `tree_shardings`; each device receives only its shard."""
+  `mesh` by `tree_shardings`; each device receives only its shard. Leaves already placed so are
+  returned as they are (no copy)."""
   def put(x, sharding):
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+      return x
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
   return jax.tree.map(put, tree, tree_shardings(mesh, tree))

@@ -218,6 +218,8 @@ def train_student(ctx: Context, objective: str) -> dict[str, Any]:
     # Augmentations work on word embeddings: the tables' width (ELECTRA's may be narrower).
     aug.check(spec.augment, s_config.embedding_width,
               teacher[0].config.embedding_width if teacher else None)
+  if teacher:  # on the mesh once, for its logits, the steps and the speed comparison
+    teacher = (teacher[0], sharding.put_tree(ctx.mesh, teacher[1]))
   per_example = {}
   if teacher and spec.cached_teacher_logits:
     per_example["teacher_logits"] = cache_teacher_logits(ctx, *teacher, steps)

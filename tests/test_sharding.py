@@ -186,3 +186,15 @@ def test_projection_on_a_split_table_never_gathers_it(monkeypatch):
   gathered = temp_bytes()
   table_bytes = vocab * dim * 4
   assert split < table_bytes / 4 < table_bytes < gathered, (split, gathered, table_bytes)
+
+
+def test_put_tree_leaves_placed_arrays_alone():
+  """A tree already on the mesh is not copied again (the teacher is placed once per run)."""
+  mesh = sharding.make_mesh(jax.devices(), 2, 4)
+  tree = {"w": np.ones((256, 128), np.float32), "b": np.zeros(3, np.float32)}
+  placed = sharding.put_tree(mesh, tree)
+  again = sharding.put_tree(mesh, placed)
+  assert all(a is b for a, b in zip(jax.tree.leaves(placed), jax.tree.leaves(again)))
+  other = sharding.put_tree(sharding.make_mesh(jax.devices(), 8, 1), placed)
+  assert all(a is not b for a, b in zip(jax.tree.leaves(placed), jax.tree.leaves(other)))
+  np.testing.assert_array_equal(np.asarray(other["w"]), tree["w"])
