@@ -102,3 +102,26 @@ def relative_scores(q: jax.Array, k: jax.Array, rel_embeddings: jax.Array, confi
     score = score + jnp.swapaxes(jnp.take_along_axis(p2c, jnp.asarray(index), axis=-1),
                                  -1, -2) / scale
   return score
+
+
+def conv(config: Any, init_std: float) -> nn.Conv:
+  """The encoder's convolution (`conv_kernel_size` > 0: DeBERTa-v2 xlarge and xxlarge) over the
+  sequence, 'same' length for the odd kernels transformers accepts. Created inside the encoder."""
+  pad = (config.conv_kernel_size - 1) // 2
+  return nn.Conv(config.hidden_size, (config.conv_kernel_size,), padding=[(pad, pad)],
+                 feature_group_count=config.conv_groups, dtype=config.compute_dtype,
+                 param_dtype=jnp.float32, kernel_init=nn.initializers.normal(init_std),
+                 name="conv")
+
+
+def add_conv(embeddings: jax.Array, layer_out: jax.Array, keep: Optional[jax.Array],
+             conv_layer: nn.Module, layer_norm: nn.Module, dropout: nn.Module,
+             act: Callable[[jax.Array], jax.Array], deterministic: bool) -> jax.Array:
+  """Layer 0's output plus the convolution of the embeddings, normalised, padding zeroed.
+
+  embeddings, layer_out: [batch, seq, hidden]; keep [batch, seq] (1 on real tokens) or None.
+  """
+  keep = (jnp.ones(embeddings.shape[:2], jnp.float32) if keep is None else keep)[..., None]
+  out = conv_layer(embeddings).astype(jnp.float32) * keep  # [batch, seq, hidden]
+  out = act(dropout(out, deterministic=deterministic))
+  return layer_norm(layer_out + out) * keep

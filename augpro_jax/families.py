@@ -146,7 +146,8 @@ _DEBERTA_LAYER = {("attention", "query"): "attention.self.query_proj",
                   ("attention", "value"): "attention.self.value_proj",
                   ("attention", "pos_key"): "attention.self.pos_key_proj",
                   ("attention", "pos_query"): "attention.self.pos_query_proj"}
-_DEBERTA_ENCODER = {"rel_embeddings": "encoder.rel_embeddings", "rel_layer_norm": "encoder.LayerNorm"}
+_DEBERTA_ENCODER = {"rel_embeddings": "encoder.rel_embeddings", "rel_layer_norm": "encoder.LayerNorm",
+                    "conv": "encoder.conv.conv", "conv_layer_norm": "encoder.conv.LayerNorm"}
 # "gamma"/"beta" are the LayerNorm names of old (TF-converted) checkpoints.
 _SUFFIXES = {"kernel": ("weight",), "embedding": ("weight",), "scale": ("weight", "gamma"),
              "bias": ("bias", "beta")}
@@ -221,8 +222,7 @@ def extra_fields(family: Family, raw: dict) -> dict:
 def _deberta_fields(raw: dict) -> dict:
   """DeBERTa-v2's fields, with transformers' defaults; what we do not implement is refused."""
   hidden = int(raw["hidden_size"])
-  for key, ok, what in (("conv_kernel_size", 0, "a convolution layer"),
-                        ("pooler_hidden_size", hidden, "a pooler of another width"),
+  for key, ok, what in (("pooler_hidden_size", hidden, "a pooler of another width"),
                         ("pooler_hidden_act", "gelu", "a pooler activation other than gelu"),
                         ("attention_head_size", hidden // int(raw["num_attention_heads"]),
                          "another attention_head_size")):
@@ -242,7 +242,25 @@ def _deberta_fields(raw: dict) -> dict:
           "pos_att_type": "|".join(t.strip() for t in types if t.strip() in ("c2p", "p2c")),
           "share_att_key": bool(raw.get("share_att_key", False)),
           "norm_rel_ebd": "layer_norm" in str(raw.get("norm_rel_ebd", "none")).lower(),
-          "position_biased_input": bool(raw.get("position_biased_input", True))}
+          "position_biased_input": bool(raw.get("position_biased_input", True)),
+          **_conv_fields(raw, hidden)}
+
+
+def _conv_fields(raw: dict, hidden: int) -> dict:
+  """The convolution of DeBERTa-v2 xlarge/xxlarge (`conv_kernel_size` > 0), transformers'
+  defaults (groups 1, tanh) where config.json is silent."""
+  kernel = int(raw.get("conv_kernel_size", 0) or 0)
+  if kernel <= 0:
+    return {}
+  groups, act = int(raw.get("conv_groups", 1)), str(raw.get("conv_act", "tanh"))
+  if kernel % 2 == 0:  # transformers' padding keeps the length only for odd kernels
+    raise UserError(f"conv_kernel_size={kernel}: DeBERTa's convolution needs an odd kernel")
+  if groups <= 0 or hidden % groups:
+    raise UserError(f"conv_groups={groups} does not divide hidden_size={hidden}")
+  if act not in HEAD_ACTIVATIONS:
+    raise UserError(f"conv_act={act!r} is not supported; choose one of: "
+                    f"{', '.join(HEAD_ACTIVATIONS)}")
+  return {"conv_kernel_size": kernel, "conv_groups": groups, "conv_act": act}
 
 
 def hf_config_fields(family: Family, config) -> dict:
@@ -274,4 +292,7 @@ def hf_config_fields(family: Family, config) -> dict:
                    "position_biased_input": config.position_biased_input,
                    "pooler_hidden_size": config.hidden_size, "pooler_hidden_act": "gelu",
                    "pooler_dropout": config.dropout_rate})
+    if config.conv_kernel_size:
+      fields.update({"conv_kernel_size": config.conv_kernel_size,
+                     "conv_groups": config.conv_groups, "conv_act": config.conv_act})
   return fields

@@ -8,6 +8,7 @@ import jax
 
 from augpro_jax import augment
 from augpro_jax import augmentations
+from augpro_jax import deberta
 from augpro_jax.model import BertConfig
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). float32 runs report MFU
@@ -46,14 +47,20 @@ def forward_flops(config: BertConfig, batch: int, seq_len: int) -> float:
 
     total = L * (8*B*S*d^2 + 4*B*S^2*d + 4*B*S*d*I) + 2*B*d^2 + 2*B*d*C
 
-  ELECTRA's embeddings_project adds 2*B*S*E*d when its tables are E != d wide. The word-embedding
+  ELECTRA's embeddings_project adds 2*B*S*E*d when its tables are E != d wide. DeBERTa adds per
+  layer and relative term (c2p, p2c) 2*R*d*d to project its R-row position table and 2*B*S*R*d to
+  score against it, and its convolution (kernel K, G groups) 2*B*S*d*(d/G)*K. The word-embedding
   lookup is a gather (0 FLOPs); elementwise ops, softmax and LayerNorm are not
   counted. Callers count backward as 2x forward.
   """
   b, s, d = float(batch), float(seq_len), float(config.hidden_size)
   per_layer = 8 * b * s * d * d + 4 * b * s * s * d + 4 * b * s * d * config.intermediate_size
   project = 2 * b * s * config.embedding_width * d if config.embedding_width != d else 0.0
-  return config.num_layers * per_layer + 2 * b * d * d + 2 * b * d * config.num_labels + project
+  rows = 2.0 * deberta.span(config)
+  per_layer += len(deberta.terms(config)) * (2 * rows * d * d + 2 * b * s * rows * d)
+  conv = 2 * b * s * d * (d / config.conv_groups) * config.conv_kernel_size
+  return (config.num_layers * per_layer + 2 * b * d * d + 2 * b * d * config.num_labels + project
+          + conv)
 
 
 def projection_flops(positions: int, vocab: int, width: int) -> float:

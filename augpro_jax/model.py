@@ -77,6 +77,10 @@ class BertConfig:
   share_att_key: bool = False
   norm_rel_ebd: bool = False  # LayerNorm on the relative-embedding table
   position_biased_input: bool = True  # an absolute position table (DeBERTa-v3 has none)
+  # DeBERTa-v2 xlarge/xxlarge: a convolution over the embeddings added to layer 0's output.
+  conv_kernel_size: int = 0  # 0: none
+  conv_groups: int = 1
+  conv_act: str = "tanh"  # a key of families.HEAD_ACTIVATIONS
 
   @property
   def head_dim(self) -> int:
@@ -247,12 +251,21 @@ class Encoder(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
+               keep: Optional[jax.Array] = None) -> jax.Array:
+    """x [batch, seq, hidden] embeddings; keep [batch, seq] f32, 1 on real tokens (for the
+    DeBERTa convolution; None: all real)."""
     cfg = self.config
     # DeBERTa: one relative-embedding table [2 * span, hidden] for all layers.
     rel = deberta.relative_table(cfg, _layer_norm(cfg, "rel_layer_norm"), _INIT_STD)
+    embeddings = x
     for i in range(cfg.num_layers):
       x = Layer(cfg, name=f"layer_{i}")(x, bias, deterministic, rel)
+      if i == 0 and cfg.conv_kernel_size > 0:
+        conv = deberta.conv(cfg, _INIT_STD)
+        x = deberta.add_conv(embeddings, x, keep, conv, _layer_norm(cfg, "conv_layer_norm"),
+                             Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng),
+                             families.HEAD_ACTIVATIONS[cfg.conv_act], deterministic)
     return x  # [batch, seq, hidden] f32
 
 
@@ -287,7 +300,7 @@ class BertClassifier(nn.Module):
     with jax.named_scope("mask_bias"):
       keep = attention_mask.astype(jnp.float32)
       bias = ((1.0 - keep) * _MASK_BIAS)[:, None, None, :]  # [batch, 1, 1, seq_k] f32
-    return self.encoder(x, bias, deterministic)
+    return self.encoder(x, bias, deterministic, keep)
 
   def pool(self, hidden: jax.Array, *, deterministic: bool = True) -> jax.Array:
     """Pooled first-token output [batch, hidden] (before the classifier dropout)."""

@@ -178,10 +178,14 @@ def test_logits_equal_transformers(family_dir, glue, task):
          position_buckets=-1, max_relative_positions=16, norm_rel_ebd="none"),
     dict(pos_att_type="c2p", position_buckets=16, max_relative_positions=64),
     dict(relative_attention=False, position_biased_input=True),
-], ids=["own_position_projections", "c2p_only", "no_relative_attention"])
+    dict(conv_kernel_size=3, conv_act="gelu"),
+    dict(conv_kernel_size=5, conv_groups=2),
+], ids=["own_position_projections", "c2p_only", "no_relative_attention", "conv_as_xlarge",
+        "conv_grouped_tanh"])
 def test_deberta_variants_give_transformers_logits(glue, tmp_path, variant):
   """DeBERTa-v2's other switches: separate pos_key/pos_query projections, absolute positions and
-  token types, unbucketed distances, c2p alone, no relative attention."""
+  token types, unbucketed distances, c2p alone, no relative attention, the convolution of the
+  xlarge/xxlarge models (exported too: its config and weights round-trip through transformers)."""
   model_dir = build_family_dir("deberta-v2", tmp_path / "deberta", glue, **variant)
   texts = _rows(glue, "RTE", 8)
   encoding, want = _torch_logits(model_dir, texts)
@@ -189,6 +193,13 @@ def test_deberta_variants_give_transformers_logits(glue, tmp_path, variant):
   np.testing.assert_array_equal(ids, encoding["input_ids"].numpy())
   np.testing.assert_allclose(logits, want, atol=1e-4, rtol=0)
   assert np.ptp(want[:, 1] - want[:, 0]) > 0.1
+  if "conv_kernel_size" in variant:
+    config, params, _ = hf_io.load_classifier(model_dir, task_name="rte", num_labels=2)
+    assert params["encoder"]["conv"]["kernel"].shape == (
+        variant["conv_kernel_size"], 32 // variant.get("conv_groups", 1), 32)
+    out = hf_io.write_hf(tmp_path / "hf", config, params, task_labels=["0", "1"],
+                         tokenizer_dir=model_dir)
+    np.testing.assert_allclose(_torch_logits(out, texts)[1], want, atol=1e-5, rtol=0)
 
 
 def test_bfloat16_stays_close_to_float32(family_dir, glue):
@@ -367,6 +378,21 @@ def test_decoder_seq2seq_or_unknown_model_type_is_one_line(family_dir, tmp_path,
     with pytest.raises(UserError) as info:
       load()
     assert_one_line(info, "config.json", *needles)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"conv_kernel_size": 4}, "conv_kernel_size=4: DeBERTa's convolution needs an odd kernel"),
+    ({"conv_kernel_size": 3, "conv_groups": 5}, "conv_groups=5 does not divide hidden_size=32"),
+    ({"conv_kernel_size": 3, "conv_act": "swish"}, "conv_act='swish' is not supported"),
+    ({"pooler_hidden_size": 48}, "pooler_hidden_size=48: DeBERTa with a pooler of another width"),
+])
+def test_unsupported_deberta_config_is_one_line(glue, tmp_path, raw, needle):
+  model_dir = build_family_dir("deberta-v2", tmp_path / "deberta", glue)
+  config = json.loads((model_dir / "config.json").read_text())
+  (model_dir / "config.json").write_text(json.dumps({**config, **raw}))
+  with pytest.raises(UserError) as info:
+    hf_io.load_classifier(model_dir, task_name="rte", num_labels=2)
+  assert_one_line(info, needle)
 
 
 def test_missing_or_wrong_head_is_one_line(family_dir, tmp_path):

@@ -299,6 +299,15 @@ def test_forward_flops_hand_count():
   two = dataclasses.replace(config, num_layers=2)
   assert (flops.forward_flops(two, batch, seq)
           == 2 * (qkvo + attention + ffn) + pooler + classifier)
+  # DeBERTa: each relative term projects the 2 * 4-row position table and scores against it; the
+  # convolution (kernel 3, 2 groups) runs once, after layer 0.
+  deberta = dataclasses.replace(config, family="deberta-v2", max_relative_positions=8,
+                                position_buckets=4, pos_att_type="c2p|p2c", conv_kernel_size=3,
+                                conv_groups=2)
+  relative = 2 * (2 * 8 * 8 * 8 + 2 * batch * seq * 8 * 8)
+  conv = 2 * batch * seq * 8 * 4 * 3
+  assert flops.forward_flops(deberta, batch, seq) == (
+      flops.forward_flops(config, batch, seq) + relative + conv)
   # MiniLM at 128 tokens: about 2 * params * tokens for the encoder, plus attention.
   minilm = BertConfig()
   per_token = flops.forward_flops(minilm, 1, 128) / 128

@@ -23,14 +23,15 @@ VOCAB, SEQ, BATCH = 120, 16, 16
 
 # What each family's tiny model sets beside BERT's fields: RoBERTa's positions start after the
 # padding id (one more row), ELECTRA's embeddings are narrower than its encoder, DeBERTa-v2 has
-# bucketed relative attention (c2p and p2c) and no absolute positions, DistilBERT no token types.
+# bucketed relative attention (c2p and p2c), no absolute positions and the convolution of its
+# xlarge models, DistilBERT no token types.
 FAMILY_FIELDS = {
     "bert": {},
     "roberta": dict(family="roberta", type_vocab_size=1, max_position_embeddings=SEQ + 1),
     "electra": dict(family="electra", embedding_size=16),
     "deberta-v2": dict(family="deberta-v2", type_vocab_size=0, max_relative_positions=SEQ,
                        position_buckets=8, pos_att_type="c2p|p2c", norm_rel_ebd=True,
-                       position_biased_input=False),
+                       position_biased_input=False, conv_kernel_size=3, conv_act="gelu"),
     "distilbert": dict(family="distilbert", type_vocab_size=0),
 }
 
