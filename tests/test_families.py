@@ -313,6 +313,30 @@ def distilled_family(family_dir, glue, tmp_path_factory):
   return workdir, train.run(cfg)
 
 
+@pytest.mark.slow  # two distillation runs through train.run
+@pytest.mark.parametrize("family_dir", ["deberta-v2"], indirect=True)
+def test_a_preempted_run_resumes_to_the_same_student(family_dir, distilled_family, glue, tmp_path,
+                                                     monkeypatch):
+  """Stopped by SIGTERM after step 1 and started again, the run ends bit for bit where the
+  uninterrupted one did. DeBERTa stands for the families: it has the most state outside the
+  layers (the relative table, the convolution's place) and a tokenizer other than BERT's."""
+  from augpro_jax import interrupts, train  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import Config  # pylint: disable=import-outside-toplevel
+  _, model_dir = family_dir
+  cfg = Config(mode="distill", glue_dir=str(glue), teacher=str(model_dir),
+               teacher_ckpt=str(model_dir), aug="augpro_mix", student_layers=1, student_hidden=32,
+               student_heads=4, student_intermediate=64, workdir=str(tmp_path),
+               **{**RUN, "checkpoint_every": 1})
+  interrupts._asked.clear()  # pylint: disable=protected-access
+  monkeypatch.setenv("AUGPRO_JAX_SIGNAL_AT", "step:1")
+  with pytest.raises(interrupts.Preempted):
+    train.run(cfg)
+  monkeypatch.delenv("AUGPRO_JAX_SIGNAL_AT")
+  summary = train.run(cfg)
+  assert summary["resumed_from_step"] == 1
+  assert summary["student_params_sha256"] == distilled_family[1]["student_params_sha256"]
+
+
 @pytest.mark.slow  # a distillation run through train.run
 def test_distilled_student_exports_the_family(family_dir, distilled_family, glue):
   from augpro_jax import checkpoints  # pylint: disable=import-outside-toplevel
@@ -386,8 +410,9 @@ def test_decoder_seq2seq_or_unknown_model_type_is_one_line(family_dir, tmp_path,
     ({"conv_kernel_size": 3, "conv_act": "swish"}, "conv_act='swish' is not supported"),
     ({"pooler_hidden_size": 48}, "pooler_hidden_size=48: DeBERTa with a pooler of another width"),
 ])
-def test_unsupported_deberta_config_is_one_line(glue, tmp_path, raw, needle):
-  model_dir = build_family_dir("deberta-v2", tmp_path / "deberta", glue)
+@pytest.mark.parametrize("family_dir", ["deberta-v2"], indirect=True)
+def test_unsupported_deberta_config_is_one_line(family_dir, tmp_path, raw, needle):
+  model_dir = _copy_dir(family_dir[1], tmp_path / "deberta")
   config = json.loads((model_dir / "config.json").read_text())
   (model_dir / "config.json").write_text(json.dumps({**config, **raw}))
   with pytest.raises(UserError) as info:
@@ -472,3 +497,49 @@ def test_unsupported_model_type_from_the_command_line(family_dir, glue, tmp_path
                     f"--predict_out={tmp_path / 'out.jsonl'}", f"--glue_dir={glue}",
                     env={"HF_HUB_OFFLINE": "1"})
   assert_one_line_error(result, "'longformer' is not supported", "deberta-v2")
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark's peers are the family's Hugging Face classifiers.
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_peers(family: str, peers: dict[str, dict]) -> None:
+  """Both peers are transformers' classifiers of `family` and trained; DeBERTa-v2 has no Flax
+  classifier in transformers: that peer is unavailable, with the reason."""
+  torch_class = FAMILIES[family][2]
+  assert peers["hf_torch"]["examples_per_sec"] > 0
+  assert f"transformers {torch_class}," in peers["hf_torch"]["note"]
+  assert peers["hf_torch"]["student_param_delta"] > 0
+  if family == "deberta-v2":
+    assert peers["hf_flax"]["examples_per_sec"] is None
+    assert "no Flax classifier for deberta-v2" in json.dumps(peers["hf_flax"])
+  else:
+    assert peers["hf_flax"]["examples_per_sec"] > 0
+    assert f"transformers Flax{torch_class}," in peers["hf_flax"]["note"]
+    assert peers["hf_flax"]["student_param_delta"] > 0
+
+
+@pytest.mark.slow  # each peer compiles or allocates its models
+@pytest.mark.parametrize("family_dir", ["roberta", "electra", "deberta-v2"], indirect=True)
+def test_benchmark_peers_are_the_family(family_dir):
+  """`--mode=benchmark --teacher=<dir>` gives the peers our teacher's and student's configs
+  (`bench.common.peer_shapes`), so they are transformers' classifiers of the same family and
+  shapes (ELECTRA: narrower embeddings)."""
+  from augpro_jax import students  # pylint: disable=import-outside-toplevel
+  from augpro_jax.bench import common, peers  # pylint: disable=import-outside-toplevel
+  from augpro_jax.config import Config  # pylint: disable=import-outside-toplevel
+  family, model_dir = family_dir
+  teacher, _, _ = hf_io.load_classifier(model_dir, task_name="sst2", num_labels=2)
+  cfg = Config(mode="benchmark", batch_size=4, max_seq_len=16, student_layers=1).validate()
+  student = students.student_config(cfg, teacher, 2)
+  shapes = common.peer_shapes(cfg, teacher, student, 2)
+  assert shapes.student_hf["model_type"] == shapes.teacher_hf["model_type"] == family
+  assert shapes.student_hf[{"distilbert": "n_layers"}.get(family, "num_hidden_layers")] == 1
+  results = {}
+  for name, run in peers.PEERS.items():
+    try:
+      results[name] = run(shapes, steps=1, warmup=1, learning_rate=1e-3)
+    except RuntimeError as exc:  # what the benchmark reports as an unavailable peer
+      results[name] = {"examples_per_sec": None, "error": str(exc)}
+  _check_peers(family, results)

@@ -13,6 +13,7 @@ import jax
 
 from augpro_jax import files
 from augpro_jax import flops as flops_lib
+from augpro_jax import hf_io
 from augpro_jax import sharding
 from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
@@ -54,6 +55,21 @@ def prepare_step(cfg: Config, models: Any, aug: str, objective: str, batches: li
   return call, facts, holder
 
 
+def peer_shapes(cfg: Config, teacher: Any, student: Any, num_labels: int) -> Any:
+  """The peers' `PeerShapes` for our teacher and student `BertConfig`s: BERT-family models get
+  the peers' own BERT configs of the same shapes; other families exactly our configs."""
+  from augpro_jax.bench import peers as peers_lib  # pylint: disable=g-import-not-at-top
+  encoder = lambda c: peers_lib.EncoderShape(layers=c.num_layers, hidden=c.hidden_size,
+                                             heads=c.num_heads, intermediate=c.intermediate_size)
+  labels = [str(i) for i in range(num_labels)]
+  family_configs = {} if teacher.family == "bert" else {
+      "teacher_hf": hf_io.hf_config(teacher, labels), "student_hf": hf_io.hf_config(student, labels)}
+  return peers_lib.PeerShapes(
+      batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=num_labels,
+      vocab_size=teacher.vocab_size, teacher=encoder(teacher), student=encoder(student),
+      dtype=cfg.dtype, **family_configs)
+
+
 def prepare_peers(cfg: Config, models: Any, num_labels: int,
                   calls: dict[str, Callable[[int], Any]],
                   batches: Optional[Callable[[str], Any]] = None, offset: int = 1
@@ -68,12 +84,7 @@ def prepare_peers(cfg: Config, models: Any, num_labels: int,
   if not cfg.benchmark_peers:
     return runs, errors, failed
   from augpro_jax.bench import peers as peers_lib  # pylint: disable=g-import-not-at-top
-  encoder = lambda c: peers_lib.EncoderShape(layers=c.num_layers, hidden=c.hidden_size,
-                                             heads=c.num_heads, intermediate=c.intermediate_size)
-  shapes = peers_lib.PeerShapes(
-      batch=cfg.batch_size, seq_len=cfg.max_seq_len, num_labels=num_labels,
-      vocab_size=models.teacher.config.vocab_size, teacher=encoder(models.teacher.config),
-      student=encoder(models.student.config), dtype=cfg.dtype)
+  shapes = peer_shapes(cfg, models.teacher.config, models.student.config, num_labels)
   for name in cfg.benchmark_peers:
     if name not in peers_lib.PREPARE:
       raise UserError(f"unknown peer {name!r}; choose from {', '.join(peers_lib.PREPARE)}")

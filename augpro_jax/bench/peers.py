@@ -9,7 +9,10 @@ Both peers run the step that `bench.synthetic` times for `--aug=none`, at the sa
 
 `hf_flax_kd` is how HF's Flax examples train on one device: `jax.jit` of a train step over
 `FlaxBertForSequenceClassification.__call__`. `hf_torch_kd` is plain eager PyTorch on
-`BertForSequenceClassification` (no `torch.compile`: eager is what people run).
+`BertForSequenceClassification` (no `torch.compile`: eager is what people run). Given the models'
+config.json (`PeerShapes.teacher_hf`, `student_hf`), the peers are that family's classifiers
+instead (`FlaxRobertaForSequenceClassification`, `ElectraForSequenceClassification`, ...); a
+family transformers has no Flax classifier for (DeBERTa-v2) makes the Flax peer unavailable.
 
 Timing is honest: inputs are made once and rotated, warm-up steps are excluded, every timed step
 is synchronised before the clock stops, and the median over `steps` steps is reported. Models
@@ -56,6 +59,10 @@ class PeerShapes:
   num_labels: int = 2
   vocab_size: int = 30522
   dtype: str = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
+  # config.json of the teacher and the student (`hf_io.hf_config`): the peers are then that
+  # family's classifiers with exactly these configs; None: BERTs of the shapes above.
+  teacher_hf: Optional[dict[str, Any]] = None
+  student_hf: Optional[dict[str, Any]] = None
 
   def __post_init__(self):
     if self.dtype not in ("float32", "bfloat16"):
@@ -81,6 +88,33 @@ def _bert_config(shapes: PeerShapes, *, teacher: bool):
       max_position_embeddings=max(512, shapes.seq_len),
       num_labels=shapes.num_labels,
   )
+
+
+def _hf_config(shapes: PeerShapes, *, teacher: bool):
+  """The `transformers` config of the teacher or the student: of its family when given."""
+  raw = shapes.teacher_hf if teacher else shapes.student_hf
+  if raw is None:
+    return _bert_config(shapes, teacher=teacher)
+  from transformers import AutoConfig  # pylint: disable=g-import-not-at-top
+  fields = {k: v for k, v in raw.items() if k not in ("model_type", "architectures")}
+  return AutoConfig.for_model(raw["model_type"], **fields)
+
+
+def _model_inputs(config: Any, batch: dict[str, Any]) -> dict[str, Any]:
+  """The batch as the family's classifier takes it (DistilBERT has no token types)."""
+  if config.model_type == "distilbert":
+    return {k: v for k, v in batch.items() if k != "token_type_ids"}
+  return batch
+
+
+def _flax_class(config: Any) -> Any:
+  """The Flax `...ForSequenceClassification` of the config's family."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  from transformers.models.auto import modeling_flax_auto  # pylint: disable=g-import-not-at-top
+  names = modeling_flax_auto.FLAX_MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+  if config.model_type not in names:
+    raise ValueError(f"transformers has no Flax classifier for {config.model_type}")
+  return getattr(transformers, names[config.model_type])
 
 
 def make_batches(shapes: PeerShapes, seed: int,
@@ -187,7 +221,8 @@ def hf_flax_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
   """The KD step on `FlaxBertForSequenceClassification`, timed alone (see `prepare_hf_flax`)."""
   _check_counts(steps, warmup)
   return _run(prepare_hf_flax(shapes, seed=seed, learning_rate=learning_rate,
-                              fixed_batch=fixed_batch), "transformers Flax BERT", steps, warmup)
+                              fixed_batch=fixed_batch), "transformers Flax classifier", steps,
+              warmup)
 
 
 def _flax_kd_update(teacher: Any, student: Any, tx: Any) -> Any:
@@ -200,6 +235,7 @@ def _flax_kd_update(teacher: Any, student: Any, tx: Any) -> Any:
   def train_step(params, state, t_params, batch, dropout_rng):
     """One KD update; returns (params, opt_state, loss, next dropout rng)."""
     dropout_rng, next_rng = jax.random.split(dropout_rng)
+    batch = _model_inputs(student.config, batch)
     teacher_logits = teacher(**batch, params=t_params, train=False).logits
     teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
 
@@ -231,19 +267,17 @@ def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float =
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     import optax  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
-    flax_bert = transformers.FlaxBertForSequenceClassification  # lazy: fails here if it cannot load
+    configs = _hf_config(shapes, teacher=True), _hf_config(shapes, teacher=False)
+    flax_class = _flax_class(configs[1])  # lazy: fails here if it cannot load
   except Exception as exc:  # pylint: disable=broad-except  # any import failure: peer unavailable
-    raise _unavailable("transformers Flax BERT unavailable", exc) from exc
+    raise _unavailable("transformers Flax classifier unavailable", exc) from exc
 
   dtype = jnp.bfloat16 if shapes.dtype == "bfloat16" else jnp.float32
   try:
-    teacher = flax_bert(
-        _bert_config(shapes, teacher=True), seed=seed, dtype=dtype, _do_init=True)
-    student = flax_bert(
-        _bert_config(shapes, teacher=False), seed=seed + 1, dtype=dtype, _do_init=True)
+    teacher = _flax_class(configs[0])(configs[0], seed=seed, dtype=dtype, _do_init=True)
+    student = flax_class(configs[1], seed=seed + 1, dtype=dtype, _do_init=True)
   except Exception as exc:  # pylint: disable=broad-except
-    raise _unavailable("transformers Flax BERT failed to build", exc) from exc
+    raise _unavailable(f"transformers {flax_class.__name__} failed to build", exc) from exc
 
   device = jax.devices()[0]
   teacher_params = jax.device_put(teacher.params, device)
@@ -277,7 +311,7 @@ def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float =
     delta = math.sqrt(sum(
         float(np.sum(np.square(np.asarray(a, np.float64) - b)))
         for a, b in zip(jax.tree.leaves(carry["params"]), jax.tree.leaves(initial))))
-    note = (f"transformers FlaxBertForSequenceClassification, jax.jit on 1 device "
+    note = (f"transformers {flax_class.__name__}, jax.jit on 1 device "
             f"(of {jax.device_count()}), compute dtype {shapes.dtype}, params float32")
     return _summary("hf_flax", shapes, times, compile_seconds=compile_seconds, steps=len(times),
                     device=f"{device.platform}:{device.device_kind}", note=note,
@@ -292,7 +326,8 @@ def hf_torch_kd(shapes: PeerShapes, *, steps: int, warmup: int, seed: int = 0,
   """The KD step on PyTorch `BertForSequenceClassification`, timed alone (`prepare_hf_torch`)."""
   _check_counts(steps, warmup)
   return _run(prepare_hf_torch(shapes, seed=seed, device=device, learning_rate=learning_rate,
-                               fixed_batch=fixed_batch), "transformers PyTorch BERT", steps, warmup)
+                               fixed_batch=fixed_batch), "transformers PyTorch classifier", steps,
+              warmup)
 
 
 def prepare_hf_torch(shapes: PeerShapes, *, seed: int = 0, device: Optional[str] = None,
@@ -307,15 +342,16 @@ def prepare_hf_torch(shapes: PeerShapes, *, seed: int = 0, device: Optional[str]
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-    from transformers import BertForSequenceClassification  # pylint: disable=g-import-not-at-top
+    from transformers import AutoModelForSequenceClassification  # pylint: disable=g-import-not-at-top
+    configs = _hf_config(shapes, teacher=True), _hf_config(shapes, teacher=False)
   except Exception as exc:  # pylint: disable=broad-except
-    raise _unavailable("transformers PyTorch BERT unavailable", exc) from exc
+    raise _unavailable("transformers PyTorch classifier unavailable", exc) from exc
 
   device = device or ("cuda" if torch.cuda.is_available() else "cpu")
   dev = torch.device(device)
   on_cuda = dev.type == "cuda"
   autocast = shapes.dtype == "bfloat16" and on_cuda
-  notes = ["transformers BertForSequenceClassification, eager (no torch.compile)"]
+  notes = []
   if shapes.dtype == "bfloat16" and not on_cuda:
     notes.append("bfloat16 requested but autocast is used on cuda only: ran float32")
   elif autocast:
@@ -328,8 +364,9 @@ def prepare_hf_torch(shapes: PeerShapes, *, seed: int = 0, device: Optional[str]
     notes.append(f"{torch.get_num_threads()} threads")
   try:
     torch.manual_seed(seed)
-    teacher = BertForSequenceClassification(_bert_config(shapes, teacher=True)).to(dev).eval()
-    student = BertForSequenceClassification(_bert_config(shapes, teacher=False)).to(dev).train()
+    teacher = AutoModelForSequenceClassification.from_config(configs[0]).to(dev).eval()
+    student = AutoModelForSequenceClassification.from_config(configs[1]).to(dev).train()
+    notes.insert(0, f"transformers {type(student).__name__}, eager (no torch.compile)")
     attention = student.config._attn_implementation  # pylint: disable=protected-access
     notes.append(f"attention {attention}")
     for p in teacher.parameters():
@@ -337,7 +374,8 @@ def prepare_hf_torch(shapes: PeerShapes, *, seed: int = 0, device: Optional[str]
     initial = [p.detach().clone() for p in student.parameters()]
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate,
                                   weight_decay=_WEIGHT_DECAY)
-    batches = [{k: torch.from_numpy(np.asarray(v)).long().to(dev) for k, v in b.items()}
+    batches = [{k: torch.from_numpy(np.asarray(v)).long().to(dev)
+                for k, v in _model_inputs(configs[1], b).items()}
                for b in (batches or make_batches(shapes, seed))]
     losses = []
 
