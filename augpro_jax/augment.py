@@ -90,7 +90,7 @@ def nearest_tokens_topk(
     candidate_mask = jnp.ones(table.shape[:1], bool)
   search_rows = functools.partial(_scan_topk, k=k, metric=metric, chunk_size=chunk_size,
                                   search=search, recall_target=recall_target)
-  shards = _fsdp_shards()
+  shards = sharding.auto_fsdp_size()
   if shards > 1 and table.shape[0] % shards == 0:  # rows split (sharding.param_spec)
     _, best_ids = _sharded_topk(search_rows, flat, table.astype(jnp.float32), excl,
                                 candidate_mask, shards, k)
@@ -141,17 +141,6 @@ def _scan_topk(flat: jax.Array, table: jax.Array, excl: jax.Array, candidate_mas
   init = (jnp.full((num_positions, k), -jnp.inf, jnp.float32),
           jnp.zeros((num_positions, k), jnp.int32))
   return jax.lax.scan(body, init, jnp.arange(num_chunks, dtype=jnp.int32))[0]
-
-
-def _fsdp_shards() -> int:
-  """Devices on the current mesh's `fsdp` axis while it is automatic (GSPMD), else 1: inside the
-  train step on a mesh with --mesh_fsdp > 1 the table is split over them."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or sharding.FSDP not in mesh.axis_names:
-    return 1
-  if dict(zip(mesh.axis_names, mesh.axis_types))[sharding.FSDP] != jax.sharding.AxisType.Auto:
-    return 1
-  return int(mesh.shape[sharding.FSDP])
 
 
 def _sharded_topk(search_rows: Callable, flat: jax.Array, table: jax.Array, excl: jax.Array,

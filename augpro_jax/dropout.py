@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from augpro_jax import sharding
 from augpro_jax.errors import UserError
 
 
@@ -42,14 +44,21 @@ class Dropout(nn.Module):
     elif self.rng != "threefry":
       raise UserError(f"dropout rng must be threefry or rbg, got {self.rng!r}")
     shape = tuple(1 if axis in self.broadcast_dims else size for axis, size in enumerate(x.shape))
+    # With the examples split over `fsdp`, the partitionable threefry scheme lets each device
+    # draw only its examples' bits; the original scheme (the default, see train_step) would have
+    # every device draw the whole data slice's mask, gigabytes per layer on a pod.
+    split = sharding.auto_fsdp_size() > 1 and shape[0] > 1
+    with jax.threefry_partitionable(True) if split else contextlib.nullcontext():
+      keep = sharding.split_examples(self._keep(key, keep_prob, shape))
+    return jax.lax.select(jnp.broadcast_to(keep, x.shape), x / keep_prob, jnp.zeros_like(x))
+
+  def _keep(self, key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> jax.Array:
+    """The keep decisions, bool [shape]."""
     if self.bits == 32:
-      keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
-    elif self.bits == 16:
+      return jax.random.bernoulli(key, p=keep_prob, shape=shape)
+    if self.bits == 16:
       count = math.prod(shape)
       words = jax.random.bits(key, (-(-count // 2),), jnp.uint32)  # [ceil(count / 2)]
       draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:count].reshape(shape)
-      keep = draws < jnp.uint32(round(keep_prob * 65536))
-    else:
-      raise UserError(f"dropout bits must be 16 or 32, got {self.bits}")
-    keep = jnp.broadcast_to(keep, x.shape)
-    return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
+      return draws < jnp.uint32(round(keep_prob * 65536))
+    raise UserError(f"dropout bits must be 16 or 32, got {self.bits}")

@@ -34,6 +34,7 @@ import numpy as np
 from augpro_jax import config as config_lib
 from augpro_jax import deberta
 from augpro_jax import families
+from augpro_jax import sharding
 from augpro_jax.dropout import Dropout  # also `model.Dropout`
 from augpro_jax.errors import UserError
 
@@ -121,6 +122,15 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
 # ----------------------------------------------------------------------------------------------
 
 
+def _small_lookup(table: nn.Embed, ids: jax.Array) -> jax.Array:
+  """`table(ids)`; with the examples split over `fsdp`, as a one-hot matmul (the same values):
+  the gather's gradient, a scatter-add, would gather every example's gradient on each device."""
+  if sharding.auto_fsdp_size() == 1 or ids.shape[0] == 1:
+    return table(ids)
+  one_hot = jax.nn.one_hot(ids, table.num_embeddings, dtype=jnp.float32)  # [batch, seq, rows]
+  return jnp.einsum("bsr,re->bse", one_hot, table.embedding, precision=jax.lax.Precision.HIGHEST)
+
+
 class Embeddings(nn.Module):
   """Word, position and token-type tables, LayerNorm, and ELECTRA's project; tables are "emb" wide."""
 
@@ -163,12 +173,12 @@ class Embeddings(nn.Module):
                       f"({cfg.max_position_embeddings}, {cfg.max_seq_len} usable positions)")
     x = word_embeds.astype(jnp.float32)  # [batch, seq, emb]
     if cfg.position_biased_input:
-      x = x + self.position_embeddings(
-          families.position_ids(family, seq_len, attention_mask, cfg.pad_token_id))
+      x = x + _small_lookup(self.position_embeddings,
+                            families.position_ids(family, seq_len, attention_mask, cfg.pad_token_id))
     if family.token_types == "used" and cfg.type_vocab_size:
-      x = x + self.token_type_embeddings(token_type_ids)  # [batch, seq, emb]
+      x = x + _small_lookup(self.token_type_embeddings, token_type_ids)  # [batch, seq, emb]
     elif family.token_types == "zero":  # one type: row 0 everywhere, whatever the ids say
-      x = x + self.token_type_embeddings(jnp.zeros_like(token_type_ids))
+      x = x + _small_lookup(self.token_type_embeddings, jnp.zeros_like(token_type_ids))
     projected = cfg.embedding_width != cfg.hidden_size
     if family.disentangled:  # DeBERTa: project, LayerNorm, then zero the padding
       x = self.layer_norm(self.project(x) if projected else x)
@@ -260,7 +270,7 @@ class Encoder(nn.Module):
     rel = deberta.relative_table(cfg, _layer_norm(cfg, "rel_layer_norm"), _INIT_STD)
     embeddings = x
     for i in range(cfg.num_layers):
-      x = Layer(cfg, name=f"layer_{i}")(x, bias, deterministic, rel)
+      x = sharding.split_examples(Layer(cfg, name=f"layer_{i}")(x, bias, deterministic, rel))
       if i == 0 and cfg.conv_kernel_size > 0:
         conv = deberta.conv(cfg, _INIT_STD)
         x = deberta.add_conv(embeddings, x, keep, conv, _layer_norm(cfg, "conv_layer_norm"),
@@ -286,7 +296,7 @@ class BertClassifier(nn.Module):
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
     """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, emb] f32."""
-    return self.embeddings.words(input_ids)
+    return sharding.split_examples(self.embeddings.words(sharding.split_examples(input_ids)))
 
   def encode(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
              token_type_ids: Optional[jax.Array], *, deterministic: bool = True) -> jax.Array:
@@ -296,7 +306,8 @@ class BertClassifier(nn.Module):
       attention_mask = jnp.ones((batch, seq), jnp.int32)
     if token_type_ids is None:
       token_type_ids = jnp.zeros((batch, seq), jnp.int32)
-    x = self.embeddings(word_embeds, token_type_ids, deterministic, attention_mask)
+    x = sharding.split_examples(self.embeddings(word_embeds, token_type_ids, deterministic,
+                                                attention_mask))
     with jax.named_scope("mask_bias"):
       keep = attention_mask.astype(jnp.float32)
       bias = ((1.0 - keep) * _MASK_BIAS)[:, None, None, :]  # [batch, 1, 1, seq_k] f32

@@ -66,6 +66,29 @@ def param_spec(shape: Sequence[int], fsdp: int) -> P:
   return P()
 
 
+def auto_fsdp_size() -> int:
+  """Devices on the current mesh's `fsdp` axis while it is automatic (GSPMD): inside the train
+  step on a mesh with --mesh_fsdp > 1. 1 elsewhere (no mesh, or fsdp manual or absent)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or FSDP not in mesh.axis_names:
+    return 1
+  if dict(zip(mesh.axis_names, mesh.axis_types))[FSDP] != jax.sharding.AxisType.Auto:
+    return 1
+  return int(mesh.shape[FSDP])
+
+
+def split_examples(x: jax.Array) -> jax.Array:
+  """`x` [examples, ...] with its examples split over an automatic `fsdp` axis of more than one
+  device; unchanged elsewhere. GSPMD left to itself replicates the activations over `fsdp` (the
+  embedding lookup from a row-split table and the dropout bits carry no batch sharding), so each
+  device would compute its whole data slice; the model pins its activations with this."""
+  shards = auto_fsdp_size()
+  if shards == 1 or x.shape[0] % shards:
+    return x
+  return jax.lax.with_sharding_constraint(
+      x, NamedSharding(jax.sharding.get_abstract_mesh(), P(FSDP)))
+
+
 def tree_shardings(mesh: Mesh, tree: Any) -> Any:
   """NamedSharding per leaf of a pytree of arrays (or ShapeDtypeStructs): `param_spec` rules.
 

@@ -170,7 +170,6 @@ def test_projection_on_a_split_table_never_gathers_it(monkeypatch):
   """On 8 devices with --mesh_fsdp=8 the search's temporaries stay far below the table (each
   device scans its 1/8 of the rows); the same search left to XLA over the split table gathers
   all of it on every device (the failure this guards against)."""
-  from augpro_jax import augment  # pylint: disable=import-outside-toplevel
   vocab, dim, positions = 8192, 256, 256
   mesh = sharding.make_mesh(jax.devices(), 1, 8)
   by_data = NamedSharding(mesh, P(DATA))
@@ -182,7 +181,7 @@ def test_projection_on_a_split_table_never_gathers_it(monkeypatch):
   temp_bytes = lambda: _search_on_mesh(mesh, k=1, chunk_size=512).lower(
       *args).compile().memory_analysis().temp_size_in_bytes
   split = temp_bytes()
-  monkeypatch.setattr(augment, "_fsdp_shards", lambda: 1)
+  monkeypatch.setattr(sharding, "auto_fsdp_size", lambda: 1)
   gathered = temp_bytes()
   table_bytes = vocab * dim * 4
   assert split < table_bytes / 4 < table_bytes < gathered, (split, gathered, table_bytes)
