@@ -12,10 +12,10 @@ The step is `train_step.make_train_step`'s per-device step, unchanged, run in gl
   batch unless --nocache_teacher_logits), augmentation, student forward and backward, AdamW;
 - train_teacher: the teacher's fine-tuning step (forward, backward, AdamW on every parameter).
 
-The teacher is a BERT-shaped model: a preset below, or --compile_teacher=custom with
---benchmark_teacher_layers/--benchmark_teacher_hidden (heads of 64, FFN 4 x hidden). The presets give other families'
-sizes (RoBERTa-large, DeBERTa-v2-xxlarge) as BERT-shaped models of the same width, depth and
-vocabulary, not their attention variants.
+The teacher is a preset below, the published config.json of that checkpoint (so RoBERTa-large
+is a RoBERTa and DeBERTa-v2-xxlarge a DeBERTa-v2 with its relative attention and convolution), or
+--compile_teacher=custom: a BERT of --benchmark_teacher_layers/--benchmark_teacher_hidden (heads
+of 64, FFN 4 x hidden).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 from augpro_jax import chips as chips_lib
 from augpro_jax import config as config_lib
 from augpro_jax import flops as flops_lib
+from augpro_jax import hf_io
 from augpro_jax import model as model_lib
 from augpro_jax import students
 from augpro_jax import optimizer as optimizer_lib
@@ -45,12 +46,27 @@ from augpro_jax import train_step as step_lib
 from augpro_jax.config import Config
 from augpro_jax.errors import UserError
 
-# (layers, hidden, heads, intermediate, vocab) of published checkpoints' configs.
-PRESETS: dict[str, tuple[int, int, int, int, int]] = {
-    "bert-base": (12, 768, 12, 3072, 30522),
-    "bert-large": (24, 1024, 16, 4096, 30522),
-    "roberta-large": (24, 1024, 16, 4096, 50265),
-    "deberta-v2-xxlarge": (48, 1536, 24, 6144, 128100),
+# The fields of the published checkpoints' config.json that shape the model.
+_BERT = {"model_type": "bert", "vocab_size": 30522, "max_position_embeddings": 512,
+         "type_vocab_size": 2, "layer_norm_eps": 1e-12}
+PRESETS: dict[str, dict[str, Any]] = {
+    "bert-base": {**_BERT, "hidden_size": 768, "num_hidden_layers": 12,
+                  "num_attention_heads": 12, "intermediate_size": 3072},
+    "bert-large": {**_BERT, "hidden_size": 1024, "num_hidden_layers": 24,
+                   "num_attention_heads": 16, "intermediate_size": 4096},
+    "roberta-large": {"model_type": "roberta", "vocab_size": 50265, "hidden_size": 1024,
+                      "num_hidden_layers": 24, "num_attention_heads": 16,
+                      "intermediate_size": 4096, "max_position_embeddings": 514,
+                      "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1},
+    "deberta-v2-xxlarge": {"model_type": "deberta-v2", "vocab_size": 128100, "hidden_size": 1536,
+                           "num_hidden_layers": 48, "num_attention_heads": 24,
+                           "intermediate_size": 6144, "max_position_embeddings": 512,
+                           "type_vocab_size": 0, "layer_norm_eps": 1e-7,
+                           "relative_attention": True, "position_buckets": 256,
+                           "max_relative_positions": -1, "pos_att_type": "p2c|c2p",
+                           "share_att_key": True, "norm_rel_ebd": "layer_norm",
+                           "position_biased_input": False, "conv_kernel_size": 3,
+                           "conv_act": "gelu"},
 }
 STEPS = config_lib.STEPS
 METHOD = ("jax.shard_map manual over 'data' (the per-device step and its pmean, unchanged), "
@@ -58,26 +74,25 @@ METHOD = ("jax.shard_map manual over 'data' (the per-device step and its pmean, 
 
 
 def teacher_config(cfg: Config, num_labels: int) -> model_lib.BertConfig:
-  """The BERT-shaped teacher of --compile_teacher (a preset, or custom: --benchmark_teacher_layers/hidden)."""
+  """The teacher of --compile_teacher: a preset's config.json, or custom (a BERT of
+  --benchmark_teacher_layers/hidden)."""
   if cfg.compile_teacher == "custom":
     if not (cfg.benchmark_teacher_layers and cfg.benchmark_teacher_hidden):
       raise UserError("--compile_teacher=custom needs --benchmark_teacher_layers and --benchmark_teacher_hidden")
     hidden = cfg.benchmark_teacher_hidden
     if hidden % 64:
       raise UserError(f"--benchmark_teacher_hidden={hidden} must be a multiple of 64 (heads of 64)")
-    shape = (cfg.benchmark_teacher_layers, hidden, hidden // 64, 4 * hidden, PRESETS["bert-base"][4])
+    raw = {**_BERT, "hidden_size": hidden, "num_hidden_layers": cfg.benchmark_teacher_layers,
+           "num_attention_heads": hidden // 64, "intermediate_size": 4 * hidden}
   elif cfg.compile_teacher in PRESETS:
-    shape = PRESETS[cfg.compile_teacher]
+    raw = PRESETS[cfg.compile_teacher]
   else:
     raise UserError(f"unknown --compile_teacher={cfg.compile_teacher!r}; choose one of: "
                     f"{', '.join(PRESETS)}, custom")
-  layers, hidden, heads, intermediate, vocab = shape
-  return model_lib.BertConfig(
-      vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
-      intermediate_size=intermediate, max_position_embeddings=max(512, cfg.max_seq_len),
-      num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype,
-      dropout_bits=cfg.dropout_bits, dropout_rng=cfg.dropout_rng,
-      attention_dropout_mask=cfg.attention_dropout_mask)
+  config = hf_io.config_from_dict(raw, f"--compile_teacher={cfg.compile_teacher}",
+                                  num_labels=num_labels, dropout_rate=cfg.dropout, dtype=cfg.dtype)
+  return dataclasses.replace(config, dropout_bits=cfg.dropout_bits, dropout_rng=cfg.dropout_rng,
+                             attention_dropout_mask=cfg.attention_dropout_mask)
 
 
 def topology_devices(topology: str) -> list[Any]:
@@ -193,7 +208,8 @@ def cost(compiled: Any) -> dict[str, float]:
 
 
 def model_shape(config: model_lib.BertConfig) -> dict[str, int]:
-  return {"layers": config.num_layers, "hidden": config.hidden_size, "heads": config.num_heads,
+  return {"family": config.family, "layers": config.num_layers, "hidden": config.hidden_size,
+          "heads": config.num_heads,
           "intermediate": config.intermediate_size, "vocab": config.vocab_size,
           "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(
               model_lib.param_shapes(config))))}

@@ -127,8 +127,9 @@ class CompileConfig:
   compile_step: str = _compile("distill", "distill (teacher forward, augmentation, student "
                                           "forward/backward, update) | train_teacher (the "
                                           "teacher's fine-tuning step).", choices=STEPS)
-  compile_teacher: str = _compile("bert-large", "The teacher's shape, BERT-shaped: a preset, or "
-                                                "custom (--benchmark_teacher_layers/_hidden).",
+  compile_teacher: str = _compile("bert-large", "The teacher: a preset (that checkpoint's "
+                                                "config.json), or custom: a BERT of "
+                                                "--benchmark_teacher_layers/_hidden.",
                                   choices=("bert-base", "bert-large", "roberta-large",
                                            "deberta-v2-xxlarge", "custom"))
   compile_out: str = _compile("compile.json", "Where the report goes (JSON).")

@@ -100,7 +100,16 @@ def _family(raw: dict[str, Any], path: pathlib.Path) -> families.Family:
 
 def _read_config(path: pathlib.Path, *, num_labels: int, dropout_rate: float,
                  dtype: str) -> BertConfig:
-  raw = _read_json(path)
+  config = config_from_dict(_read_json(path), path, num_labels=num_labels,
+                            dropout_rate=dropout_rate, dtype=dtype)
+  weight_files.check_sizes(path, config)
+  return config
+
+
+def config_from_dict(raw: dict[str, Any], path: pathlib.Path | str, *, num_labels: int,
+                     dropout_rate: float, dtype: str) -> BertConfig:
+  """Our `BertConfig` from the fields of a config.json (`path` names it in errors)."""
+  path = pathlib.Path(path)
   family = _family(raw, path)
   keys = families.config_keys(family)
   missing = [k for k in keys.values() if k not in raw]
@@ -130,7 +139,6 @@ def _read_config(path: pathlib.Path, *, num_labels: int, dropout_rate: float,
     raise UserError(f"{path} has inconsistent sizes: hidden_size {config.hidden_size}, "
                     f"num_attention_heads {config.num_heads}")
   _ = config.compute_dtype  # an unknown dtype is a UserError here, not at the first matmul
-  weight_files.check_sizes(path, config)
   return config
 
 

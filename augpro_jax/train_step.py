@@ -47,8 +47,9 @@ from augpro_jax.model import BertClassifier, BertConfig, word_embedding_table
 # bit, and the student's attention-dropout masks ([batch, heads, seq, seq] per layer) were a large
 # part of its step. Either scheme gives the same bits on any layout of one key's array; they differ
 # in cost when `jit` splits that array over devices. Here each data slice draws its own bits (the
-# step is manual over `data`); only --mesh_fsdp splits a draw. Random streams, and hence results,
-# differ from those of the partitionable scheme (docs/benchmarks.md).
+# step is manual over `data`); only --mesh_fsdp splits a draw, and `Dropout` switches to the
+# partitionable scheme there. Random streams, and hence results, differ between the schemes
+# (docs/benchmarks.md, docs/multihost.md).
 jax.config.update("jax_threefry_partitionable", False)
 
 AXIS = sharding.DATA  # data parallelism (devices and processes): the step's collectives' axis

@@ -61,6 +61,20 @@ def test_out_of_memory_message_is_a_verdict_not_a_crash():
   assert "\n" not in line
 
 
+@pytest.mark.parametrize("preset, family, params", [
+    ("bert-large", "bert", 335e6), ("roberta-large", "roberta", 355e6),
+    ("deberta-v2-xxlarge", "deberta-v2", 1.5e9)])
+def test_presets_are_the_published_models(preset, family, params):
+  """Each preset is its checkpoint's family and size (the published parameter counts, head
+  aside); DeBERTa-v2-xxlarge with its relative attention and its convolution."""
+  config = aot.teacher_config(tiny_cfg(compile_teacher=preset, max_seq_len=128), 2)
+  shape = aot.model_shape(config)
+  assert shape["family"] == family and abs(shape["params"] / params - 1) < 0.05, shape
+  if family == "deberta-v2":
+    assert (config.conv_kernel_size, config.position_buckets, config.max_relative_positions,
+            config.pos_att_type, config.position_biased_input) == (3, 256, 512, "p2c|c2p", False)
+
+
 def test_missing_libtpu_and_bad_settings_are_one_line_errors(monkeypatch):
   with pytest.raises(UserError, match="unknown --compile_teacher"):
     aot.teacher_config(tiny_cfg(compile_teacher="gpt-9"), 2)
