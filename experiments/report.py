@@ -1,7 +1,8 @@
 """Turn the experiment CSVs into markdown tables (mean ± std over seeds) and PNG plots.
 
 Command (seconds): .venv/bin/python experiments/report.py
-Reads the paired protocol's CSVs (report.PAIRED), bucket_accuracy.csv and lr_defaults.csv with their
+Reads the paired protocol's CSVs (report.PAIRED), bucket_accuracy.csv, lr_defaults.csv and
+small_tasks.csv with their
 *_predictions.npz (whichever exist) in experiments/results/ and writes report.md, one plot per
 study (<study>.png) and README.md's accuracy paragraph (accuracy_summary.md, which
 experiments/docs_tables.py copies into README.md) beside them. It also writes each table into
@@ -31,6 +32,7 @@ from experiments import lr_defaults
 from experiments import markers
 from experiments import plan
 from experiments import protocol
+from experiments import small_tasks
 from experiments import stats
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -42,7 +44,7 @@ BLOCK = markers.block_pattern("report", NAME)
 PAIRED = ("paired_comparison", "paired_shift", "paired_copies", "paired_fullsize",
           "paired_copies_long")
 BLOCKS = ("comparison", "classshare", "shift", "fullsize", "copies", "copieslong", "claims", "buckets",
-          "learningrate", "teachers", "runtimes", "plan")
+          "learningrate", "smalltasks", "teachers", "runtimes", "plan")
 SHIFT_TITLE = "Shift degree (SST-2 dev accuracy x100, mean ± std over seeds)"
 FULLSIZE_TITLE = ("Shift degree on all 67,349 SST-2 examples (dev accuracy x100, mean ± std over "
                   "seeds)")
@@ -384,6 +386,10 @@ def _sections(results: pathlib.Path) -> dict[str, list[str]]:
   if rates.exists():
     sections["learningrate"] = lr_defaults.report_section(
         read(rates), grid.load_predictions(grid.predictions_path(rates)))
+  small = results / "small_tasks.csv"
+  if small.exists():
+    sections["smalltasks"] = small_tasks.report_section(
+        read(small, teachers=True), grid.load_predictions(grid.predictions_path(small)))
   return sections
 
 

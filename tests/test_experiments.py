@@ -17,6 +17,7 @@ from experiments import bucket_accuracy
 from experiments import grid
 from experiments import lr_defaults
 from experiments import protocol
+from experiments import small_tasks
 from xla_env import xla_flags
 
 pytestmark = pytest.mark.slow  # subprocesses, end-to-end runs or benchmarks: not in `make test-fast`
@@ -27,7 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = {"paired_comparison": protocol.comparison_runs, "paired_shift": protocol.shift_runs,
            "paired_copies": protocol.copies_runs, "paired_fullsize": protocol.fullsize_runs,
            "paired_copies_long": protocol.copies_long_runs, "bucket_accuracy": bucket_accuracy.runs,
-           "lr_defaults": lr_defaults.runs}
+           "lr_defaults": lr_defaults.runs, "small_tasks": small_tasks.runs}
 END_TO_END = "paired_comparison"
 
 
@@ -130,7 +131,8 @@ def test_report_writes_every_studys_tables_and_plot_from_collected_rows(tmp_path
   text = (results / "report.md").read_text()
   for heading in ("AugPro comparison", "Shift degree", "Shift degree on all 67,349",
                   "Augmented copies per example (augpro_mix, shift 0.3, 625 steps", "Claims",
-                  "Length buckets", "predicted as class 1", "Student learning rate on short runs"):
+                  "Length buckets", "predicted as class 1", "Student learning rate on short runs",
+                  "RTE with the README's commands"):
     assert heading in text, text
   assert "**Accuracy**" in (results / "accuracy_summary.md").read_text()
   # One plot per study. The tiny comparison has one seed per arm, so no interval to plot.
@@ -328,6 +330,7 @@ def test_report_markers_in_the_experiments_readme_are_the_report_tables():
                  "fullsize": "### Shift degree on all", "copies": "### Augmented copies",
                  "copieslong": "625 steps; SST-2", "claims": "### Claims",
                  "learningrate": "### Student learning rate",
+                 "smalltasks": "### RTE with the README's commands",
                  "classshare": "predicted as class 1"}[match.group(2)]
       assert heading not in report_md, match.group(2)
       continue

@@ -271,9 +271,11 @@ def test_every_run_of_every_grid_is_a_command_main_accepts(tmp_path, tiny):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from experiments import bucket_accuracy  # pylint: disable=g-import-not-at-top
   from experiments import lr_defaults  # pylint: disable=g-import-not-at-top
+  from experiments import small_tasks  # pylint: disable=g-import-not-at-top
   import main  # pylint: disable=g-import-not-at-top
   makers = (protocol.comparison_runs, protocol.shift_runs, protocol.copies_runs,
-            protocol.fullsize_runs, protocol.copies_long_runs, bucket_accuracy.runs, lr_defaults.runs)
+            protocol.fullsize_runs, protocol.copies_long_runs, bucket_accuracy.runs, lr_defaults.runs,
+            small_tasks.runs)
   checked = set()
   for make_runs in makers:
     for run in make_runs(3, tiny, tmp_path):
