@@ -96,7 +96,8 @@ def test_mesh_step_matches_pmap(monkeypatch):
   """--mesh_data=8 gives the losses of `jax.pmap` over the same step (the data parallelism the
   library had before the mesh) bit for bit and its parameters to float32 rounding
   (XLA fuses the update differently; measured 4e-9); FSDP meshes agree to float32 reduction order
-  (the tiny kernels are split: the size threshold is lowered)."""
+  (the tiny kernels are split: the size threshold is lowered; the KD losses are near 1e-4, where
+  the other order of sums moves them by 2e-9, 1.7e-5 relative)."""
   monkeypatch.setattr(sharding, "MIN_SHARDED_SIZE", 64)
   devices = jax.devices()
   fn, state, teacher = jax.device_get(_step_and_state("none"))  # host copies: the step donates
@@ -124,7 +125,7 @@ def test_mesh_step_matches_pmap(monkeypatch):
     if fsdp == 1:
       assert got == want and diff < 1e-7, diff
     else:
-      np.testing.assert_allclose(got, want, rtol=1e-5)
+      np.testing.assert_allclose(got, want, rtol=1e-4)  # the issue's bound for FSDP meshes
       assert diff < 1e-5, diff
 
 
