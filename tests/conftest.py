@@ -66,9 +66,10 @@ def xla_compilation_cache(tmp_path_factory) -> str:
 # --no-loadscope-reorder`) in collection order, so starting the long ones first keeps one worker
 # from finishing a long module alone at the end. Only the order changes; a stale list costs time,
 # never coverage.
-LONGEST_FIRST = ("test_robust", "test_resume", "test_multiprocess", "test_train_step", "test_e2e",
-                 "test_benchmark", "test_families", "test_cli", "test_experiments", "test_shift_real",
-                 "test_readme", "test_objective", "test_step_guards", "test_hf_io")
+LONGEST_FIRST = ("test_robust", "test_resume", "test_multiprocess", "test_train_step",
+                 "test_families", "test_e2e", "test_benchmark", "test_mesh", "test_cli",
+                 "test_experiments", "test_shift_real", "test_readme", "test_objective",
+                 "test_step_guards", "test_hf_io")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
