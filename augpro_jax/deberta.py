@@ -114,14 +114,14 @@ def conv(config: Any, init_std: float) -> nn.Conv:
                  name="conv")
 
 
-def add_conv(embeddings: jax.Array, layer_out: jax.Array, keep: Optional[jax.Array],
+def add_conv(embeddings: jax.Array, layer_out: jax.Array, keep: jax.Array,
              conv_layer: nn.Module, layer_norm: nn.Module, dropout: nn.Module,
              act: Callable[[jax.Array], jax.Array], deterministic: bool) -> jax.Array:
   """Layer 0's output plus the convolution of the embeddings, normalised, padding zeroed.
 
-  embeddings, layer_out: [batch, seq, hidden]; keep [batch, seq] (1 on real tokens) or None.
+  embeddings, layer_out: [batch, seq, hidden]; keep [batch, seq] (1 on real tokens).
   """
-  keep = (jnp.ones(embeddings.shape[:2], jnp.float32) if keep is None else keep)[..., None]
+  keep = keep[..., None]  # [batch, seq, 1]
   out = conv_layer(embeddings).astype(jnp.float32) * keep  # [batch, seq, hidden]
   out = act(dropout(out, deterministic=deterministic))
   return layer_norm(layer_out + out) * keep

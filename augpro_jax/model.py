@@ -262,9 +262,9 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
-               keep: Optional[jax.Array] = None) -> jax.Array:
+               keep: jax.Array) -> jax.Array:
     """x [batch, seq, hidden] embeddings; keep [batch, seq] f32, 1 on real tokens (for the
-    DeBERTa convolution; None: all real)."""
+    DeBERTa convolution)."""
     cfg = self.config
     # DeBERTa: one relative-embedding table [2 * span, hidden] for all layers.
     rel = deberta.relative_table(cfg, _layer_norm(cfg, "rel_layer_norm"), _INIT_STD)
@@ -296,7 +296,7 @@ class BertClassifier(nn.Module):
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
     """Word embeddings only (the table lookup): [batch, seq] -> [batch, seq, emb] f32."""
-    return sharding.split_examples(self.embeddings.words(sharding.split_examples(input_ids)))
+    return self.embeddings.words(input_ids)
 
   def encode(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
              token_type_ids: Optional[jax.Array], *, deterministic: bool = True) -> jax.Array:

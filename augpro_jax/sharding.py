@@ -79,9 +79,9 @@ def auto_fsdp_size() -> int:
 
 def split_examples(x: jax.Array) -> jax.Array:
   """`x` [examples, ...] with its examples split over an automatic `fsdp` axis of more than one
-  device; unchanged elsewhere. GSPMD left to itself replicates the activations over `fsdp` (the
-  embedding lookup from a row-split table and the dropout bits carry no batch sharding), so each
-  device would compute its whole data slice; the model pins its activations with this."""
+  device; unchanged elsewhere. The dropout bits and small-table lookups carry no batch sharding,
+  so without these pins GSPMD gives every `fsdp` device whole-data-slice tensors (the dropout
+  masks above all); the model pins its activations with this."""
   shards = auto_fsdp_size()
   if shards == 1 or x.shape[0] % shards:
     return x

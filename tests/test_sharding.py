@@ -125,7 +125,7 @@ def test_mesh_step_matches_pmap(monkeypatch):
     if fsdp == 1:
       assert got == want and diff < 1e-7, diff
     else:
-      np.testing.assert_allclose(got, want, rtol=1e-4)  # the bound for FSDP meshes
+      np.testing.assert_allclose(got, want, rtol=1e-4)  # docs/multihost.md's bound for FSDP meshes
       assert diff < 1e-5, diff
 
 

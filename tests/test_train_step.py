@@ -157,9 +157,10 @@ def test_fsdp_splits_the_step_not_its_result(monkeypatch):
 @pytest.mark.slow
 def test_fsdp_splits_the_examples_not_only_the_parameters(monkeypatch, aug="augpro_mix"):
   """A device of [1, 8] needs about the scratch memory of one of [8, 1]: both hold 1/8 of the
-  batch (1.13x measured). Left to itself, GSPMD gave every fsdp device whole-slice tensors (each
-  drew the dropout bits of all its data slice's examples, then kept its rows): 3.2x here (1.9x
-  with no augmentation), on a pod gigabytes per layer."""
+  batch (1.13x measured). Without the model's pins (`sharding.split_examples` a no-op, dropout
+  on the original threefry scheme), every fsdp device holds whole-slice tensors (it draws the
+  dropout bits of all its data slice's examples, then keeps its rows): 3.2x here, on a pod
+  gigabytes per layer."""
   monkeypatch.setattr(sharding, "MIN_SHARDED_SIZE", 64)
   temp = {}
   for fsdp in (1, 8):

@@ -274,7 +274,7 @@ def prepare_hf_flax(shapes: PeerShapes, *, seed: int = 0, learning_rate: float =
 
   dtype = jnp.bfloat16 if shapes.dtype == "bfloat16" else jnp.float32
   try:
-    teacher = _flax_class(configs[0])(configs[0], seed=seed, dtype=dtype, _do_init=True)
+    teacher = flax_class(configs[0], seed=seed, dtype=dtype, _do_init=True)  # the same family
     student = flax_class(configs[1], seed=seed + 1, dtype=dtype, _do_init=True)
   except Exception as exc:  # pylint: disable=broad-except
     raise _unavailable(f"transformers {flax_class.__name__} failed to build", exc) from exc
