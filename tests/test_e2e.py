@@ -102,9 +102,9 @@ def test_distill_with_every_augmentation(aug, teacher, tiny_bert, glue, tmp_path
   assert list((tmp_path / "tensorboard").iterdir())
 
 
-def test_finetune_with_augmentation_keeps_labels(glue, tmp_path):
+def test_finetune_with_augmentation_keeps_labels(glue, tiny_bert, tmp_path):
   cfg = config_lib.Config(task="sst2", mode="finetune", aug="augpro_mix", glue_dir=str(glue),
-                          workdir=str(tmp_path / "run"), **TINY)
+                          workdir=str(tmp_path / "run"), teacher=str(tiny_bert), **TINY, **NARROW)
   mask = os.umask(0o022)
   try:
     summary = train.run(cfg)

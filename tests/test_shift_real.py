@@ -35,7 +35,7 @@ def sst2(glue):
       jnp.asarray(is_candidate)
 
 
-@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+@pytest.mark.parametrize("p", [0.1, 0.5])  # the ends of the range the studies use
 @pytest.mark.parametrize("method", ["augpro_mix", "augpro_fgsm", "knn"])
 def test_measured_shift_matches_the_requested_degree(sst2, method, p):
   data, table, is_special, is_candidate = sst2

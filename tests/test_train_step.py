@@ -120,11 +120,12 @@ def run_steps(aug, devices, steps=2, **kwargs):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("aug,family", [("none", "distilbert"), ("knn", "roberta"),
-                                        ("augpro_fgsm", "bert"), ("augpro_fgsm", "deberta-v2")])
+                                        ("augpro_fgsm", "deberta-v2")])
 def test_one_and_eight_devices_agree(aug, family):
   """Per-example randomness makes token augs layout-independent. MixUp's partners are drawn
   within each device's batch, so augpro_mix and mixup differ between layouts by design; each
-  case runs one family, so every family's step (ELECTRA's in the cached-logits test) is seen."""
+  case runs one family, so every family's step (BERT's and ELECTRA's in the cached-logits test)
+  is seen."""
   assert jax.local_device_count() == 8, "tests expect XLA_FLAGS=--xla_force_host_platform_device_count=8"
   params_1, hist_1 = run_steps(aug, jax.local_devices()[:1], family=family)
   params_8, hist_8 = run_steps(aug, jax.local_devices(), family=family)
