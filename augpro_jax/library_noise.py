@@ -65,8 +65,8 @@ def drop_closed_event_loop_reports() -> None:
 def _keep_asyncio_record(record: pylogging.LogRecord) -> bool:
   """False for asyncio's report of a never-retrieved tensorstore read error (a failed restore's
   leftover reads); True for everything else."""
-  message = str(record.msg)
-  if not message.endswith("exception was never retrieved"):
+  # The loop's handler logs the message, then a "future: <Task ...>" line: match the first line.
+  if not str(record.msg).split("\n", 1)[0].endswith("exception was never retrieved"):
     return True
   exc = record.exc_info[1] if record.exc_info else None
   return not (isinstance(exc, ValueError) and "tensorstore_spec" in str(exc))
