@@ -20,8 +20,7 @@ from augpro_jax.knobs import AUGMENTATIONS
 from augpro_jax.knobs import MODES
 from augpro_jax.knobs import group_maker
 
-# --predict_out: a file of these kinds, by extension; anything without an extension is a directory.
-PREDICT_FORMATS = (".jsonl", ".tsv")
+PREDICT_FORMATS = (".jsonl", ".tsv")  # --predict_out's file kinds; with no extension: a directory
 
 STUDENT_MODES = ("distill", "finetune", "benchmark")  # the modes that train (or time) a student
 STEPS = ("distill", "train_teacher")  # the steps --mode=compile compiles
@@ -194,7 +193,8 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
   # Optimisation.
   batch_size: int = _opt(32, "Global batch size (all devices, all processes).")
   eval_batch_size: int = _opt(128, "Global eval batch size.")
-  num_epochs: float = _opt(3.0, "Student epochs.", modes=STUDENT_MODES)
+  num_epochs: Optional[float] = _opt(None, "Student epochs (default: 3, or more for >= 450 steps).",
+                                     modes=STUDENT_MODES)
   num_train_steps: Optional[int] = _opt(None, "Student steps (overrides --num_epochs).",
                                         modes=STUDENT_MODES)
   learning_rate: float = _opt(4e-4, "Peak learning rate of the student.", modes=STUDENT_MODES)
@@ -224,8 +224,9 @@ class Config(AugmentConfig, LossConfig, BenchmarkConfig, CompileConfig):
       None, "A fine-tuned teacher used as it is: a run's workdir, its final/, or a Hugging Face "
       "BERT sequence-classification directory whose head fits the task. Also the model of eval "
       "and predict (default: --workdir).", modes=("distill", "eval", "predict"))
-  teacher_num_epochs: float = _models(3.0, "Teacher fine-tuning epochs.",
-                                      modes=("distill", "train_teacher"))
+  teacher_num_epochs: Optional[float] = _models(
+      None, "Teacher fine-tuning epochs (default: 3, or more for >= 150 steps).",
+      modes=("distill", "train_teacher"))
   teacher_learning_rate: float = _models(5e-5, "Teacher learning rate.",
                                          modes=("distill", "train_teacher"))
   student_layers: int = _models(2, "Student depth.", modes=STUDENT_MODES)
@@ -352,7 +353,7 @@ _POSITIVE = ("batch_size", "eval_batch_size", "max_seq_len", "student_layers", "
 _RANGES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (_POSITIVE, lambda v: v > 0, "be positive"),
     (("num_epochs", "teacher_num_epochs", "learning_rate", "teacher_learning_rate", "temperature"),
-     lambda v: 0 < v < math.inf, "be finite and positive"),
+     lambda v: v is None or 0 < v < math.inf, "be finite and positive"),
     (("num_train_steps", "train_size", "eval_size", "mesh_data"), lambda v: v is None or v > 0,
      "be positive"),
     (("early_stopping_patience", "checkpoint_every", "skip_nonfinite_steps", "benchmark_warmup",
@@ -403,16 +404,13 @@ def _check_files(cfg: Config) -> None:
 
 
 def _check_label_names(cfg: Config) -> None:
-  if not cfg.label_names:
-    return
-  if cfg.task != "custom" or cfg.train_file is None:
+  if cfg.label_names and (cfg.task != "custom" or cfg.train_file is None):
     raise UserError("--label_names is for --task=custom with --train_file/--eval_file (a GLUE "
                     "task's labels are fixed)")
-  if cfg.label_type == "regression":
+  if cfg.label_names and cfg.label_type == "regression":
     raise UserError("--label_names names classes: it cannot go with --label_type=regression")
-  if len(cfg.label_names) < 2:
-    raise UserError(f"--label_names needs at least 2 classes, got "
-                    f"{','.join(cfg.label_names) or 'none'}")
+  if len(cfg.label_names) == 1:
+    raise UserError(f"--label_names needs at least 2 classes, got only {cfg.label_names[0]}")
 
 
 def predict_out_format(path: str) -> str:

@@ -46,6 +46,23 @@ class Context:
   buckets: buckets_lib.Buckets = ()  # sequence lengths of batches (`choose_length_buckets`)
 
 
+# Unset --teacher_num_epochs and --num_epochs: 3 epochs (transformers' Trainer default), but never
+# fewer steps than these: 3 epochs of a few hundred examples are a few dozen steps, after which
+# both models still predict near chance; the student, which learns from new augmented copies on
+# every pass, gains from more passes than the teacher (experiments/README.md, "Epochs on small
+# training sets").
+DEFAULT_EPOCHS = 3.0
+MIN_DEFAULT_STEPS = {"teacher_num_epochs": 150, "num_epochs": 450}
+
+
+def resolve_epochs(cfg: Config, num_train_examples: int) -> Config:
+  """`cfg` with each unset epoch count made concrete for a training set of this size: the run
+  records, compares on resume and prints the value it trains with."""
+  steps_per_epoch = pipeline.steps_per_epoch(num_train_examples, cfg.batch_size)
+  return cfg.replace(**{name: max(DEFAULT_EPOCHS, steps / steps_per_epoch)
+                        for name, steps in MIN_DEFAULT_STEPS.items() if getattr(cfg, name) is None})
+
+
 def local_layout() -> pipeline.Layout:
   return pipeline.Layout(jax.process_index(), jax.process_count(), jax.local_device_count())
 
@@ -88,6 +105,7 @@ def build_context(cfg: Config, *, need_train: bool = True, need_dev: bool = True
   train = None
   if need_train:
     train = pipeline.tokenize(data_lib.load_split(cfg, task, "train"), tokenizer, cfg.max_seq_len)
+    cfg = resolve_epochs(cfg, len(train))
   dev = {split: pipeline.tokenize(data_lib.load_split(cfg, task, split), tokenizer, cfg.max_seq_len)
          for split in (task.dev_splits if need_dev else ())}
   vocab_size = tokenizer.get_vocab_size()

@@ -167,3 +167,23 @@ def test_renamed_benchmark_knobs_keep_their_old_flag_names():
   flag_values(["prog", "--teacher_layers=12", "--benchmark_teacher_hidden=768"])
   assert flag_values.benchmark_teacher_layers == 12
   assert flag_values.benchmark_teacher_hidden == 768
+
+
+def test_unset_epochs_are_three_or_enough_for_the_minimum_of_steps():
+  """3 epochs of 480 MNLI rows would be 45 steps, after which the teacher is at chance: unset
+  epoch counts become 3, or as many as make 150 teacher steps and 450 student steps. A value given
+  on the command line stays."""
+  from augpro_jax import context  # pylint: disable=import-outside-toplevel
+  from augpro_jax import loop  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.Config(batch_size=32)
+  small = context.resolve_epochs(cfg, 480)  # 15 steps per epoch
+  assert (small.teacher_num_epochs, small.num_epochs) == (10.0, 30.0)
+  assert loop.total_train_steps(small, 480, small.teacher_num_epochs) == 150
+  assert loop.total_train_steps(small, 480, small.num_epochs) == 450
+  odd = context.resolve_epochs(cfg, 1000)  # 32 steps per epoch (the last one partial)
+  assert loop.total_train_steps(odd, 1000, odd.teacher_num_epochs) >= 150
+  assert loop.total_train_steps(odd, 1000, odd.num_epochs) >= 450
+  large = context.resolve_epochs(cfg, 10_000)
+  assert (large.num_epochs, large.teacher_num_epochs) == (3.0, 3.0)
+  given = context.resolve_epochs(cfg.replace(num_epochs=1.0, teacher_num_epochs=0.5), 480)
+  assert (given.num_epochs, given.teacher_num_epochs) == (1.0, 0.5)

@@ -30,6 +30,7 @@ import numpy as np
 
 from augpro_jax import augmentations
 from augpro_jax import buckets as buckets_lib
+from augpro_jax import context
 from augpro_jax import data as data_lib
 from augpro_jax import flops as flops_lib
 from augpro_jax import input_pipeline as pipeline
@@ -58,8 +59,9 @@ def task_batches(cfg: Config, task: tasks_lib.TaskSpec, tokenizer, devices: int
   laid out [devices, per_device, ...]; the buckets; and facts about the data."""
   split = pipeline.tokenize(data_lib.load_split(cfg, task, "train"), tokenizer, cfg.max_seq_len)
   # The buckets a training run of --num_epochs would choose.
+  epochs = context.resolve_epochs(cfg, len(split)).num_epochs
   compile_tokens = buckets_lib.compile_cost_tokens(cfg.bucket_compile_steps, cfg.batch_size,
-                                                   split.lengths, cfg.max_seq_len, cfg.num_epochs)
+                                                   split.lengths, cfg.max_seq_len, epochs)
   buckets = buckets_lib.resolve(cfg.length_buckets, split.lengths, cfg.max_seq_len,
                                 cfg.max_length_buckets, cfg.batch_size, compile_tokens)
   count = cfg.benchmark_warmup + cfg.benchmark_steps
