@@ -26,6 +26,7 @@ from typing import Optional
 
 from augpro_jax import tasks as tasks_lib
 from experiments import bucket_accuracy
+from experiments import epoch_defaults
 from experiments import grid
 from experiments import headline
 from experiments import lr_defaults
@@ -44,7 +45,7 @@ BLOCK = markers.block_pattern("report", NAME)
 PAIRED = ("paired_comparison", "paired_shift", "paired_copies", "paired_fullsize",
           "paired_copies_long")
 BLOCKS = ("comparison", "classshare", "shift", "fullsize", "copies", "copieslong", "claims", "buckets",
-          "learningrate", "smalltasks", "teachers", "runtimes", "plan")
+          "learningrate", "smalltasks", "epochdefaults", "teachers", "runtimes", "plan")
 SHIFT_TITLE = "Shift degree (SST-2 dev accuracy x100, mean ± std over seeds)"
 FULLSIZE_TITLE = ("Shift degree on all 67,349 SST-2 examples (dev accuracy x100, mean ± std over "
                   "seeds)")
@@ -390,6 +391,9 @@ def _sections(results: pathlib.Path) -> dict[str, list[str]]:
   if small.exists():
     sections["smalltasks"] = small_tasks.report_section(
         read(small, teachers=True), grid.load_predictions(grid.predictions_path(small)))
+  epochs = results / "epoch_defaults.csv"
+  if epochs.exists():
+    sections["epochdefaults"] = epoch_defaults.report_section(read(epochs, teachers=True))
   return sections
 
 

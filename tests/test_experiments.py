@@ -384,3 +384,33 @@ def test_projection_profile_summary_bolds_the_defaults_and_says_when_nothing_cha
   assert "| folded | no | task | 0.000 | (nothing changed) | | | | |" in lines
   assert "| augpro_fgsm | 0.3 | yes | task | 0.300 | 25.0% | 25.0% | 10.0% | 0.0% | 30.0% |" in lines
   assert "| knn | | | full | 0.300 | 25.0% | 25.0% | 10.0% | 0.0% | 30.0% |" in lines
+
+
+def test_epoch_defaults_scores_the_first_pairs_and_keeps_rows_of_absent_runs(tmp_path):
+  """Each model is scored on the first FIRST pairs of each dev split from its predictions, a
+  distill run's own teacher too; a run whose workdir is absent keeps its recorded row."""
+  from experiments import epoch_defaults  # pylint: disable=import-outside-toplevel
+  first = epoch_defaults.FIRST
+  labels = np.r_[np.zeros(first - 10, int), np.ones(10, int), np.ones(first, int)]
+  run = tmp_path / "former-defaults"
+  for workdir, mode, correct in ((run / "teacher", "train_teacher", first // 2), (run, "distill", 10)):
+    workdir.mkdir(parents=True, exist_ok=True)
+    predictions = labels.copy()
+    predictions[correct:first] = 2  # right on the first `correct` pairs only, wrong after them
+    np.savez(workdir / "dev_predictions.npz", **{f"{s}/{k}": v for s in epoch_defaults.SPLITS
+                                                 for k, v in (("labels", labels),
+                                                              ("predictions", predictions))})
+    (workdir / "summary.json").write_text(json.dumps({"mode": mode, "steps": 45}))
+  (run / "run.json").write_text(json.dumps({"settings": {"teacher_learning_rate": 5e-5,
+                                                         "learning_rate": 4e-4}}))
+  rows = epoch_defaults.collect(tmp_path)
+  assert [(r["run"], r["model"], r["learning_rate"]) for r in rows] == [
+      ("former-defaults", "teacher", 5e-5), ("former-defaults", "student", 4e-4)]
+  assert rows[0]["dev_matched_first2000"] == 0.5 and rows[1]["dev_matched_first2000"] == 10 / first
+  assert rows[0]["dev_matched_majority"] == (first - 10) / first
+  csv_path = tmp_path / "epochs.csv"
+  csv_path.write_text("run,model,steps\nstudent-e30,student,450\nformer-defaults,student,1\n")
+  kept = epoch_defaults.merged(csv_path, rows)
+  assert [(r["run"], r["model"], str(r["steps"])) for r in kept] == [
+      ("former-defaults", "teacher", "45"), ("former-defaults", "student", "45"),
+      ("student-e30", "student", "450")]
