@@ -6,7 +6,7 @@ training on 2 cores, plus the evaluation; the two headline runs evaluate all 19,
   .venv/bin/python experiments/epoch_defaults.py         # collect: results/epoch_defaults.csv
   .venv/bin/python experiments/report.py                 # the table in experiments/README.md
 Single runs, seed 0, every other flag at its default. `headline` is the README's command as it
-is; `former-defaults` is the same with 3 epochs for both models. The other runs evaluate on
+is; `epochs-3` is the same with 3 epochs for both models. The other runs evaluate on
 the first 2,000 pairs of each dev set (`--eval_size=2000`). Every row is scored on those first
 2,000 pairs, from the run's `dev_predictions.npz`, beside the majority class of the same pairs.
 """
@@ -31,7 +31,7 @@ SPLITS = ("dev_matched", "dev_mismatched")
 QUICK = ["--task=mnli", f"--eval_size={FIRST}", "--progress=false"]
 # name -> main.py flags (without --workdir); students read their teacher from the root.
 RUNS = {
-    "former-defaults": ["--task=mnli", "--aug=augpro", "--teacher_num_epochs=3", "--num_epochs=3",
+    "epochs-3": ["--task=mnli", "--aug=augpro", "--teacher_num_epochs=3", "--num_epochs=3",
                         "--progress=false"],
     "headline": ["--task=mnli", "--aug=augpro", "--progress=false"],  # today's defaults
     "teacher-t10": [*QUICK, "--mode=train_teacher", "--teacher_num_epochs=10",

@@ -392,7 +392,7 @@ def test_epoch_defaults_scores_the_first_pairs_and_keeps_rows_of_absent_runs(tmp
   from experiments import epoch_defaults  # pylint: disable=import-outside-toplevel
   first = epoch_defaults.FIRST
   labels = np.r_[np.zeros(first - 10, int), np.ones(10, int), np.ones(first, int)]
-  run = tmp_path / "former-defaults"
+  run = tmp_path / "epochs-3"
   for workdir, mode, correct in ((run / "teacher", "train_teacher", first // 2), (run, "distill", 10)):
     workdir.mkdir(parents=True, exist_ok=True)
     predictions = labels.copy()
@@ -405,12 +405,12 @@ def test_epoch_defaults_scores_the_first_pairs_and_keeps_rows_of_absent_runs(tmp
                                                          "learning_rate": 4e-4}}))
   rows = epoch_defaults.collect(tmp_path)
   assert [(r["run"], r["model"], r["learning_rate"]) for r in rows] == [
-      ("former-defaults", "teacher", 5e-5), ("former-defaults", "student", 4e-4)]
+      ("epochs-3", "teacher", 5e-5), ("epochs-3", "student", 4e-4)]
   assert rows[0]["dev_matched_first2000"] == 0.5 and rows[1]["dev_matched_first2000"] == 10 / first
   assert rows[0]["dev_matched_majority"] == (first - 10) / first
   csv_path = tmp_path / "epochs.csv"
-  csv_path.write_text("run,model,steps\nstudent-e30,student,450\nformer-defaults,student,1\n")
+  csv_path.write_text("run,model,steps\nstudent-e30,student,450\nepochs-3,student,1\n")
   kept = epoch_defaults.merged(csv_path, rows)
   assert [(r["run"], r["model"], str(r["steps"])) for r in kept] == [
-      ("former-defaults", "teacher", "45"), ("former-defaults", "student", "45"),
+      ("epochs-3", "teacher", "45"), ("epochs-3", "student", "45"),
       ("student-e30", "student", "450")]
