@@ -27,6 +27,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from augpro_jax import layers
 from augpro_jax.errors import UserError
 
 
@@ -73,8 +74,7 @@ FAMILIES = {f.model_type: f for f in (
            tokenizer_class="DistilBertTokenizer"),
 )}
 
-HEAD_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu,
-                    "gelu": lambda x: jax.nn.gelu(x, approximate=False)}  # HF "gelu": exact erf
+HEAD_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": layers.gelu}  # HF "gelu": exact
 
 # Configs of models that are not encoders (decoders, seq2seq): named in their own error.
 _NOT_ENCODER_KEYS = ("is_decoder", "is_encoder_decoder")

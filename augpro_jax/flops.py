@@ -9,6 +9,7 @@ import jax
 from augpro_jax import augment
 from augpro_jax import augmentations
 from augpro_jax import deberta
+from augpro_jax import model as model_lib
 from augpro_jax.model import BertConfig
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). float32 runs report MFU
@@ -52,6 +53,10 @@ def forward_flops(config: BertConfig, batch: int, seq_len: int) -> float:
   score against it, and its convolution (kernel K, G groups) 2*B*S*d*(d/G)*K. The word-embedding
   lookup is a gather (0 FLOPs); elementwise ops, softmax and LayerNorm are not
   counted. Callers count backward as 2x forward.
+
+  Where the model runs its last layer on the first token only (`model.prunes_last_layer`), that
+  layer's query and output projections, attention and FFN count 1 position instead of S:
+  minus 4*B*(S-1)*d^2 + 4*B*(S-1)*S*d + 4*B*(S-1)*d*I.
   """
   b, s, d = float(batch), float(seq_len), float(config.hidden_size)
   per_layer = 8 * b * s * d * d + 4 * b * s * s * d + 4 * b * s * d * config.intermediate_size
@@ -59,8 +64,11 @@ def forward_flops(config: BertConfig, batch: int, seq_len: int) -> float:
   rows = 2.0 * deberta.span(config)
   per_layer += len(deberta.terms(config)) * (2 * rows * d * d + 2 * b * s * rows * d)
   conv = 2 * b * s * d * (d / config.conv_groups) * config.conv_kernel_size
-  return (config.num_layers * per_layer + 2 * b * d * d + 2 * b * d * config.num_labels + project
-          + conv)
+  skipped = 0.0
+  if model_lib.prunes_last_layer(config) and config.num_layers:
+    skipped = 4 * b * (s - 1) * (d * d + s * d + d * config.intermediate_size)
+  return (config.num_layers * per_layer - skipped + 2 * b * d * d + 2 * b * d * config.num_labels
+          + project + conv)
 
 
 def projection_flops(positions: int, vocab: int, width: int) -> float:

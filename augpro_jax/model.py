@@ -34,6 +34,7 @@ import numpy as np
 from augpro_jax import config as config_lib
 from augpro_jax import deberta
 from augpro_jax import families
+from augpro_jax import layers
 from augpro_jax import sharding
 from augpro_jax.dropout import Dropout  # also `model.Dropout`
 from augpro_jax.errors import UserError
@@ -103,12 +104,11 @@ class BertConfig:
     return _DTYPES[self.dtype]
 
 
-def _dense(config: BertConfig, features: int, name: str, dtype: Any = None) -> nn.Dense:
+def _dense(config: BertConfig, features: int, name: str, dtype: Any = None) -> layers.Dense:
   """A Dense layer with float32 parameters computing in `dtype` (default: the compute dtype)."""
-  return nn.Dense(features, dtype=dtype or config.compute_dtype, param_dtype=jnp.float32,
-                  name=name,
-                  kernel_init=nn.initializers.normal(_INIT_STD),
-                  bias_init=nn.initializers.zeros)
+  return layers.Dense(features, dtype=dtype or config.compute_dtype, name=name,
+                      kernel_init=nn.initializers.normal(_INIT_STD),
+                      bias_init=nn.initializers.zeros)
 
 
 def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
@@ -154,9 +154,9 @@ class Embeddings(nn.Module):
     self.layer_norm = _layer_norm(cfg, "layer_norm")
     if width != cfg.hidden_size:  # float32: its output is the residual stream
       # ELECTRA projects after the LayerNorm, DeBERTa before it and without a bias.
-      self.project = nn.Dense(cfg.hidden_size, use_bias=not family.disentangled,
-                              dtype=jnp.float32, param_dtype=jnp.float32,
-                              kernel_init=nn.initializers.normal(_INIT_STD))
+      self.project = layers.Dense(cfg.hidden_size, dtype=jnp.float32,
+                                  use_bias=not family.disentangled,
+                                  kernel_init=nn.initializers.normal(_INIT_STD))
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng)
 
   def words(self, input_ids: jax.Array) -> jax.Array:
@@ -196,14 +196,15 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
-               rel: Optional[jax.Array] = None) -> jax.Array:
-    """rel: DeBERTa's relative-embedding table [2 * span, hidden], else None."""
+               rel: Optional[jax.Array] = None, first_only: bool = False) -> jax.Array:
+    """x [batch, seq, hidden] -> [batch, seq_q, hidden]; seq_q is 1 with `first_only` (the first
+    token's query attends to every key), else seq. rel: DeBERTa's relative-embedding table
+    [2 * span, hidden], else None."""
     cfg = self.config
-    batch, seq, _ = x.shape
-    split = lambda t: t.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
+    split = lambda t: t.reshape(*t.shape[:2], cfg.num_heads, cfg.head_dim)
     query, key = _dense(cfg, cfg.hidden_size, "query"), _dense(cfg, cfg.hidden_size, "key")
-    q = split(query(x))  # [batch, seq, heads, head_dim]
-    k = split(key(x))
+    q = split(query(x[:, :1] if first_only else x))  # [batch, seq_q, heads, head_dim]
+    k = split(key(x))  # [batch, seq, heads, head_dim]
     v = split(_dense(cfg, cfg.hidden_size, "value")(x))
     with jax.named_scope("scores"):
       # Accumulate and normalise in float32 whatever the compute dtype.
@@ -223,9 +224,9 @@ class SelfAttention(nn.Module):
     shared = (0, 1) if cfg.attention_dropout_mask == "shared" else ()  # one [q, k] mask
     probs = Dropout(cfg.dropout_rate, cfg.dropout_bits, shared, cfg.dropout_rng)(probs, deterministic)  # [b,h,q,k]
     probs = probs.astype(cfg.compute_dtype)
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq, heads, head_dim]
-    context = context.reshape(batch, seq, cfg.hidden_size)
-    return _dense(cfg, cfg.hidden_size, "output")(context)  # [batch, seq, hidden]
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [batch, seq_q, heads, head_dim]
+    context = context.reshape(*q.shape[:2], cfg.hidden_size)
+    return _dense(cfg, cfg.hidden_size, "output")(context)  # [batch, seq_q, hidden]
 
 
 class Layer(nn.Module):
@@ -244,13 +245,15 @@ class Layer(nn.Module):
     self.dropout = Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng, name="Dropout_0")
 
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
-               rel: Optional[jax.Array] = None) -> jax.Array:
-    """x: the float32 residual stream [batch, seq, hidden]; Dense casts it to the compute dtype."""
-    attn = self.attention(x, bias, deterministic, rel)
+               rel: Optional[jax.Array] = None, first_only: bool = False) -> jax.Array:
+    """x: the float32 residual stream [batch, seq, hidden]; Dense casts it to the compute dtype.
+    Returns [batch, seq, hidden], or the first token's [batch, 1, hidden] with `first_only`."""
+    attn = self.attention(x, bias, deterministic, rel, first_only)
+    x = x[:, :1] if first_only else x
     x = self.attention_layer_norm(x + self.dropout(attn, deterministic=deterministic))
     with jax.named_scope("ffn"):
       h = self.intermediate(x)  # [batch, seq, intermediate]
-      h = jax.nn.gelu(h, approximate=False)  # HF BERT "gelu" is the exact erf form
+      h = layers.gelu(h)  # HF BERT "gelu" is the exact erf form
       h = self.output(h)  # [batch, seq, hidden]
     return self.output_layer_norm(x + self.dropout(h, deterministic=deterministic))
 
@@ -262,21 +265,31 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool,
-               keep: jax.Array) -> jax.Array:
+               keep: jax.Array, first_token_only: bool = False) -> jax.Array:
     """x [batch, seq, hidden] embeddings; keep [batch, seq] f32, 1 on real tokens (for the
-    DeBERTa convolution)."""
+    DeBERTa convolution). Returns [batch, seq, hidden], or [batch, 1, hidden] when
+    `first_token_only` and `prunes_last_layer(config)`: the last layer then runs its query,
+    output projection and FFN on the first token only (the classifier's head reads nothing else)."""
     cfg = self.config
     # DeBERTa: one relative-embedding table [2 * span, hidden] for all layers.
     rel = deberta.relative_table(cfg, _layer_norm(cfg, "rel_layer_norm"), _INIT_STD)
     embeddings = x
     for i in range(cfg.num_layers):
-      x = sharding.split_examples(Layer(cfg, name=f"layer_{i}")(x, bias, deterministic, rel))
+      first_only = first_token_only and i == cfg.num_layers - 1 and prunes_last_layer(cfg)
+      x = sharding.split_examples(Layer(cfg, name=f"layer_{i}")(x, bias, deterministic, rel,
+                                                                first_only))
       if i == 0 and cfg.conv_kernel_size > 0:
         conv = deberta.conv(cfg, _INIT_STD)
         x = deberta.add_conv(embeddings, x, keep, conv, _layer_norm(cfg, "conv_layer_norm"),
                              Dropout(cfg.dropout_rate, cfg.dropout_bits, rng=cfg.dropout_rng),
                              families.HEAD_ACTIVATIONS[cfg.conv_act], deterministic)
-    return x  # [batch, seq, hidden] f32
+    return x  # [batch, seq or 1, hidden] f32
+
+
+def prunes_last_layer(config: BertConfig) -> bool:
+  """Whether the logits' forward runs the last layer on the first token only (not for DeBERTa:
+  its relative scores index query positions)."""
+  return not families.get(config.family).disentangled
 
 
 class BertClassifier(nn.Module):
@@ -299,8 +312,11 @@ class BertClassifier(nn.Module):
     return self.embeddings.words(input_ids)
 
   def encode(self, word_embeds: jax.Array, attention_mask: Optional[jax.Array],
-             token_type_ids: Optional[jax.Array], *, deterministic: bool = True) -> jax.Array:
-    """Last hidden states [batch, seq, hidden] f32 from word embeddings [batch, seq, hidden]."""
+             token_type_ids: Optional[jax.Array], *, deterministic: bool = True,
+             first_token_only: bool = False) -> jax.Array:
+    """Last hidden states [batch, seq, hidden] f32 from word embeddings [batch, seq, hidden];
+    with `first_token_only`, at least the first token's ([batch, 1, hidden] where the last layer
+    can skip the others, `prunes_last_layer`)."""
     batch, seq = word_embeds.shape[:2]
     if attention_mask is None:
       attention_mask = jnp.ones((batch, seq), jnp.int32)
@@ -311,7 +327,7 @@ class BertClassifier(nn.Module):
     with jax.named_scope("mask_bias"):
       keep = attention_mask.astype(jnp.float32)
       bias = ((1.0 - keep) * _MASK_BIAS)[:, None, None, :]  # [batch, 1, 1, seq_k] f32
-    return self.encoder(x, bias, deterministic, keep)
+    return self.encoder(x, bias, deterministic, keep, first_token_only)
 
   def pool(self, hidden: jax.Array, *, deterministic: bool = True) -> jax.Array:
     """Pooled first-token output [batch, hidden] (before the classifier dropout)."""
@@ -325,7 +341,8 @@ class BertClassifier(nn.Module):
                        token_type_ids: Optional[jax.Array], *,
                        deterministic: bool = True) -> jax.Array:
     """Logits [batch, num_labels] f32 from word embeddings [batch, seq, hidden]."""
-    hidden = self.encode(word_embeds, attention_mask, token_type_ids, deterministic=deterministic)
+    hidden = self.encode(word_embeds, attention_mask, token_type_ids, deterministic=deterministic,
+                         first_token_only=True)  # [batch, 1 or seq, hidden]
     pooled = self.pool(hidden, deterministic=deterministic)
     pooled = self.dropout(pooled, deterministic=deterministic)  # [batch, hidden]
     return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]

@@ -26,12 +26,10 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 _SYNTH = "--max_seq_len=64 --batch_size=32"
 _TASK = ("--benchmark_data=task --task={task} --max_seq_len=128 --batch_size=32 --dtype=float32 "
          "--benchmark_augs={augs} --benchmark_steps=20 --benchmark_warmup=2 --benchmark_rounds=5")
-_AMD, _INTEL = "AMD EPYC, quiet", "Intel Xeon, quiet"
+_INTEL = "Intel Xeon, quiet"
 _INTEL_END = "Intel Xeon, another test suite in the last rounds"
 _INTEL_SHARED = "Intel Xeon, another test suite throughout"
 MACHINES = (
-    "AMD EPYC: a 2-core AMD EPYC VM, CPU only; jax 0.10.2, torch 2.13.0 (CPU wheel), "
-    "transformers 4.57.6.",
     "Intel Xeon: a 2-core VM, \"Intel(R) Xeon(R) Processor\" (AVX-512) in /proc/cpuinfo, 23 GiB, "
     "CPU only; jax 0.10.2, flax 0.12.8, torch 2.13.0 (CPU wheel, 2 threads), transformers 4.57.6.",
     "quiet: nothing else ran; another test suite: another process's tests shared the two cores "
@@ -46,7 +44,7 @@ STEP_VARIANTS = {"benchmark_cpu_none_quiet": "",
                  "benchmark_cpu_dropout_rng_rbg": "--dropout_rng=rbg"}
 # result file stem -> (flags after `main.py --mode=benchmark`, without --benchmark_out; machine)
 RUNS: dict[str, tuple[str, str]] = {
-    "benchmark_cpu": (_SYNTH, _AMD),
+    "benchmark_cpu": (_SYNTH, _INTEL),
     "benchmark_task_sst2_cpu": (_TASK.format(task="sst2", augs="none"), _INTEL_END),
     "benchmark_task_sst2_augpro_mix_cpu": (
         _TASK.format(task="sst2", augs="none,augpro_mix") + " --benchmark_peers=", _INTEL),

@@ -141,6 +141,36 @@ def test_call_is_embed_then_apply_embeddings_and_differentiable():
                    mask, types)
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "deberta-v2"])
+def test_last_layer_on_the_first_token_only_changes_nothing_but_the_work(family, monkeypatch):
+  """The logits and every gradient are those of the full last layer; the encoder returns one
+  position when it prunes (every family but DeBERTa, whose relative scores need every query)."""
+  config = dataclasses.replace(tiny(layers=2), family=family)
+  if family == "deberta-v2":
+    config = dataclasses.replace(config, max_relative_positions=8, position_buckets=4,
+                                 pos_att_type="c2p|p2c")
+  model = BertClassifier(config)
+  params = model_lib.init_params(config, jax.random.PRNGKey(0))
+  ids, mask, types = tiny_batch(config)
+  embeds = model.apply({"params": params}, ids, method=BertClassifier.embed)
+
+  def logits_and_grads(p, e):
+    loss = lambda p, e: jnp.sum(jnp.sin(model.apply({"params": p}, e, mask, types,
+                                                    method=BertClassifier.apply_embeddings)))
+    return model.apply({"params": p}, e, mask, types, method=BertClassifier.apply_embeddings), \
+        jax.grad(loss, argnums=(0, 1))(p, e)
+
+  hidden = jax.eval_shape(lambda: model.apply({"params": params}, embeds, mask, types,
+                                              first_token_only=True, method=BertClassifier.encode))
+  assert hidden.shape[1] == (ids.shape[1] if family == "deberta-v2" else 1)
+  # A new function per jit: the same one would reuse the first trace.
+  pruned = jax.jit(lambda p, e: logits_and_grads(p, e))(params, embeds)
+  monkeypatch.setattr(model_lib, "prunes_last_layer", lambda _: False)
+  full = jax.jit(lambda p, e: logits_and_grads(p, e))(params, embeds)
+  for a, b in zip(jax.tree.leaves(pruned), jax.tree.leaves(full)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_parameter_tree_and_init():
   config = tiny(layers=3, labels=5)
   params = model_lib.init_params(config, jax.random.PRNGKey(0))
@@ -295,23 +325,27 @@ def test_forward_flops_hand_count():
   attention = 2 * (2 * batch * 2 * seq * seq * 4)  # scores and weighted sum, 2 heads of width 4
   ffn = 2 * batch * seq * 8 * 16 + 2 * batch * seq * 16 * 8
   pooler, classifier = 2 * batch * 8 * 8, 2 * batch * 8 * 3
-  assert flops.forward_flops(config, batch, seq) == qkvo + attention + ffn + pooler + classifier
+  # The last layer runs its query, output, attention and FFN for the first token only: K and V
+  # over every position, the rest over 1 of the 4.
+  last = (2 * (2 * batch * seq * 8 * 8) + 2 * (2 * batch * 1 * 8 * 8)
+          + 2 * (2 * batch * 2 * 1 * seq * 4) + (ffn // seq))
+  assert flops.forward_flops(config, batch, seq) == last + pooler + classifier
   two = dataclasses.replace(config, num_layers=2)
   assert (flops.forward_flops(two, batch, seq)
-          == 2 * (qkvo + attention + ffn) + pooler + classifier)
-  # DeBERTa: each relative term projects the 2 * 4-row position table and scores against it; the
-  # convolution (kernel 3, 2 groups) runs once, after layer 0.
+          == (qkvo + attention + ffn) + last + pooler + classifier)
+  # DeBERTa runs every layer in full. Each relative term projects the 2 * 4-row position table and
+  # scores against it; the convolution (kernel 3, 2 groups) runs once, after layer 0.
   deberta = dataclasses.replace(config, family="deberta-v2", max_relative_positions=8,
                                 position_buckets=4, pos_att_type="c2p|p2c", conv_kernel_size=3,
                                 conv_groups=2)
   relative = 2 * (2 * 8 * 8 * 8 + 2 * batch * seq * 8 * 8)
   conv = 2 * batch * seq * 8 * 4 * 3
   assert flops.forward_flops(deberta, batch, seq) == (
-      flops.forward_flops(config, batch, seq) + relative + conv)
-  # MiniLM at 128 tokens: about 2 * params * tokens for the encoder, plus attention.
+      qkvo + attention + ffn + pooler + classifier + relative + conv)
+  # MiniLM at 128 tokens: about 2 * params * tokens for the 5 full layers, plus attention.
   minilm = BertConfig()
   per_token = flops.forward_flops(minilm, 1, 128) / 128
-  dense = 2 * 6 * (4 * 384**2 + 2 * 384 * 1536)
+  dense = 2 * 5 * (4 * 384**2 + 2 * 384 * 1536)
   assert dense < per_token < 1.2 * dense
 
 
