@@ -17,8 +17,8 @@ def _inputs(shape, seed=0):
   return jnp.asarray(np.random.RandomState(seed).randn(*shape).astype(np.float32))
 
 
-@pytest.mark.parametrize("use_bias", [True, False])
-@pytest.mark.parametrize("shape", [(3, 5, 8), (4, 8), (2, 3, 4, 8)])
+@pytest.mark.parametrize("shape,use_bias", [((3, 5, 8), True), ((4, 8), False),
+                                            ((2, 3, 4, 8), True)])
 def test_dense_is_flax_dense_in_parameters_values_and_gradients(shape, use_bias):
   ours = layers.Dense(6, use_bias=use_bias, kernel_init=nn.initializers.normal(0.5),
                       bias_init=nn.initializers.normal(0.5))
