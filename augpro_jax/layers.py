@@ -6,7 +6,7 @@ imported weights are unchanged). On CPU (`jax.lax.platform_dependent`; other pla
 - the product is a 2-D matmul over [batch * seq, in]. With [batch, seq] as two contracting
   dimensions, the kernel's gradient made XLA:CPU first copy the cotangent transposed and then run
   both gradient matmuls in a slow layout: the backward of one [32, 64, 384] x [384, 1536] layer
-  took about twice its two products (docs/benchmarks.md, "Where the time goes");
+  took about twice its two products (docs/benchmarks.md, "Why, from the profiles");
 - the bias gradient, a sum over [batch * seq] rows, is a product with a vector of ones
   (`add_bias`), which runs in the dot library (threaded, vectorised) instead of a single-threaded
   reduction loop.
@@ -92,7 +92,7 @@ def _dense_as_rows(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array] = 
 
 def _dense_general(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array] = None
                    ) -> jax.Array:
-  """Other platforms: `nn.Dense`'s product (TPU compilers fuse its gradients better than the
-  2-D form's: the compiled step accessed about a fifth fewer bytes, docs/multihost.md)."""
+  """Other platforms: `nn.Dense`'s product (compiled for TPU, the step accessed fewer bytes than
+  with the 2-D form, docs/multihost.md)."""
   y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
   return y if bias is None else y + bias

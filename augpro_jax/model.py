@@ -252,9 +252,9 @@ class Layer(nn.Module):
     x = x[:, :1] if first_only else x
     x = self.attention_layer_norm(x + self.dropout(attn, deterministic=deterministic))
     with jax.named_scope("ffn"):
-      h = self.intermediate(x)  # [batch, seq, intermediate]
+      h = self.intermediate(x)  # [batch, seq or 1, intermediate]
       h = layers.gelu(h)  # HF BERT "gelu" is the exact erf form
-      h = self.output(h)  # [batch, seq, hidden]
+      h = self.output(h)  # [batch, seq or 1, hidden]
     return self.output_layer_norm(x + self.dropout(h, deterministic=deterministic))
 
 
