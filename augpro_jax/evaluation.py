@@ -111,6 +111,22 @@ def evaluate(ctx: Context, model: model_lib.BertClassifier, params: Any,
   return results
 
 
+def predicted_shares(ctx: Context, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+  """The share of each dev split's examples predicted as each class (none for regression), keyed
+  like the dev metrics: `predicted_share/<label>`. A student drifting onto one class shows here
+  before its accuracy says why."""
+  labels = ctx.task.label_names
+  if labels is None:
+    return {}
+  out = {}
+  for split_name, preds in predictions.items():
+    prefix = "" if len(predictions) == 1 else f"{split_name}/"
+    counts = np.bincount(np.asarray(preds, np.int64), minlength=len(labels))[:len(labels)]
+    shares = counts / max(int(np.asarray(preds).size), 1)
+    out.update({f"{prefix}predicted_share/{name}": float(v) for name, v in zip(labels, shares)})
+  return out
+
+
 def inference_speed(ctx: Context, models: dict[str, tuple[model_lib.BertClassifier, Any]],
                     max_examples: int = 256) -> dict[str, dict[str, float]]:
   """Each model's size and prediction speed on the first dev split (at most `max_examples`).

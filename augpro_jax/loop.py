@@ -144,6 +144,7 @@ def evaluate_and_log(ctx: context.Context, model: model_lib.BertClassifier, pred
                      ) -> dict[str, float]:
   """Dev metrics at `step`, logged and tracked for the best; a signal between evaluation batches
   checkpoints the step and stops the run."""
+  predictions = {} if predictions is None else predictions
   try:
     metrics = evaluation.evaluate(ctx, model, state.params, predict_step, predictions)
   except interrupts.StopRequested as exc:  # stopped between eval batches: keep the step
@@ -152,7 +153,8 @@ def evaluate_and_log(ctx: context.Context, model: model_lib.BertClassifier, pred
         f"stopped by {exc.signal_name} during {exc.during} at step {step}; checkpoint saved in "
         f"{pathlib.Path(saver.manager.directory).parent}; run the same command again to resume"
     ) from None
-  writers.write(step, "eval", metrics)
+  # The shares go to the log only: the summary and the best-step tracking keep the task's metrics.
+  writers.write(step, "eval", {**metrics, **evaluation.predicted_shares(ctx, predictions)})
   tracker.update(step, metrics)
   return metrics
 

@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -269,8 +269,10 @@ COMMON = {"max_seq_len": 64, "batch_size": 32, "eval_batch_size": 128, "student_
 TINY = {"max_seq_len": 16, "batch_size": 8, "eval_batch_size": 64, "student_layers": 1,
         "train_size": 32, "eval_size": 64, "num_train_steps": 2, "teacher_num_epochs": 0.25,
         "log_every": 1, "checkpoint_every": 0, "keep_checkpoints": 1}
-def main(description: str, make_runs, csv_name: str, default_seeds: int = 3) -> int:
-  """The shared command line of every experiment script."""
+def main(description: str, make_runs, csv_name: str, default_seeds: int = 3,
+         after: Optional[Callable[[list[Run], pathlib.Path, pathlib.Path], None]] = None) -> int:
+  """The shared command line of every experiment script. `after(runs, root, csv_path)` keeps
+  more of the finished runs than the CSV row (a study's training curves, say)."""
   p = parser(description, "experiments")
   p.set_defaults(seeds=default_seeds)
   args = p.parse_args()
@@ -290,4 +292,6 @@ def main(description: str, make_runs, csv_name: str, default_seeds: int = 3) -> 
                      recorded=recorded, xla_cache=xla_cache)
   if not args.dry_run:
     collect(all_runs, root, csv_path)
+    if after is not None:
+      after(all_runs, root, csv_path)
   return 0 if selected else 1

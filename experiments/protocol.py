@@ -46,17 +46,40 @@ MODES = ("finetune", "distill")
 FULLSIZE_EXAMPLES = 67349
 FULLSIZE_DEGREES = (0.0, 0.1, 0.3, 0.5)
 COPIES_STEPS = SHIFT_STEPS  # the second copies study trains as long as the shift study
+# Arms run with the QNLI teacher trained a second time (its first checkpoint was scratch): each is
+# paired with `none` rerun under that teacher, never with the first teacher's rows.
+RETRAINED_SUFFIX = "_t2"
+# The revised QNLI augpro_fgsm arm: the setting fgsm_diagnosis's rule chose (experiments/README.md,
+# "The unstable arm") -> its flags.
+REVISED_FGSM: dict[str, dict[str, Any]] = {"eps0.03": {"fgsm_eps": 0.03}}
 
 
-def teacher(task: str, tiny: bool) -> grid.Run:
+def reference_arm(arm: str) -> str:
+  """The `none` arm that `arm` is paired with: the one trained from the same teacher."""
+  return "none" + RETRAINED_SUFFIX if arm.endswith(RETRAINED_SUFFIX) else "none"
+
+
+def _revised_arms(task: str, tiny: bool) -> list[tuple[str, dict[str, Any]]]:
+  """none_t2 and the revised augpro_fgsm arms (QNLI only)."""
+  if tiny or task != "qnli":
+    return []
+  return [("none" + RETRAINED_SUFFIX, {"aug": "none"})] + [
+      (f"augpro_fgsm_{name}{RETRAINED_SUFFIX}", {"aug": "augpro_fgsm", **flags})
+      for name, flags in REVISED_FGSM.items()]
+
+
+def teacher(task: str, tiny: bool, retrained: bool = False) -> grid.Run:
+  """The strong teacher of `task`; `retrained`: the same command trained a second time, a run of
+  its own (RETRAINED_SUFFIX arms learn from it)."""
+  name = f"teacher-strong-{task}" + ("-t2" if retrained else "")
   if tiny:
-    return grid.teacher_run(task, dict(grid.TINY), 0.25, name=f"teacher-strong-{task}")
+    return grid.teacher_run(task, dict(grid.TINY), 0.25, name=name)
   size, epochs = STRONG_TEACHERS[task]
   # Checkpoints every 500 steps: a teacher run is long enough to be worth resuming.
   flags = {**STUDENT, "max_seq_len": MAX_SEQ_LEN[task], "checkpoint_every": 500}
   if size is not None:
     flags["train_size"] = size
-  return grid.teacher_run(task, flags, epochs, name=f"teacher-strong-{task}")
+  return grid.teacher_run(task, flags, epochs, name=name)
 
 
 def _student(name: str, teacher_run: grid.Run, root: pathlib.Path, tiny: bool,
@@ -75,9 +98,11 @@ def comparison_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run
       [(aug, {"aug": aug}) for aug in COMPARISON_AUGS] + [("augpro_mix_folded", FOLDED_MIX)]
   out = []
   for task in tasks:
-    t = teacher(task, tiny)
-    out.append(t)
-    for arm, aug_flags in arms:
+    first, second, revised = teacher(task, tiny), teacher(task, tiny, True), \
+        _revised_arms(task, tiny)
+    out += [first] + ([second] if revised else [])
+    for arm, aug_flags in arms + revised:
+      t = second if arm.endswith(RETRAINED_SUFFIX) else first
       for seed in range(1 if tiny else seeds):
         flags = {"task": task, "mode": "distill", "shift_degree": 0.3, "seed": seed,
                  "train_size": 2000, "num_epochs": 2, **aug_flags}
@@ -154,6 +179,43 @@ def copies_long_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Ru
   return out
 
 
+# The QNLI augpro_fgsm diagnosis: one cause at a time against the comparison's setting, on 1,000
+# training pairs held out as the dev set (never the official dev), evaluated every 10 steps.
+DIAGNOSIS_SETTINGS = {
+    "none": {"aug": "none"},  # the reference: the same split without augmentation
+    "default": {},  # the comparison's setting: fgsm_eps=0.1, fgsm_loss=kd, learning_rate=1e-4
+    "eps0.03": {"fgsm_eps": 0.03},
+    "eps0.3": {"fgsm_eps": 0.3},
+    "loss_ce": {"fgsm_loss": "ce"},
+    "lr5e-5": {"learning_rate": 5e-5},
+}
+DIAGNOSIS_HELD_OUT = 1000
+DIAGNOSIS_EVAL_EVERY = 10
+
+
+def diagnosis_runs(seeds: int, tiny: bool, root: pathlib.Path) -> list[grid.Run]:
+  """QNLI KD at the comparison's setting (2,000 pairs, 2 epochs, shift 0.3) with augpro_fgsm and
+  each of DIAGNOSIS_SETTINGS, on a split held out from training; 3 seeds."""
+  task = "sst2" if tiny else "qnli"
+  t = teacher(task, tiny, retrained=not tiny)
+  out = [t]
+  names = ("none", "default") if tiny else tuple(DIAGNOSIS_SETTINGS)
+  for seed in range(1 if tiny else seeds):
+    for setting in names:
+      change = DIAGNOSIS_SETTINGS[setting]
+      flags = {"task": task, "mode": "distill", "aug": "augpro_fgsm", "shift_degree": 0.3,
+               "seed": seed, "train_size": 2000, "num_epochs": 2,
+               "dev_from_train": 8 if tiny else DIAGNOSIS_HELD_OUT,
+               "eval_every": 1 if tiny else DIAGNOSIS_EVAL_EVERY,
+               "log_every": 1 if tiny else DIAGNOSIS_EVAL_EVERY, **change}
+      columns = {"experiment": "fgsm_diagnosis", "task": task, "arm": setting,
+                 "aug": flags["aug"], "mode": "distill", "seed": seed,
+                 "fgsm_eps": flags.get("fgsm_eps", 0.1), "fgsm_loss": flags.get("fgsm_loss", "kd"),
+                 "learning_rate": flags.get("learning_rate", STUDENT["learning_rate"])}
+      out.append(_student(f"fd-{setting}-s{seed}", t, root, tiny, flags, columns))
+  return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Claims: each is a paired difference A - B over seeds, with its expected sign.
 # ----------------------------------------------------------------------------------------------
@@ -191,6 +253,10 @@ def claims() -> list[Claim]:
         out.append(Claim("paired_comparison",
                          f"{task}: {name} beats {replacement_name} replacement",
                          {"task": task, "arm": augpro}, {"task": task, "arm": replacement}))
+  for arm, _ in _revised_arms("qnli", False)[1:]:
+    out.append(Claim("paired_comparison", f"qnli: KD with {arm} beats KD without augmentation "
+                     "(both from the retrained teacher)", {"task": "qnli", "arm": arm},
+                     {"task": "qnli", "arm": reference_arm(arm)}))
   for size in SHIFT_SIZES:
     for method in SHIFT_METHODS:
       def arm(mode, p, m=method):

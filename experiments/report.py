@@ -1,8 +1,8 @@
 """Turn the experiment CSVs into markdown tables (mean ± std over seeds) and PNG plots.
 
 Command (seconds): .venv/bin/python experiments/report.py
-Reads the paired protocol's CSVs (report.PAIRED), bucket_accuracy.csv, lr_defaults.csv and
-small_tasks.csv with their
+Reads the paired protocol's CSVs (report.PAIRED), bucket_accuracy.csv, lr_defaults.csv,
+small_tasks.csv and fgsm_diagnosis.csv (with its trace) with their
 *_predictions.npz (whichever exist) in experiments/results/ and writes report.md, one plot per
 study (<study>.png) and README.md's accuracy paragraph (accuracy_summary.md, which
 experiments/docs_tables.py copies into README.md) beside them. It also writes each table into
@@ -27,6 +27,7 @@ from typing import Optional
 from augpro_jax import tasks as tasks_lib
 from experiments import bucket_accuracy
 from experiments import epoch_defaults
+from experiments import fgsm_diagnosis
 from experiments import grid
 from experiments import headline
 from experiments import lr_defaults
@@ -45,7 +46,8 @@ BLOCK = markers.block_pattern("report", NAME)
 PAIRED = ("paired_comparison", "paired_shift", "paired_copies", "paired_fullsize",
           "paired_copies_long")
 BLOCKS = ("comparison", "classshare", "shift", "fullsize", "copies", "copieslong", "claims", "buckets",
-          "learningrate", "smalltasks", "epochdefaults", "teachers", "runtimes", "plan")
+          "learningrate", "smalltasks", "epochdefaults", "teachers", "runtimes", "plan",
+          "fgsmdiagnosis")
 SHIFT_TITLE = "Shift degree (SST-2 dev accuracy x100, mean ± std over seeds)"
 FULLSIZE_TITLE = ("Shift degree on all 67,349 SST-2 examples (dev accuracy x100, mean ± std over "
                   "seeds)")
@@ -87,10 +89,12 @@ def fmt(values: list[float], scale: float = 100.0) -> str:
 
 def comparison_tables_and_plot(rows, teacher_rows, out_png: pathlib.Path) -> list[str]:
   """The paired comparison: per task, each arm's dev metric over seeds and its paired difference
-  from `none` (same seeds) with a 95% t interval; one plot of those differences."""
+  from `none` (same seeds, same teacher: protocol.reference_arm) with a 95% t interval; one plot of
+  those differences."""
   tasks = [t for t in MAIN_METRIC if any(r["task"] == t for r in rows)]
+  # The first teacher of each task (a `-t2` teacher, trained again, is in the teachers table).
   teachers = {r["task"]: num(r.get(MAIN_METRIC.get(r["task"], "dev_accuracy")))
-              for r in teacher_rows if r.get("mode") == "teacher"}
+              for r in teacher_rows if r.get("mode") == "teacher" and not r["run"].endswith("-t2")}
   lines = ["### AugPro comparison (KD at 2,000 examples, shift 0.3; dev metric x100)", ""]
   differences = {}  # task -> [(arm, PairedDifference)]
   for task in tasks:
@@ -104,9 +108,9 @@ def comparison_tables_and_plot(rows, teacher_rows, out_png: pathlib.Path) -> lis
               f"**{task}**", "",
               f"| arm | seeds | {metric[4:]} (mean ± std) | arm − none (95% CI) | measured shift "
               "| wall s/run |", "|---|---:|---:|---|---:|---:|"]
-    none = by_arm.get("none", {})
     for arm, values in by_arm.items():
-      if arm == "none":
+      none = by_arm.get(protocol.reference_arm(arm), {})
+      if arm == protocol.reference_arm(arm):
         diff_cell = "-"
       else:
         seeds = sorted(set(values) & set(none))
@@ -373,7 +377,8 @@ def _sections(results: pathlib.Path) -> dict[str, list[str]]:
                           ""] + protocol.claims_table(judged)
     (results / "accuracy_summary.md").write_text(
         headline.accuracy_paragraph(judged, comparison) + "\n", encoding="utf-8")
-  studies = {study: read(results / f"{study}.csv", teachers=True) for study in PAIRED}
+  studies = {study: read(results / f"{study}.csv", teachers=True)
+             for study in PAIRED + ("fgsm_diagnosis",)}
   teacher_rows = [row for rows in studies.values() for row in rows]
   if teacher_rows:
     sections["teachers"] = teachers_table(teacher_rows)
@@ -391,6 +396,11 @@ def _sections(results: pathlib.Path) -> dict[str, list[str]]:
   if small.exists():
     sections["smalltasks"] = small_tasks.report_section(
         read(small, teachers=True), grid.load_predictions(grid.predictions_path(small)))
+  diagnosis = results / "fgsm_diagnosis.csv"
+  if diagnosis.exists():
+    sections["fgsmdiagnosis"] = fgsm_diagnosis.report_section(
+        read(diagnosis), fgsm_diagnosis.read_traces(fgsm_diagnosis.trace_path(diagnosis)),
+        grid.load_predictions(grid.predictions_path(diagnosis)), results / "fgsm_diagnosis.png")
   epochs = results / "epoch_defaults.csv"
   if epochs.exists():
     sections["epochdefaults"] = epoch_defaults.report_section(read(epochs, teachers=True))

@@ -71,6 +71,10 @@ def test_distill_with_every_augmentation(aug, teacher, tiny_bert, glue, tmp_path
   with np.load(tmp_path / "dev_predictions.npz") as saved:  # per example, in file order
     assert saved["dev/predictions"].shape == (TINY["eval_size"],)
     assert np.mean(saved["dev/predictions"] == saved["dev/labels"]) == summary["dev"]["accuracy"]
+    # The log's predicted-class shares (not the summary's metrics) are the predictions' shares.
+    shares = [np.mean(saved["dev/predictions"] == c) for c in (0, 1)]
+  assert [final_eval["predicted_share/0"], final_eval["predicted_share/1"]] == shares
+  assert not any(k.startswith("predicted_share") for k in summary["dev"])
   assert summary["teacher_ckpt"] == str(teacher)
   assert len(summary["student_params_sha256"]) == 64
   # The student's size and prediction speed beside the teacher's, and the last console line's.

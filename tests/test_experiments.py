@@ -28,7 +28,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = {"paired_comparison": protocol.comparison_runs, "paired_shift": protocol.shift_runs,
            "paired_copies": protocol.copies_runs, "paired_fullsize": protocol.fullsize_runs,
            "paired_copies_long": protocol.copies_long_runs, "bucket_accuracy": bucket_accuracy.runs,
-           "lr_defaults": lr_defaults.runs, "small_tasks": small_tasks.runs}
+           "lr_defaults": lr_defaults.runs, "small_tasks": small_tasks.runs,
+           "fgsm_diagnosis": protocol.diagnosis_runs}
 END_TO_END = "paired_comparison"
 
 
@@ -132,7 +133,7 @@ def test_report_writes_every_studys_tables_and_plot_from_collected_rows(tmp_path
   for heading in ("AugPro comparison", "Shift degree", "Shift degree on all 67,349",
                   "Augmented copies per example (augpro_mix, shift 0.3, 625 steps", "Claims",
                   "Length buckets", "predicted as class 1", "Student learning rate on short runs",
-                  "RTE with the README's commands"):
+                  "RTE with the README's commands", "QNLI augpro_fgsm diagnosis"):
     assert heading in text, text
   assert "**Accuracy**" in (results / "accuracy_summary.md").read_text()
   # One plot per study. The tiny comparison has one seed per arm, so no interval to plot.
@@ -414,3 +415,75 @@ def test_epoch_defaults_scores_the_first_pairs_and_keeps_rows_of_absent_runs(tmp
   assert [(r["run"], r["model"], str(r["steps"])) for r in kept] == [
       ("epochs-3", "teacher", "45"), ("epochs-3", "student", "45"),
       ("student-e30", "student", "450")]
+
+
+def test_diagnosis_keeps_each_runs_curves_and_reports_the_class_share_over_training(tmp_path):
+  from experiments import fgsm_diagnosis  # pylint: disable=import-outside-toplevel
+  root, results = tmp_path / "runs", tmp_path / "results"
+  runs = protocol.diagnosis_runs(3, True, root)
+  _fabricate(runs, root, np.random.default_rng(1))
+  shares = {}  # run -> the class-1 shares its evaluations logged
+  for i, run in enumerate(r for r in runs if dict(r.columns)["mode"] != "teacher"):
+    shares[run.name] = [0.5, 0.9 - 0.1 * i, 0.7]
+    lines = [{"step": 0, "kind": "compile", "seconds": 1.0}]
+    for step, share in zip((1, 2, 3), shares[run.name]):
+      lines += [{"step": step, "kind": "train", "loss": 0.5 / step, "grad_norm": 2.0 * step + i,
+                 "learning_rate": 1e-4},
+                {"step": step, "kind": "eval", "accuracy": 0.6, "f1": 0.5,
+                 "predicted_share/0": 1 - share, "predicted_share/1": share}]
+    (root / run.name / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+  csv_path = results / "fgsm_diagnosis.csv"
+  grid.collect(runs, root, csv_path)
+  fgsm_diagnosis.collect_traces(runs, root, csv_path)
+  traces = fgsm_diagnosis.read_traces(fgsm_diagnosis.trace_path(csv_path))
+  assert sorted(traces) == sorted(shares)  # students only, not the teacher
+  for name, steps in traces.items():
+    assert [r["kind"] for r in steps] == ["train", "eval"] * 3
+    assert [float(r["predicted_share/1"]) for r in steps if r["kind"] == "eval"] == shares[name]
+    assert "learning_rate" not in steps[0] and "f1" not in steps[1]
+  # Workdirs are scratch: a run whose workdir is gone keeps its recorded curve.
+  gone = next(iter(shares))
+  for path in (root / gone).iterdir():
+    path.unlink()
+  (root / gone).rmdir()
+  fgsm_diagnosis.collect_traces(runs, root, csv_path)
+  assert fgsm_diagnosis.read_traces(fgsm_diagnosis.trace_path(csv_path)) == traces
+  rows = [r for r in csv.DictReader(open(csv_path, encoding="utf-8")) if r["mode"] != "teacher"]
+  lines = fgsm_diagnosis.report_section(rows, traces, grid.load_predictions(
+      grid.predictions_path(csv_path)), results / "fgsm_diagnosis.png")
+  by_arm = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+  # The share's range over the second half of the run (steps 2 and 3 of 3), the largest norm.
+  assert "| 0.70-0.90 | 6.0 |" in by_arm["none"], lines
+  assert "| 0.70-0.80 | 7.0 |" in by_arm["default"], lines
+  assert (results / "fgsm_diagnosis.png").stat().st_size > 1000
+
+
+def test_the_diagnosis_rule_needs_every_seed_balanced_then_takes_the_best_accuracy():
+  from experiments import fgsm_diagnosis  # pylint: disable=import-outside-toplevel
+  labels = np.array([0, 1] * 50)  # a class-1 share of 0.5
+  def run(arm, seed, accuracy, share):
+    predictions = (np.arange(100) < 100 * share).astype(int)
+    return ({"run": f"fd-{arm}-s{seed}", "arm": arm, "seed": str(seed), "mode": "distill",
+             "dev_accuracy": str(accuracy)},
+            {"dev/predictions": predictions, "dev/labels": labels})
+  cells = [("none", 0, 0.9, 0.5), ("none", 1, 0.9, 0.5),  # the reference is never chosen
+           ("default", 0, 0.8, 0.5), ("default", 1, 0.8, 0.80),  # one seed leans: out
+           ("eps0.03", 0, 0.6, 0.64), ("eps0.03", 1, 0.6, 0.36),
+           ("lr5e-5", 0, 0.7, 0.5), ("lr5e-5", 1, 0.7, 0.5)]
+  made = [run(*c) for c in cells]
+  rows, predictions = [r for r, _ in made], {r["run"]: p for r, p in made}
+  assert fgsm_diagnosis.chosen_setting(rows, predictions) == "lr5e-5"
+  assert fgsm_diagnosis.chosen_setting(rows[:-1], predictions) == "eps0.03"  # lr5e-5 lacks a seed
+  assert fgsm_diagnosis.chosen_setting(rows[:-1], predictions, tolerance=0.1) is None
+
+
+def test_the_revised_comparison_arm_is_the_one_the_committed_diagnosis_chose():
+  from experiments import fgsm_diagnosis  # pylint: disable=import-outside-toplevel
+  csv_path = grid.RESULTS / "fgsm_diagnosis.csv"
+  if not csv_path.exists():
+    pytest.skip("no diagnosis results committed (experiments/results/fgsm_diagnosis.csv)")
+  rows = [r for r in csv.DictReader(open(csv_path, encoding="utf-8"))]
+  chosen = fgsm_diagnosis.chosen_setting(rows, grid.load_predictions(grid.predictions_path(csv_path)))
+  assert sorted(protocol.REVISED_FGSM) == ([chosen] if chosen else [])
+  for name, flags in protocol.REVISED_FGSM.items():
+    assert flags == protocol.DIAGNOSIS_SETTINGS[name]

@@ -22,13 +22,17 @@ def _names(runs):
 def test_grids_have_the_protocols_arms_and_pair_them_by_seed(tmp_path):
   comparison = protocol.comparison_runs(5, False, tmp_path)
   students = [r for r in comparison if not r.name.startswith("teacher-")]
-  assert len(students) == 2 * 8 * 5
+  revised = 1 + len(protocol.REVISED_FGSM)  # and none_t2
+  assert len(students) == 2 * 8 * 5 + 5 * revised
   assert sorted(_names(r for r in comparison if r.name.startswith("teacher-"))) == [
-      "teacher-strong-qnli", "teacher-strong-sst2"]
+      "teacher-strong-qnli", "teacher-strong-qnli-t2", "teacher-strong-sst2"]
   # Within a task and seed, arms differ only in their augmentation flags.
   by_arm = {dict(r.columns)["arm"]: dict(r.flags) for r in students
             if dict(r.columns)["task"] == "qnli" and dict(r.columns)["seed"] == 3}
-  varying = {"aug", "mix_lambda", "projection_vocab"}
+  varying = {"aug", "mix_lambda", "projection_vocab", "fgsm_eps", "fgsm_loss", "learning_rate"}
+  teachers = {arm: flags.pop("teacher_ckpt") for arm, flags in by_arm.items()}
+  assert {arm for arm, ckpt in teachers.items() if "-t2/" in str(ckpt)} == {
+      arm for arm in by_arm if arm.endswith(protocol.RETRAINED_SUFFIX)} != set()
   base = {k: v for k, v in by_arm["none"].items() if k not in varying}
   for flags in by_arm.values():
     assert {k: v for k, v in flags.items() if k not in varying} == base
@@ -42,6 +46,31 @@ def test_grids_have_the_protocols_arms_and_pair_them_by_seed(tmp_path):
   assert {dict(r.flags)["aug"] for r in shift if dict(r.columns)["shift_degree"] == 0.0} == {"none"}
   copies = [r for r in protocol.copies_runs(3, False, tmp_path) if "teacher" not in r.name]
   assert sorted({dict(r.flags)["aug_copies"] for r in copies}) == [1, 2, 4, 8]
+
+
+def test_a_revised_arm_from_the_retrained_teacher_is_paired_with_none_from_it(tmp_path,
+                                                                              monkeypatch):
+  monkeypatch.setattr(protocol, "REVISED_FGSM", {"eps0.03": {"fgsm_eps": 0.03}})
+  runs = {r.name: r for r in protocol.comparison_runs(5, False, tmp_path)}
+  arm = "augpro_fgsm_eps0.03_t2"
+  assert dict(runs[f"pc-qnli-{arm}-s4"].flags)["fgsm_eps"] == 0.03
+  assert dict(runs["pc-qnli-none_t2-s4"].flags)["aug"] == "none"
+  # Both learn from the retrained teacher, a run of its own; the first arms keep the first.
+  for name in (f"pc-qnli-{arm}-s4", "pc-qnli-none_t2-s4"):
+    assert runs[name].needs == "teacher-strong-qnli-t2"
+  assert runs["pc-qnli-none-s4"].needs == "teacher-strong-qnli"
+  assert dict(runs["teacher-strong-qnli-t2"].flags) == dict(runs["teacher-strong-qnli"].flags)
+  assert not any("_t2" in name for name in runs if "-sst2-" in name)
+  claim = next(c for c in protocol.claims() if c.a.get("arm") == arm)
+  assert claim.b == {"task": "qnli", "arm": "none_t2"} and claim.study == "paired_comparison"
+  # The table's arm − none pairs it with none_t2, not with the first teacher's none.
+  rows = [{"run": f"pc-qnli-{a}-s{s}", "task": "qnli", "arm": a, "aug": "x", "seed": str(s),
+           "dev_accuracy": str(acc + 0.01 * s)}
+          for a, acc in (("none", 0.5), ("none_t2", 0.6), (arm, 0.62)) for s in range(3)]
+  table = report.comparison_tables_and_plot(rows, [], tmp_path / "c.png")
+  line = next(l for l in table if l.startswith(f"| {arm} |"))
+  assert "| +2.00 [+2.00, +2.00] |" in line, table
+  assert next(l for l in table if l.startswith("| none_t2 |")).split("|")[4].strip() == "-"
 
 
 def test_fit_predictions_are_bundled_and_kept_for_recorded_runs(tmp_path):
