@@ -53,15 +53,48 @@ def tiny_grid(tmp_path_factory, glue):
   return root, csv_path, result.stdout
 
 
+# Every script's --dry_run, run as its file runs (`__main__`), in one interpreter: one start-up
+# instead of one per script.
+_DRY_RUNS = """
+import runpy, sys
+root, glue = sys.argv[1:3]
+for name in sys.argv[3:]:
+  sys.argv = [name, "--tiny", f"--root={root}/{name}/runs", f"--csv={root}/{name}.csv",
+              f"--glue_dir={glue}", "--dry_run"]
+  print(f"=== {name}", flush=True)
+  try:
+    runpy.run_path(f"experiments/{name}.py", run_name="__main__")
+  except SystemExit as exc:
+    print(f"=== exit {exc.code}", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory, glue):
+  root = tmp_path_factory.mktemp("dry")
+  result = _run(["-c", _DRY_RUNS, str(root), str(glue), *SCRIPTS])
+  assert result.returncode == 0, result.stderr[-2000:]
+  outputs = {}
+  for chunk in result.stdout.split("=== ")[1:]:
+    head, _, rest = chunk.partition("\n")
+    if head.startswith("exit "):
+      outputs[name] = (int(head.split()[1]), outputs[name][1])
+    else:
+      name = head
+      outputs[name] = (None, rest)
+  return root, outputs
+
+
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_each_script_lists_its_tiny_grid(name, tmp_path, glue):
-  dry = _run(_script(name, tmp_path, tmp_path / "results.csv", glue, "--dry_run"))
-  assert dry.returncode == 0, dry.stderr[-2000:]
-  listed = [line for line in dry.stdout.splitlines() if line.startswith("[")]
-  assert len(listed) == 3, dry.stdout  # the shared teacher and two student runs
+def test_each_script_lists_its_tiny_grid(name, dry_runs):
+  root, outputs = dry_runs
+  code, stdout = outputs[name]
+  assert code == 0, stdout
+  listed = [line for line in stdout.splitlines() if line.startswith("[")]
+  assert len(listed) == 3, stdout  # the shared teacher and two student runs
   names = [line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1] for line in listed]
-  assert names == [run.name for run in SCRIPTS[name](3, True, tmp_path / "runs")]
-  assert all(line.startswith("[todo]") for line in listed), dry.stdout
+  assert names == [run.name for run in SCRIPTS[name](3, True, root / name / "runs")]
+  assert all(line.startswith("[todo]") for line in listed), stdout
 
 
 def test_tiny_grid_writes_one_row_per_run_and_resumes(tiny_grid, glue):
