@@ -74,14 +74,14 @@ def dry_runs(tmp_path_factory, glue):
   root = tmp_path_factory.mktemp("dry")
   result = _run(["-c", _DRY_RUNS, str(root), str(glue), *SCRIPTS])
   assert result.returncode == 0, result.stderr[-2000:]
-  outputs = {}
+  outputs, script = {}, None
   for chunk in result.stdout.split("=== ")[1:]:
     head, _, rest = chunk.partition("\n")
-    if head.startswith("exit "):
-      outputs[name] = (int(head.split()[1]), outputs[name][1])
+    if head.startswith("exit "):  # the script's exit code, after its output
+      outputs[script] = (int(head.split()[1]), outputs[script][1])
     else:
-      name = head
-      outputs[name] = (None, rest)
+      script = head
+      outputs[script] = (None, rest)
   return root, outputs
 
 
