@@ -122,7 +122,7 @@ def predicted_shares(ctx: Context, predictions: dict[str, np.ndarray]) -> dict[s
   for split_name, preds in predictions.items():
     prefix = "" if len(predictions) == 1 else f"{split_name}/"
     counts = np.bincount(np.asarray(preds, np.int64), minlength=len(labels))[:len(labels)]
-    shares = counts / max(int(np.asarray(preds).size), 1)
+    shares = counts / max(len(preds), 1)
     out.update({f"{prefix}predicted_share/{name}": float(v) for name, v in zip(labels, shares)})
   return out
 

@@ -27,6 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from experiments import grid
+from experiments import headline
 from experiments import protocol
 
 TRAIN_KEYS = ("loss", "loss_orig", "loss_aug", "grad_norm", "measured_shift")
@@ -122,7 +123,7 @@ def table(rows: list[dict[str, str]], traces: dict[str, list[dict[str, str]]],
   share_key = _share_key(traces)
   lines = ["### QNLI augpro_fgsm diagnosis (1,000 held-out training pairs; accuracy x100)", "",
            "Labels' share of class 1 in the held-out pairs: " +
-           (f"{float((labels == 1).mean()):.3f}." if labels is not None else "-."), "",
+           (f"{headline.class1_share(labels):.3f}." if labels is not None else "-."), "",
            "| setting | accuracy (mean; each seed) | class-1 share at the end (each seed) | "
            "class-1 share, second half (min-max) | largest grad norm | last loss |",
            "|---|---|---|---|---:|---:|"]
@@ -132,7 +133,7 @@ def table(rows: list[dict[str, str]], traces: dict[str, list[dict[str, str]]],
   for arm, arm_rows in by_arm.items():
     accs = [100 * float(r["dev_accuracy"]) for r in arm_rows]
     each = ", ".join(f"{a:.1f}" for a in accs)
-    ends = ", ".join(f"{float((predictions[r['run']]['dev/predictions'] == 1).mean()):.2f}"
+    ends = ", ".join(f"{headline.class1_share(predictions[r['run']]['dev/predictions']):.2f}"
                      if r["run"] in predictions else "-" for r in arm_rows)
     steps = [traces.get(r["run"], []) for r in arm_rows]
     shares = [v for s in steps for v in (_second_half(s, share_key) if share_key else [])]
@@ -159,8 +160,8 @@ def chosen_setting(rows: list[dict[str, str]], predictions: dict[str, dict[str, 
     arm_rows = [r for r in students if r["arm"] == arm and r["run"] in predictions]
     if {r["seed"] for r in arm_rows} != seeds:
       continue
-    balanced = all(abs(float((predictions[r["run"]]["dev/predictions"] == 1).mean())
-                       - float((predictions[r["run"]]["dev/labels"] == 1).mean())) <= tolerance
+    balanced = all(abs(headline.class1_share(predictions[r["run"]]["dev/predictions"])
+                       - headline.class1_share(predictions[r["run"]]["dev/labels"])) <= tolerance
                    for r in arm_rows)
     accuracy = statistics.mean(float(r["dev_accuracy"]) for r in arm_rows)
     if balanced and accuracy > best_accuracy:

@@ -51,7 +51,8 @@ def accuracy_paragraph(results: list[dict[str, Any]], comparison: list[dict[str,
   teachers, retrained = {}, {}
   for r in comparison:
     if r.get("mode") == "teacher":
-      (retrained if r["run"].endswith("-t2") else teachers)[r["task"]] = float(r["dev_accuracy"])
+      (retrained if protocol.is_retrained_teacher(r["run"]) else teachers)[r["task"]] = \
+          float(r["dev_accuracy"])
   counts = {v: sum(r["verdict"] == v for r in results)
             for v in ("supported", "not supported", "inconclusive")}
   text = ["- **Accuracy** (CPU-scale runs: MiniLM teachers, 2-layer students, paired seeds; "
@@ -109,6 +110,11 @@ def runtimes_table(studies: dict[str, list[dict[str, str]]]) -> list[str]:
   return lines
 
 
+def class1_share(values: Any) -> float:
+  """The share of class 1 in an array of class ids (predictions or labels)."""
+  return float((values == 1).mean())
+
+
 def class_share_table(rows: list[dict[str, str]], predictions: dict[str, dict[str, Any]],
                       task: str) -> list[str]:
   """Per arm and seed, the share of `task`'s dev examples the final student predicts as class 1,
@@ -120,11 +126,11 @@ def class_share_table(rows: list[dict[str, str]], predictions: dict[str, dict[st
   seeds = sorted({s for _, s in runs})
   labels = predictions[next(iter(runs.values()))]["dev/labels"]
   lines = [f"Share of {task} dev examples predicted as class 1 by the final student (labels: "
-           f"{float((labels == 1).mean()):.3f}):", "",
+           f"{class1_share(labels):.3f}):", "",
            "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " |",
            "|---|" + "---:|" * len(seeds)]
   for arm in dict.fromkeys(a for a, _ in runs):
-    cells = [f"{float((predictions[runs[(arm, s)]]['dev/predictions'] == 1).mean()):.2f}"
+    cells = [f"{class1_share(predictions[runs[(arm, s)]]['dev/predictions']):.2f}"
              if (arm, s) in runs else "-" for s in seeds]
     lines.append(f"| {arm} | " + " | ".join(cells) + " |")
   return lines

@@ -143,7 +143,7 @@ def spent_seconds(results: pathlib.Path) -> float:
              if r.get("wallclock_seconds")}
   seconds.update({r["run"]: float(r["wallclock_seconds"])
                   for r in _rows(results, "paired_comparison") if r.get("wallclock_seconds")
-                  and (r["run"].endswith("-t2")
+                  and (protocol.is_retrained_teacher(r["run"])
                        or r.get("arm", "").endswith(protocol.RETRAINED_SUFFIX))})
   return sum(seconds.values())
 

@@ -49,6 +49,11 @@ COPIES_STEPS = SHIFT_STEPS  # the second copies study trains as long as the shif
 # Arms run with the QNLI teacher trained a second time (its first checkpoint was scratch): each is
 # paired with `none` rerun under that teacher, never with the first teacher's rows.
 RETRAINED_SUFFIX = "_t2"
+
+
+def is_retrained_teacher(run: str) -> bool:
+  """Whether `run` names a teacher trained a second time (`teacher(..., retrained=True)`)."""
+  return run.startswith("teacher-") and run.endswith("-t2")
 # The revised QNLI augpro_fgsm arm: the setting fgsm_diagnosis's rule chose (experiments/README.md,
 # "The unstable arm") -> its flags.
 REVISED_FGSM: dict[str, dict[str, Any]] = {"eps0.03": {"fgsm_eps": 0.03}}

@@ -94,7 +94,8 @@ def comparison_tables_and_plot(rows, teacher_rows, out_png: pathlib.Path) -> lis
   tasks = [t for t in MAIN_METRIC if any(r["task"] == t for r in rows)]
   # The first teacher of each task (a `-t2` teacher, trained again, is in the teachers table).
   teachers = {r["task"]: num(r.get(MAIN_METRIC.get(r["task"], "dev_accuracy")))
-              for r in teacher_rows if r.get("mode") == "teacher" and not r["run"].endswith("-t2")}
+              for r in teacher_rows
+              if r.get("mode") == "teacher" and not protocol.is_retrained_teacher(r["run"])}
   lines = ["### AugPro comparison (KD at 2,000 examples, shift 0.3; dev metric x100)", ""]
   differences = {}  # task -> [(arm, PairedDifference)]
   for task in tasks:
