@@ -6,7 +6,8 @@ and split into parts with `--only=REGEX` (matched against run names). A run that
 row in the results CSV is skipped too (`--rerun` runs it again): workdirs are scratch and the
 committed CSV is the record, so a fresh checkout resumes the grid where the CSV left it. Teachers
 are fine-tuned once per task (and seed 0) and shared by every student run through `--teacher_ckpt`;
-a teacher is retrained only when a student that still has to run needs its checkpoint.
+a teacher is retrained only when a student that still has to run needs its checkpoint, and its
+earlier training keeps its row (`collect`). Each row records the run's wall clock and its CPU.
 
 The runs share a persistent XLA compilation cache (`--xla_cache`; default
 $JAX_COMPILATION_CACHE_DIR, else `<root>/xla-cache`): a program compiled once (the evaluation step,
@@ -23,6 +24,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import platform
 import re
 import shlex
 import shutil
@@ -62,6 +64,20 @@ def student_run(name: str, teacher: Optional[Run], root: pathlib.Path, flags: di
     flags = {**flags, "teacher_ckpt": root / teacher.name / "final"}
   return Run(name, tuple(flags.items()), tuple(columns.items()),
              needs=teacher.name if teacher is not None and flags.get("mode") == "distill" else None)
+
+
+def cpu_name() -> str:
+  """This machine's CPU model and core count, as a run's row records it: the wall clock of a run
+  means little without the machine it ran on."""
+  model = ""
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+      if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return f"{model or platform.processor() or platform.machine() or 'unknown CPU'} ({os.cpu_count()} cores)"
 
 
 def _regex(text: str) -> str:
@@ -166,6 +182,7 @@ def execute(runs: list[Run], root: pathlib.Path, *, only: Optional[str], dry_run
             f"{(result.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
       continue
     (root / run.name / "wallclock_seconds").write_text(f"{seconds:.1f}\n")
+    (root / run.name / "cpu").write_text(cpu_name() + "\n")
     if run.needs is not None or not run.name.startswith("teacher-"):
       # Students are summarised by summary.json + metrics.jsonl; their weights (~60 MB each with
       # optimizer state) would fill the disk over a few hundred runs.
@@ -175,11 +192,47 @@ def execute(runs: list[Run], root: pathlib.Path, *, only: Optional[str], dry_run
   return selected
 
 
+EARLIER = "-earlier-"  # `<teacher>-earlier-<k>`: the row of a teacher's k-th training, kept
+
+
+def _workdir_row(run: Run, root: pathlib.Path) -> Optional[dict[str, Any]]:
+  """The CSV row of a run finished in `root`, or None."""
+  path = root / run.name / "summary.json"
+  if not path.exists():
+    return None
+  summary = json.loads(path.read_text())
+  wall, cpu = root / run.name / "wallclock_seconds", root / run.name / "cpu"
+  row = {"run": run.name, **dict(run.columns)}
+  row.update({f"dev_{k.replace('/', '_')}": v for k, v in summary.get("dev", {}).items()})
+  row.update({f"teacher_{k.replace('/', '_')}": v
+              for k, v in (summary.get("teacher_dev") or {}).items()})
+  row.update(measured_shift=summary.get("measured_shift"), steps=summary.get("steps"),
+             train_examples=summary.get("train_examples"),
+             examples_per_sec=summary.get("examples_per_sec"),
+             wallclock_seconds=float(wall.read_text()) if wall.exists() else None,
+             cpu=cpu.read_text().strip() if cpu.exists() else None)
+  if summary.get("length_buckets"):  # rows written before length buckets had fixed padding
+    row.update(length_buckets=" ".join(map(str, summary["length_buckets"])),
+               train_token_utilisation=summary["token_utilisation"]["train"])
+  return row
+
+
+def _trained_again(old: Optional[dict[str, str]], new: dict[str, Any]) -> bool:
+  """Whether `new` is a teacher trained again since the CSV recorded `old` (its own wall clock)."""
+  if not old or old.get("mode") != "teacher" or not old.get("wallclock_seconds"):
+    return False
+  return new.get("wallclock_seconds") is None or abs(
+      float(old["wallclock_seconds"]) - float(new["wallclock_seconds"])) > 0.05
+
+
 def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> list[dict[str, Any]]:
   """One CSV row per finished run: its columns, dev metrics, measured shift, speed, wall clock.
 
   The CSV is the durable record and workdirs are scratch: a run of the grid whose workdir is
-  absent here (a fresh checkout, another machine) keeps the row the existing CSV has for it.
+  absent here (a fresh checkout, another machine) keeps the row the existing CSV has for it. A
+  teacher trained again (its checkpoint was gone) gets the new row, and its earlier training
+  keeps the old one, renamed `<teacher>-earlier-<k>`, with its predictions: the students before
+  learnt from it.
   """
   kept, header = {}, []
   if csv_path.exists():
@@ -187,29 +240,23 @@ def collect(runs: Iterable[Run], root: pathlib.Path, csv_path: pathlib.Path) -> 
       reader = csv.DictReader(f)
       kept = {row["run"]: row for row in reader}
       header = list(reader.fieldnames or [])
-  rows = []
+  runs = list(runs)
+  rows, renamed = [], {}
   for run in runs:
-    path = root / run.name / "summary.json"
-    if not path.exists():
-      if run.name in kept:
-        rows.append({k: v for k, v in kept[run.name].items() if v != ""})
-      continue
-    summary = json.loads(path.read_text())
-    wall = root / run.name / "wallclock_seconds"
-    row = {"run": run.name, **dict(run.columns)}
-    row.update({f"dev_{k.replace('/', '_')}": v for k, v in summary.get("dev", {}).items()})
-    row.update({f"teacher_{k.replace('/', '_')}": v
-                for k, v in (summary.get("teacher_dev") or {}).items()})
-    row.update(measured_shift=summary.get("measured_shift"), steps=summary.get("steps"),
-               train_examples=summary.get("train_examples"),
-               examples_per_sec=summary.get("examples_per_sec"),
-               wallclock_seconds=float(wall.read_text()) if wall.exists() else None)
-    if summary.get("length_buckets"):  # rows written before length buckets had fixed padding
-      row.update(length_buckets=" ".join(map(str, summary["length_buckets"])),
-                 train_token_utilisation=summary["token_utilisation"]["train"])
-    rows.append(row)
+    row = _workdir_row(run, root)
+    earlier = sorted((k for k in kept if k.startswith(run.name + EARLIER)),
+                     key=lambda k: int(k.rsplit("-", 1)[1]))
+    rows += [{k: v for k, v in kept[k].items() if v != ""} for k in earlier]
+    if row is not None and _trained_again(kept.get(run.name), row):
+      renamed[run.name] = f"{run.name}{EARLIER}{len(earlier) + 1}"
+      rows.append({**{k: v for k, v in kept[run.name].items() if v != ""},
+                   "run": renamed[run.name]})
+    if row is None and run.name in kept:
+      row = {k: v for k, v in kept[run.name].items() if v != ""}
+    if row is not None:
+      rows.append(row)
   csv_path.parent.mkdir(parents=True, exist_ok=True)
-  bundle_predictions(runs, root, predictions_path(csv_path), {row["run"] for row in rows})
+  bundle_predictions(runs, root, predictions_path(csv_path), {row["run"] for row in rows}, renamed)
   keys = list(dict.fromkeys([k for k in header if any(k in row for row in rows)]
                             + [k for row in rows for k in row]))
   with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -226,16 +273,22 @@ def predictions_path(csv_path: pathlib.Path) -> pathlib.Path:
 
 
 def bundle_predictions(runs: Iterable[Run], root: pathlib.Path, path: pathlib.Path,
-                       keep: set[str]) -> None:
+                       keep: set[str], renamed: Optional[dict[str, str]] = None) -> None:
   """Gather each run's `dev_predictions.npz` into one compressed file, keys `<run>/<split>/...`.
 
   Like the CSV, the bundle is the durable record: a run in `keep` whose workdir is gone keeps the
-  arrays the bundle already has for it; runs not in `keep` are dropped.
+  arrays the bundle already has for it; runs not in `keep` are dropped. `renamed` {run: new name}
+  moves a run's old arrays to a new name (a teacher's earlier training) before its workdir's
+  arrays take the old name.
   """
-  arrays = {}
+  arrays, renamed = {}, renamed or {}
   if path.exists():
     with np.load(path) as old:
-      arrays = {k: old[k] for k in old.files if k.split("/", 1)[0] in keep}
+      for key in old.files:
+        run, rest = key.split("/", 1)
+        run = renamed.get(run, run)
+        if run in keep:
+          arrays[f"{run}/{rest}"] = old[key]
   for run in runs:
     source = root / run.name / "dev_predictions.npz"
     if run.name in keep and source.exists():

@@ -102,6 +102,8 @@ def runtimes_table(studies: dict[str, list[dict[str, str]]]) -> list[str]:
                                         if r.get("train_size") else ""))
       if r.get("arm", "").endswith(protocol.RETRAINED_SUFFIX):
         part += ", retrained teacher"
+      if r.get("cpu"):  # rows without it ran before the column, on the VM the README names
+        part += f", {r['cpu']}"
       groups.setdefault(part, []).append(seen[key])
     for part, seconds in groups.items():
       lines.append(f"| {study} | {part} | {len(seconds)} | {min(seconds):.0f}-{max(seconds):.0f} | "

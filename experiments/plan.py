@@ -15,7 +15,8 @@ so a run that shared the cores weighs little):
 - the SST-2 teacher once, when any KD run is planned (its checkpoint is scratch, not committed).
 
 The budget is BUDGET_HOURS for all the new runs: the hours the new runs already recorded (the
-augpro_fgsm diagnosis, the `_t2` comparison arms and their teacher) come off it first. If the plan
+augpro_fgsm diagnosis, the `_t2` comparison arms and their teacher, the parts' runs and the SST-2
+teacher's trainings for them) come off it first. If the plan
 is over what is left, the CUTS are applied in order until it fits; the table names each cut cell
 and why it is the least informative.
 """
@@ -137,15 +138,31 @@ def _part_runs(part: Part, cuts: list[str], recorded: dict[str, set[str]],
 
 
 def spent_seconds(results: pathlib.Path) -> float:
-  """The wall clock the new runs already recorded, each run once (the retrained teacher is a row
-  in two CSVs)."""
+  """The wall clock the new runs already recorded, each run once: the augpro_fgsm diagnosis, the
+  `_t2` comparison arms and their teacher, the PARTS' runs, and every training of the SST-2
+  teacher after the shift study's first (each training is a row of its own, `grid.EARLIER`, and
+  one training may be a row in several CSVs, with the same wall clock)."""
   seconds = {r["run"]: float(r["wallclock_seconds"]) for r in _rows(results, "fgsm_diagnosis")
              if r.get("wallclock_seconds")}
   seconds.update({r["run"]: float(r["wallclock_seconds"])
                   for r in _rows(results, "paired_comparison") if r.get("wallclock_seconds")
                   and (protocol.is_retrained_teacher(r["run"])
                        or r.get("arm", "").endswith(protocol.RETRAINED_SUFFIX))})
-  return sum(seconds.values())
+  for part in PARTS:
+    seconds.update({f"{part.script}/{r['run']}": float(r["wallclock_seconds"])
+                    for r in _rows(results, part.script) if r.get("wallclock_seconds")
+                    and r.get("mode") != "teacher" and re.search(part.only, r["run"])})
+  trainings = {r["wallclock_seconds"] for study in GRIDS for r in _rows(results, study)
+               if _is_teacher(r["run"]) and r.get("wallclock_seconds")}
+  shift_teacher = sorted((r for r in _rows(results, "paired_shift") if _is_teacher(r["run"])),
+                         key=lambda r: (r["run"] == TEACHER, r["run"]))
+  trainings -= {shift_teacher[0]["wallclock_seconds"]} if shift_teacher else set()
+  return sum(seconds.values()) + sum(float(w) for w in trainings)
+
+
+def _is_teacher(run: str) -> bool:
+  """The SST-2 teacher's row, this training's or an earlier one's."""
+  return run == TEACHER or run.startswith(TEACHER + grid.EARLIER)
 
 
 def table(results: pathlib.Path) -> list[str]:

@@ -36,6 +36,7 @@ from experiments import plan
 from experiments import protocol
 from experiments import small_tasks
 from experiments import stats
+from experiments import teachers
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 README = RESULTS.parent / "README.md"
@@ -303,33 +304,6 @@ def copies_table_and_plot(rows, out_png: Optional[pathlib.Path] = None,
   return lines
 
 
-def teachers_table(rows: list[dict[str, str]], lead_size: int = protocol.SHIFT_SIZES[-1]) -> list[str]:
-  """The protocol's strong teachers: data, steps, buckets, dev metric and wall clock, one per run,
-  and the teacher's lead over students fine-tuned without augmentation on `lead_size` examples
-  (mean over their seeds; the shift study's p = 0 fine-tuning arm)."""
-  lines = ["| teacher | training examples | steps | length buckets | dev metric | wall clock | "
-           f"lead over a student fine-tuned on {lead_size:,} |",
-           "|---|---:|---:|---|---|---:|---|"]
-  seen = set()
-  for row in rows:
-    if row.get("mode") != "teacher" or row["run"] in seen:
-      continue
-    seen.add(row["run"])
-    metric = MAIN_METRIC.get(row.get("task", ""), "dev_accuracy")
-    value = num(row.get(metric))
-    wall = num(row.get("wallclock_seconds"))
-    students = {r["run"]: num(r.get(metric)) for r in rows
-                if r.get("task") == row.get("task") and r.get("mode") == "finetune"
-                and r.get("aug") == "none" and num(r.get("train_size")) == lead_size}
-    mean, _, n = mean_std(list(students.values()))
-    lead = (f"{100 * (value - mean):+.1f} ({100 * mean:.1f}, " + (f"{n} seeds)" if n > 1 else "one seed)")
-            if n else "-")
-    lines.append(f"| {row['run']} | {int(num(row['train_examples'])):,} | {row['steps']} | "
-                 f"{row.get('length_buckets') or 'none'} | {metric[4:]} {100 * value:.1f} | "
-                 f"{wall / 60:.0f} min | {lead} |")
-  return lines if len(lines) > 2 else ["No teacher trained yet."]
-
-
 def fill_blocks(text: str, blocks: dict[str, str]) -> str:
   """`text` with every report marker block replaced by `blocks[NAME]`; the text outside is kept.
 
@@ -382,7 +356,10 @@ def _sections(results: pathlib.Path) -> dict[str, list[str]]:
              for study in PAIRED + ("fgsm_diagnosis",)}
   teacher_rows = [row for rows in studies.values() for row in rows]
   if teacher_rows:
-    sections["teachers"] = teachers_table(teacher_rows)
+    sections["teachers"] = teachers.table(
+        {k: v for k, v in studies.items() if v},
+        {k: grid.load_predictions(grid.predictions_path(results / f"{k}.csv")) for k in studies},
+        MAIN_METRIC)
     sections["runtimes"] = headline.runtimes_table({k: v for k, v in studies.items() if v})
   sections["plan"] = plan.table(results)
   buckets = results / "bucket_accuracy.csv"

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -108,6 +109,7 @@ def test_tiny_grid_writes_one_row_per_run_and_resumes(tiny_grid, glue):
     assert 0.0 <= float(row["dev_accuracy"]) <= 1.0
     assert int(row["steps"]) == 2
     assert float(row["wallclock_seconds"]) > 0
+    assert row["cpu"] == grid.cpu_name()  # the machine behind the wall clock
     assert row["length_buckets"] and 0 < float(row["train_token_utilisation"]) <= 1
     if row["aug"] != "none":
       assert float(row["measured_shift"]) > 0
@@ -210,6 +212,39 @@ def test_collect_keeps_committed_rows_whose_workdirs_are_absent(tmp_path):
   assert [r["run"] for r in rows] == ["r0", "r1", "r2"]
   assert {k: v["dev_accuracy"] for k, v in written.items()} == {"r0": "0.5", "r1": "0.7", "r2": "0.8"}
   assert written["r2"]["steps"] == "4" and written["r0"]["steps"] == ""
+
+
+def test_a_teacher_trained_again_keeps_its_earlier_trainings_row_and_predictions(tmp_path):
+  """Students seeded before a teacher's retraining learnt from the earlier one: its row and dev
+  predictions stay, renamed, and a later collect of the same workdir changes nothing."""
+  from experiments import grid  # pylint: disable=g-import-not-at-top
+  teacher = grid.Run("teacher-t", (), (("mode", "teacher"),))
+  root, csv_path = tmp_path / "runs", tmp_path / "results.csv"
+
+  def train(seconds, predictions):
+    shutil.rmtree(root / teacher.name, ignore_errors=True)
+    (root / teacher.name).mkdir(parents=True)
+    (root / teacher.name / "summary.json").write_text('{"dev": {"accuracy": 0.9}, "steps": 4}')
+    (root / teacher.name / "wallclock_seconds").write_text(f"{seconds}\n")
+    np.savez(root / teacher.name / "dev_predictions.npz",
+             **{"dev/predictions": np.array(predictions), "dev/labels": np.array([0, 1])})
+    grid.collect([teacher], root, csv_path)
+    with open(csv_path, encoding="utf-8") as f:
+      rows = {r["run"]: r["wallclock_seconds"] for r in csv.DictReader(f)}
+    bundle = grid.load_predictions(grid.predictions_path(csv_path))
+    return rows, {run: list(a["dev/predictions"]) for run, a in bundle.items()}
+
+  assert train(100.0, [0, 0]) == ({"teacher-t": "100.0"}, {"teacher-t": [0, 0]})
+  assert train(100.0, [0, 0]) == ({"teacher-t": "100.0"}, {"teacher-t": [0, 0]})  # same training
+  assert train(120.0, [1, 1]) == ({"teacher-t-earlier-1": "100.0", "teacher-t": "120.0"},
+                                  {"teacher-t-earlier-1": [0, 0], "teacher-t": [1, 1]})
+  shutil.rmtree(root)  # a fresh checkout: the CSV and the bundle keep both trainings
+  grid.collect([teacher], root, csv_path)
+  assert grid.load_predictions(grid.predictions_path(csv_path)).keys() == {
+      "teacher-t-earlier-1", "teacher-t"}
+  rows, predictions = train(90.0, [1, 0])
+  assert rows == {"teacher-t-earlier-1": "100.0", "teacher-t-earlier-2": "120.0", "teacher-t": "90.0"}
+  assert predictions["teacher-t-earlier-2"] == [1, 1] and predictions["teacher-t"] == [1, 0]
 
 
 def test_runs_recorded_in_the_csv_are_skipped_and_their_teacher_only_retrained_if_needed(

@@ -244,10 +244,30 @@ def test_runtimes_count_each_run_once():
   teacher = {"run": "teacher-x", "task": "sst2", "mode": "teacher", "wallclock_seconds": "1800"}
   retrained = dict(teacher, wallclock_seconds="1900")  # trained again: another run
   student = {"run": "s0", "task": "sst2", "mode": "distill", "wallclock_seconds": "360"}
-  lines = headline.runtimes_table({"a": [teacher, student], "b": [teacher, retrained],
+  elsewhere = dict(student, run="s1", cpu="Some CPU (4 cores)")
+  lines = headline.runtimes_table({"a": [teacher, student, elsewhere], "b": [teacher, retrained],
                                    "c": [teacher]})
-  assert lines[-1] == "Total: 3 runs, 1.1 hours of wall clock.", lines
+  assert lines[-1] == "Total: 4 runs, 1.2 hours of wall clock.", lines
   assert "| b | teacher sst2 | 1 | 1900-1900 | 0.53 |" in lines, lines
+  assert "| a | sst2, Some CPU (4 cores) | 1 | 360-360 | 0.10 |" in lines, lines
+
+
+def test_teachers_table_has_each_training_once_with_its_agreement_with_the_first():
+  from experiments import teachers  # pylint: disable=g-import-not-at-top
+  teacher = {"run": "teacher-x", "task": "sst2", "mode": "teacher", "wallclock_seconds": "1800",
+             "dev_accuracy": "0.9", "train_examples": "100", "steps": "10"}
+  earlier = dict(teacher, run="teacher-x-earlier-1")
+  again = dict(teacher, wallclock_seconds="1700", dev_accuracy="0.8")
+  studies = {"a": [teacher], "b": [earlier, again], "c": [again]}
+  first, other = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
+  predictions = {"a": {"teacher-x": {"dev/predictions": first}},
+                 "b": {"teacher-x-earlier-1": {"dev/predictions": first},
+                       "teacher-x": {"dev/predictions": other}}}
+  lines = teachers.table(studies, predictions, {"sst2": "dev_accuracy"})
+  assert [l.split(" | ")[:3] for l in lines[2:]] == [
+      ["| teacher-x", "1", "a, b"], ["| teacher-x", "2", "b, c"]], lines
+  assert "| accuracy 80.0 | 28 min | 75.0% of 4 |" in lines[3], lines
+  assert teachers.base_name("teacher-q-t2") == teachers.base_name("teacher-q-earlier-3") == "teacher-q"
 
 
 def test_plan_fits_the_budget_in_short_parts_and_its_commands_select_its_runs(tmp_path):
@@ -273,6 +293,24 @@ def test_plan_fits_the_budget_in_short_parts_and_its_commands_select_its_runs(tm
     selected = [n for n in runs if re.search(only, n)]
     assert selected and not any(re.search(c, n) for n in selected for c in cut), line
     assert int(line.rsplit("|", 3)[1]) == len(selected), line
+
+
+def test_plan_counts_each_new_run_and_each_teacher_training_for_it_once(tmp_path):
+  """The budget's spent hours: the parts' runs already recorded and the SST-2 teacher's trainings
+  after the shift study's first, each once however many CSVs hold it; not the seeds before."""
+  from experiments import plan  # pylint: disable=g-import-not-at-top
+  header = "run,mode,wallclock_seconds\n"
+  (tmp_path / "paired_shift.csv").write_text(
+      header + "teacher-strong-sst2-earlier-1,teacher,2000\nteacher-strong-sst2,teacher,1900\n"
+      "ps-knn-p0.1-distill-n1000-s3,distill,100\nps-knn-p0.1-distill-n1000-s0,distill,70\n")
+  (tmp_path / "paired_fullsize.csv").write_text(
+      header + "teacher-strong-sst2,teacher,1900\npf-knn-p0.1-distill-s0,distill,300\n")
+  assert plan.spent_seconds(tmp_path) == 1900 + 100 + 300
+  (tmp_path / "paired_fullsize.csv").write_text(header + "teacher-strong-sst2,teacher,1800\n")
+  assert plan.spent_seconds(tmp_path) == 1900 + 100 + 1800  # another training, for this grid
+  (tmp_path / "paired_fullsize.csv").unlink()
+  (tmp_path / "paired_shift.csv").write_text(header + "teacher-strong-sst2,teacher,2000\n")
+  assert plan.spent_seconds(tmp_path) == 0  # the shift study's own first training
 
 
 def test_plan_estimates_one_copy_at_625_steps_as_the_recorded_shift_cell():
