@@ -341,8 +341,15 @@ def main(description: str, make_runs, csv_name: str, default_seeds: int = 3,
     xla_cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "xla-cache")
   if xla_cache and pathlib.Path(xla_cache).exists() and not pathlib.Path(xla_cache).is_dir():
     p.error(f"--xla_cache={xla_cache} is a file, not a directory")
-  selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run, glue_dir=args.glue_dir,
-                     recorded=recorded, xla_cache=xla_cache)
+  try:
+    selected = execute(all_runs, root, only=args.only, dry_run=args.dry_run,
+                       glue_dir=args.glue_dir, recorded=recorded, xla_cache=xla_cache)
+  except BrokenPipeError:
+    if not args.dry_run:
+      raise
+    # `--dry_run | head`: the reader has what it wanted; nothing more goes to the closed pipe.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
   if not args.dry_run:
     collect(all_runs, root, csv_path)
     if after is not None:

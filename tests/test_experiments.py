@@ -98,6 +98,18 @@ def test_each_script_lists_its_tiny_grid(name, dry_runs):
   assert all(line.startswith("[todo]") for line in listed), stdout
 
 
+def test_a_dry_run_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+  """`--dry_run | head`: the listing outgrows the pipe, the reader leaves, and the script exits 0
+  with nothing on stderr (no BrokenPipeError traceback)."""
+  script = [sys.executable, str(REPO / "experiments" / "paired_shift.py"), "--seeds=8",
+            "--dry_run", f"--root={tmp_path / 'runs'}", f"--csv={tmp_path / 'absent.csv'}"]
+  process = subprocess.Popen(script, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  assert process.stdout.readline().startswith(b"[todo] ")
+  process.stdout.close()  # far less than the listing (over 100 KB, more than a pipe holds)
+  stderr = process.stderr.read().decode()
+  assert process.wait(timeout=120) == 0 and not stderr, stderr
+
+
 def test_tiny_grid_writes_one_row_per_run_and_resumes(tiny_grid, glue):
   root, csv_path, out = tiny_grid
   assert "FAILED" not in out, out
