@@ -12,7 +12,8 @@ so a run that shared the cores weighs little):
 - copies at 625 steps: one copy is the shift study's recorded cell (1,000 examples, augpro_mix at
   0.3, 625 steps); each further copy adds what it cost over one copy in the 93-step copies
   study, times 625 / 93;
-- the SST-2 teacher once, when any KD run is planned (its checkpoint is scratch, not committed).
+- the SST-2 teacher once, when any KD run is planned (its checkpoint is scratch, not committed):
+  the median of its recorded trainings.
 
 The budget is BUDGET_HOURS for all the new runs: the hours the new runs already recorded (the
 augpro_fgsm diagnosis, the `_t2` comparison arms and their teacher, the parts' runs and the SST-2
@@ -58,6 +59,8 @@ CUTS = (
     (r"^pl-c4-", "4 copies in the 625-step copies study: both of its claims need only 1 and 8"),
     (r"^ps-.*-n10000-s7$", "the shift study's eighth seed at 10,000 examples: with the same seeds "
                            "its claims' intervals are narrower than at 1,000 (claims table)"),
+    (r"^pl-.*-s5$", "the sixth seed of the 625-step copies study: its two claims are paired by "
+                    "seed, and five seeds are more than the 93-step study's three"),
 )
 GRIDS: dict[str, Callable] = {"paired_shift": protocol.shift_runs,
                               "paired_fullsize": protocol.fullsize_runs,
@@ -86,12 +89,15 @@ class Estimator:
 
   def __init__(self, results: pathlib.Path):
     self.rows = _rows(results, "paired_shift") + _rows(results, "paired_copies")
-    teacher = [r for r in self.rows if r["run"] == TEACHER]
-    self.teacher_seconds = float(teacher[0]["wallclock_seconds"]) if teacher else None
-    self.teacher_forward = 3 * float(teacher[0]["examples_per_sec"]) if teacher else None
+    # Each training of the teacher once (one can be a row in both CSVs), the median over them.
+    teacher = list({r["wallclock_seconds"]: r for r in self.rows
+                    if _is_teacher(r["run"]) and r.get("wallclock_seconds")}.values())
+    self.teacher_seconds = _median([float(r["wallclock_seconds"]) for r in teacher])
+    forward = _median([float(r["examples_per_sec"]) for r in teacher if r.get("examples_per_sec")])
+    self.teacher_forward = 3 * forward if forward else None
 
   def _recorded(self, cell: str) -> list[dict[str, str]]:
-    return [r for r in self.rows if _cell(r["run"]) == cell and r["run"] != TEACHER]
+    return [r for r in self.rows if _cell(r["run"]) == cell and not _is_teacher(r["run"])]
 
   def _seconds(self, cell: str) -> Optional[float]:
     return _median([float(r["wallclock_seconds"]) for r in self._recorded(cell)])
